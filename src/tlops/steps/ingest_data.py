@@ -1,0 +1,132 @@
+"""Step ``ingest_data``: an ImageFolder tree -> snapshot, manifest and data version.
+
+Outputs (in ``out_dir``, written all at once or not at all):
+
+* ``manifest.csv`` - one row per image (see :data:`tlops.data.manifest.MANIFEST_COLUMNS`);
+* ``ingest.json`` - data version, class folders, counts per class and split, skipped files;
+* ``images/`` - the decodable images under their original relative paths, written from the very
+  bytes that were hashed and decoded, so later steps and other runners read exactly the snapshot
+  that was validated, not whatever the data directory holds by then.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlops.config import SPLITS, Params
+from tlops.data.images import DecodeStatus
+from tlops.data.manifest import MANIFEST_COLUMNS, ManifestRow, ScanResult, scan_image_folder
+from tlops.data.version import DataVersion, data_version
+from tlops.io import atomic_dir, write_json
+
+MANIFEST_FILE = "manifest.csv"
+INGEST_FILE = "ingest.json"
+IMAGES_DIR = "images"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ``ingest_data`` returns to its runner."""
+
+    data_version: str
+    version_source: str
+    n_images: int
+    n_failed: int
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # label -> split -> count
+    skipped: list[dict[str, str]]
+    out_dir: Path
+
+
+def _counts(rows: list[ManifestRow], classes: list[str]) -> dict[str, dict[str, int]]:
+    counter = Counter((row.label, row.split) for row in rows)
+    return {label: {split: counter[(label, split)] for split in SPLITS} for label in classes}
+
+
+def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
+    """Write manifest rows as UTF-8 CSV with a header of :data:`MANIFEST_COLUMNS`."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_dict())
+
+
+def run(
+    params: Params,
+    data_dir: Path,
+    out_dir: Path,
+    progress: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Scan ``data_dir`` and write the manifest, the data version and the snapshot.
+
+    Args:
+        params: Resolved parameters (reads ``image`` and ``ingest_data``).
+        data_dir: The ImageFolder tree.
+        out_dir: Output directory (replaced on success, untouched on failure).
+        progress: Called with 1 per scanned file.
+
+    Returns:
+        Data version, counts and skipped files.
+
+    Raises:
+        tlops.data.manifest.DataDirError: ``data_dir`` is missing, empty or of mixed layout.
+    """
+    cfg = params.ingest_data
+    with atomic_dir(out_dir) as staging:
+        images = staging / IMAGES_DIR
+        images.mkdir()
+
+        def sink(rel: str, data: bytes) -> None:
+            target = images / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+        scan: ScanResult = scan_image_folder(
+            data_dir, params.image, cfg.split, cfg.salt, progress=progress, sink=sink
+        )
+        result = _finish(params, data_dir, out_dir, staging, scan)
+    return result
+
+
+def _finish(
+    params: Params, data_dir: Path, out_dir: Path, staging: Path, scan: ScanResult
+) -> IngestResult:
+    cfg = params.ingest_data
+    version: DataVersion = data_version(data_dir, scan.file_md5)
+    counts = _counts(scan.rows, scan.classes)
+    failed = [row for row in scan.rows if row.decode_status != DecodeStatus.OK.value]
+    summary: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "data_version": version.md5,
+        "version_source": version.source,
+        "version_note": version.note,
+        "dvc_file": version.dvc_file,
+        "n_images": len(scan.rows),
+        "n_failed_decode": len(failed),
+        "classes": scan.classes,
+        "explicit_splits": scan.explicit_splits,
+        "counts": counts,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+        "params": {
+            "image": params.image.model_dump(mode="json"),
+            "ingest_data": cfg.model_dump(mode="json"),
+        },
+    }
+    write_manifest(staging / MANIFEST_FILE, scan.rows)
+    write_json(staging / INGEST_FILE, summary)
+    return IngestResult(
+        data_version=version.md5,
+        version_source=version.source,
+        n_images=len(scan.rows),
+        n_failed=len(failed),
+        classes=scan.classes,
+        counts=counts,
+        skipped=summary["skipped"],
+        out_dir=out_dir,
+    )

@@ -1,0 +1,263 @@
+"""The Great Expectations suite on small fixtures: each bad input fails with file and rule named.
+
+Every test runs the real steps: ``ingest_data`` writes the manifest, ``validate_data`` runs the
+GX suite over it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers import png_with_size, save_image, symlink, truncate
+from tlops.config import Params
+from tlops.data.manifest import DataDirError
+from tlops.steps import ingest_data, validate_data
+from tlops.steps.validate_data import DataValidationError, ValidationResult
+
+Tree = Callable[..., Path]
+
+
+def check(params: Params, root: Path, tmp_path: Path, **kwargs: object) -> ValidationResult:
+    ingest_data.run(params, root, tmp_path / "out" / "ingest")
+    return validate_data.run(
+        params,
+        tmp_path / "out" / "ingest",
+        tmp_path / "out" / "validate",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def fails(params: Params, root: Path, tmp_path: Path, rule: str, *names: str) -> str:
+    with pytest.raises(DataValidationError) as info:
+        check(params, root, tmp_path)
+    message = str(info.value)
+    assert f"FAILED: {rule}" in message, message
+    for name in names:
+        assert name in message, f"{name!r} not in:\n{message}"
+    report = json.loads((tmp_path / "out" / "validate" / "validation.json").read_text())
+    assert report["passed"] is False
+    assert any(f["rule"] == rule for f in report["failures"])
+    return message
+
+
+def test_clean_data_passes_with_all_outputs(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    result = check(params, root, tmp_path)
+    assert result.passed and result.classes == ["cat", "dog", "fox"]
+    out = tmp_path / "out" / "validate"
+    gx = json.loads((out / "gx_results.json").read_text())
+    assert all(r["success"] for r in gx) and len(gx) == 5
+    assert (out / "data_docs" / "index.html").is_file()
+    html = "".join(p.read_text() for p in (out / "data_docs").rglob("*.html"))
+    assert "expect_column_values_to_be_in_set" in html or "values must belong" in html
+    summary = (out / "summary.md").read_text()
+    assert "passed" in summary and "| cat |" in summary
+
+
+@pytest.mark.parametrize(
+    "make_bad,status",
+    [
+        (lambda p: p.write_bytes(b""), "empty_file"),
+        (lambda p: truncate(save_image(p, 500, 64, "RGB")), "truncated"),
+        (lambda p: p.write_text("plain text, not a picture"), "not_an_image"),
+        (lambda p: png_with_size(p, 40000, 40000), "decompression_bomb"),
+    ],
+    ids=["zero-byte", "truncated-png", "text-as-png", "decompression-bomb"],
+)
+def test_undecodable_files(
+    params: Params, make_tree: Tree, tmp_path: Path, make_bad: Callable[[Path], object], status: str
+) -> None:
+    root = make_tree()
+    make_bad(root / "dog" / "bad.png")
+    message = fails(params, root, tmp_path, "every file decodes", f"{root}/dog/bad.png", status)
+    assert "report:" in message
+
+
+def test_truncated_jpeg(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    truncate(save_image(root / "fox" / "photo.jpg", 600, 64, "RGB", fmt="JPEG"), 0.5)
+    fails(params, root, tmp_path, "every file decodes", f"{root}/fox/photo.jpg", "truncated")
+
+
+def test_odd_modes_are_converted_and_pass(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    Image.new("CMYK", (16, 16), (10, 200, 30, 0)).save(root / "cat" / "cmyk.jpg")
+    ramp = np.arange(256, dtype=np.uint16).reshape(16, 16) * 250
+    Image.fromarray(ramp).save(root / "cat" / "deep.png")
+    Image.new("RGBA", (16, 16), (1, 2, 3, 40)).save(root / "dog" / "alpha.png")
+    Image.new("P", (16, 16), 3).save(root / "fox" / "palette.png")
+    assert check(params, root, tmp_path).passed
+    manifest = (tmp_path / "out" / "ingest" / "manifest.csv").read_text()
+    for mode in ("CMYK", "I;16", "RGBA", ",P,"):
+        assert mode in manifest
+
+
+def test_mode_outside_params_fails(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    Image.new("CMYK", (16, 16)).save(root / "cat" / "cmyk.jpg")
+    strict = params.model_copy(
+        update={"validate_data": params.validate_data.model_copy(update={"modes": ("L", "RGB")})}
+    )
+    fails(strict, root, tmp_path, "image mode in ['L', 'RGB']", f"{root}/cat/cmyk.jpg")
+
+
+def test_empty_class_folder(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    for path in (root / "fox").iterdir():
+        path.unlink()
+    message = fails(params, root, tmp_path, "at least 5 images per class", f"{root}/fox/")
+    assert "(missing)" not in message
+
+
+def test_class_missing_from_new_data(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(classes=("cat", "dog"))
+    fails(params, root, tmp_path, "at least 5 images per class", "fox/ (missing)")
+
+
+def test_unexpected_class(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(classes=("cat", "dog", "fox", "owl"))
+    fails(params, root, tmp_path, "labels are in the expected class set", f"{root}/owl/img_000.png")
+
+
+def test_classes_from_a_champion_class_map(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(classes=("cat", "dog", "fox", "owl"))
+    class_map = tmp_path / "classes.json"
+    class_map.write_text(json.dumps({"classes": ["cat", "dog", "fox", "owl"]}))
+    assert check(params, root, tmp_path, reference_classes=class_map).classes[-1] == "owl"
+
+
+def test_stray_files_at_the_root_pass_with_a_note(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    (root / "README.md").write_text("# my data")
+    (root / "Thumbs.db").write_bytes(b"\x00" * 10)
+    assert check(params, root, tmp_path).passed
+    summary = (tmp_path / "out" / "validate" / "summary.md").read_text()
+    assert f"skipped {root}/README.md: not inside a class folder" in summary
+
+
+def test_symlink_outside_root(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    outside = save_image(tmp_path / "private" / "x.png", 900)
+    symlink(outside, root / "cat" / "escape.png")
+    fails(
+        params,
+        root,
+        tmp_path,
+        "every file decodes",
+        f"{root}/cat/escape.png",
+        "symlink_outside_root",
+    )
+    snapshot = tmp_path / "out" / "ingest" / "images" / "cat"
+    assert not (snapshot / "escape.png").exists()
+
+
+def test_non_ascii_file_and_class_names(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    classes = ("chat", "café", "猫")
+    root = make_tree(classes=classes)
+    save_image(root / "café" / "ñandú 🐦.png", 4242)
+    p = params.model_copy(
+        update={"validate_data": params.validate_data.model_copy(update={"classes": classes})}
+    )
+    assert check(p, root, tmp_path).passed
+    assert (tmp_path / "out" / "ingest" / "images" / "café" / "ñandú 🐦.png").is_file()
+    root_bad = make_tree(name="bad", classes=classes)
+    (root_bad / "猫" / "壊れた.png").write_bytes(b"")
+    fails(p, root_bad, tmp_path, "every file decodes", f"{root_bad}/猫/壊れた.png")
+
+
+def test_same_image_in_train_and_test(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(per_class=4, splits=("train", "val", "test"))
+    (root / "test" / "dog" / "leak.png").write_bytes(
+        (root / "train" / "dog" / "img_001.png").read_bytes()
+    )
+    message = fails(params, root, tmp_path, "no image shared between splits (leakage)")
+    assert f"{root}/test/dog/leak.png = {root}/train/dog/img_001.png" in message
+
+
+def test_duplicates_inside_a_split_are_a_warning(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    (root / "cat" / "again.png").write_bytes((root / "cat" / "img_003.png").read_bytes())
+    result = check(params, root, tmp_path)
+    assert result.passed
+    assert [w["rule"] for w in result.warnings] == ["no duplicate files"]
+    strict = params.model_copy(
+        update={
+            "validate_data": params.validate_data.model_copy(update={"fail_on_duplicates": True})
+        }
+    )
+    fails(strict, root, tmp_path, "no duplicate files", f"{root}/cat/again.png")
+
+
+def test_class_imbalance(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(classes=("cat", "dog"), per_class=6)
+    make_tree(classes=("fox",), per_class=30)
+    fails(params, root, tmp_path, "class imbalance ratio at most 3", "largest 30 / smallest 6")
+
+
+def test_too_few_images_per_split(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree(per_class=6, splits=("train", "val"))
+    strict = params.model_copy(
+        update={
+            "validate_data": params.validate_data.model_copy(
+                update={"min_images_per_split_class": 1}
+            )
+        }
+    )
+    fails(strict, root, tmp_path, "at least 1 images per class in each split", "test/cat/")
+
+
+def test_image_size_bounds(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    save_image(root / "dog" / "tiny.png", 31337, size=4)
+    fails(params, root, tmp_path, "width within 8..4096", f"{root}/dog/tiny.png", "4x4")
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty"])
+def test_missing_or_empty_data_dir_writes_nothing(
+    params: Params, tmp_path: Path, kind: str
+) -> None:
+    root = tmp_path / "data"
+    if kind == "empty":
+        root.mkdir()
+    out = tmp_path / "out" / "ingest"
+    with pytest.raises(DataDirError) as info:
+        ingest_data.run(params, root, out)
+    assert str(root) in str(info.value)
+    assert not out.exists()
+    assert list((tmp_path / "out").iterdir()) == []  # no staging leftovers either
+
+
+def test_failed_ingest_keeps_the_previous_output(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    out = tmp_path / "out" / "ingest"
+    ingest_data.run(params, root, out)
+    before = (out / "manifest.csv").read_text()
+    save_image(root / "train" / "cat" / "x.png", 1)  # now a mixed layout
+    with pytest.raises(DataDirError):
+        ingest_data.run(params, root, out)
+    assert (out / "manifest.csv").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ingest"]
+
+
+def test_manifest_columns_are_checked(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+    root = make_tree()
+    ingest_data.run(params, root, tmp_path / "ingest")
+    manifest = tmp_path / "ingest" / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+    with pytest.raises(DataValidationError, match="manifest has the expected columns"):
+        validate_data.run(params, tmp_path / "ingest", tmp_path / "validate")

@@ -1,0 +1,52 @@
+"""Helpers that write images and odd files for the tests."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def save_image(path: Path, seed: int, size: int = 16, mode: str = "L", fmt: str = "PNG") -> Path:
+    """Write a small image with content unique to ``seed``."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"L": 1, "RGB": 3}[mode]
+    pixels = rng.integers(0, 256, size=(size, size, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels, mode=mode)
+    image.save(path, format=fmt)
+    return path
+
+
+def png_with_size(path: Path, width: int, height: int) -> Path:
+    """Write a tiny valid-looking PNG whose header declares ``width`` x ``height`` pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\x00" * 64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def truncate(path: Path, keep: float = 0.5) -> Path:
+    """Cut a file to a fraction of its length."""
+    data = path.read_bytes()
+    path.write_bytes(data[: max(1, int(len(data) * keep))])
+    return path
+
+
+def symlink(target: Path, link: Path) -> Path:
+    """Create ``link`` pointing at ``target``."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, link)
+    return link

@@ -1,0 +1,52 @@
+"""params.yaml: loading, validation errors that name the file and key, overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tests.conftest import REPO
+from tlops.config import ConfigError, load_params
+
+
+def test_repository_params_load() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.validate_data.classes == tuple(str(i) for i in range(10))
+    assert params.data.target == Path("data/target")
+    flat = params.to_flat_dict()
+    assert flat["ingest_data.split.train"] == 0.7
+    with pytest.raises(ValidationError):
+        params.image.max_pixels = 1  # type: ignore[misc]  # frozen
+
+
+def test_override() -> None:
+    params = load_params(REPO / "params.yaml", {"ingest_data.salt": "v2", "image.mode": "L"})
+    assert params.ingest_data.salt == "v2" and params.image.mode == "L"
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("ingest_data:\n  split: {train: 0.5, val: 0.1, test: 0.1}\n", "sum to 1"),
+        ("image:\n  mode: CMYK\n", "image.mode"),
+        ("image:\n  extensions: [png]\n", "image.extensions"),
+        ("validate_data:\n  min_width: 10\n  max_width: 5\n", "min_width"),
+        ("ingest_data:\n  typo: 1\n", "ingest_data.typo"),
+        ("- a list\n", "mapping"),
+        ("image: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_params_name_file_and_rule(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_missing_params_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
