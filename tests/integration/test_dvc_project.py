@@ -1,0 +1,131 @@
+"""The real thing, end to end: demo data under real DVC, `dvc repro`, push/pull, `tlops run`.
+
+One throwaway project (a git + DVC repository holding this repo's params, dvc.yaml and code) is
+built per module; the CLI runs as a subprocess, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tlops.data.version import directory_md5
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
+    result = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
+    sh(root, "git", "init", "-q")
+    sh(root, "tlops", "data", "demo")
+    return root
+
+
+def test_demo_data_is_tracked_and_reproducible(project: Path) -> None:
+    assert len(list((project / "data" / "source").rglob("*.png"))) == 5000
+    assert len(list((project / "data" / "target").rglob("*.png"))) == 1797
+    assert sorted(p.name for p in (project / "data" / "target").iterdir()) == [str(i) for i in range(10)]
+    ignored = (project / "data" / ".gitignore").read_text()
+    assert "/source" in ignored and "/target" in ignored
+    for domain in ("source", "target"):
+        regenerated = yaml.safe_load((project / "data" / f"{domain}.dvc").read_text())
+        committed = yaml.safe_load((REPO / "data" / f"{domain}.dvc").read_text())
+        # the demo is byte-for-byte deterministic: a fresh clone regenerates the committed version
+        assert regenerated["outs"][0]["md5"] == committed["outs"][0]["md5"]
+        # and our data version is DVC's own hash of the directory
+        assert directory_md5(project / "data" / domain) == regenerated["outs"][0]["md5"]
+
+
+def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
+    first = sh(project, "dvc", "repro")
+    assert "Running stage 'validate_data@target'" in first.stdout
+    ingest = yaml.safe_load((project / "outputs" / "target" / "ingest_data" / "ingest.json").read_text())
+    tracked = yaml.safe_load((project / "data" / "target.dvc").read_text())["outs"][0]["md5"]
+    assert (ingest["data_version"], ingest["version_source"]) == (tracked, "dvc")
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    params = lock["stages"]["ingest_data@target"]["params"]["params.yaml"]
+    assert set(params) == {"image.extensions", "image.max_pixels", "image.mode",
+                           "image.background", "ingest_data.split", "ingest_data.salt"}
+    second = sh(project, "dvc", "repro")
+    assert "Running stage" not in second.stdout
+    assert "Data and pipelines are up to date" in second.stdout
+
+
+def test_push_and_pull_through_the_default_remote(project: Path) -> None:
+    sh(project, "dvc", "push")
+    assert (project / ".dvc-remote" / "files" / "md5").is_dir()
+    before = directory_md5(project / "data" / "target")
+    shutil.rmtree(project / "data" / "target")
+    shutil.rmtree(project / ".dvc" / "cache")
+    sh(project, "dvc", "pull", "data/target.dvc")
+    assert directory_md5(project / "data" / "target") == before
+
+
+def test_tlops_run_summary_then_a_corrupt_image_stops_it(project: Path) -> None:
+    ok = sh(project, "tlops", "run", "--out", "runs/ok")
+    for text in ("source: 5000 images, 10 classes", "target: 1797 images, 10 classes",
+                 "data version:", "validation: passed", "train", "val", "test"):
+        assert text in ok.stdout, ok.stdout
+    victim = project / "data" / "target" / "7" / sorted(os.listdir(project / "data" / "target" / "7"))[3]
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original[: len(original) // 2])
+        bad = sh(project, "tlops", "run", "--out", "runs/bad", check=False)
+        assert bad.returncode == 1
+        assert "FAILED: every file decodes" in bad.stderr
+        assert f"data/target/7/{victim.name}" in bad.stderr
+        assert "truncated" in bad.stderr
+        assert "target: 1797 images" not in bad.stdout  # no summary: the run stopped
+    finally:
+        victim.write_bytes(original)
+
+
+def test_step_cli_errors_are_clear(project: Path, tmp_path: Path) -> None:
+    missing = sh(project, "tlops", "step", "ingest_data", "--data", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "o"), check=False)
+    assert missing.returncode == 1
+    assert "data directory does not exist" in missing.stderr
+    assert not (tmp_path / "o").exists()
+    bad_param = sh(project, "tlops", "step", "ingest_data", "--data", "data/target", "--out",
+                   str(tmp_path / "o"), "--set", "ingest_data.split.train=2", check=False)
+    assert bad_param.returncode == 1 and "ingest_data.split" in bad_param.stderr
+
+
+def test_demo_drops(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        (REPO / "params.yaml").read_text().replace("data/source", str(tmp_path / "s"))
+        .replace("data/target", str(tmp_path / "t"))
+    )
+    sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--drops", "1", "--no-dvc")
+    first = {p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*.png")}
+    sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--drops", "2", "--no-dvc")
+    second = {p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*.png")}
+    assert 590 <= len(first) <= 610 and 1190 <= len(second) <= 1210
+    assert first < second  # a new drop only adds images
+    assert {p.parts[0] for p in first} == {str(i) for i in range(10)}
+    again = sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--if-missing", "--no-dvc")
+    assert "present" in again.stdout

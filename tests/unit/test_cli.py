@@ -1,0 +1,47 @@
+"""The command line: useful help everywhere, and importing tlops does nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tlops.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        ([], ["data", "step", "run"]),
+        (["data", "demo"], ["--drops", "--if-missing", "MNIST", "no-dvc"]),
+        (["step"], ["ingest_data", "validate_data"]),
+        (["step", "ingest_data"], ["--data", "--out", "--params", "--set"]),
+        (["step", "validate_data"], ["--ingest", "--out", "--reference-classes"]),
+        (["run"], ["--params", "--out", "--set"]),
+    ],
+)
+def test_help(args: list[str], expected: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for text in expected:
+        assert text in result.output
+
+
+def test_importing_tlops_has_no_side_effects(tmp_path: Path) -> None:
+    code = (
+        "import os, tlops, tlops.cli, tlops.steps.ingest_data, tlops.steps.validate_data;"
+        "print(sorted(os.listdir('.')), os.environ.get('GX_ANALYTICS_ENABLED'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GX_ANALYTICS_ENABLED"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
+                         capture_output=True, check=True)
+    assert out.stdout.strip() == "[] None"
+    assert "great_expectations" not in subprocess.run(
+        [sys.executable, "-c", "import sys, tlops.cli; print(list(sys.modules))"],
+        text=True, capture_output=True, check=True).stdout  # heavy imports wait until needed
