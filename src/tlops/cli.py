@@ -89,7 +89,7 @@ def _guard(action: Callable[[], Any]) -> Any:
     except DataValidationError as exc:
         errors.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from exc
-    except (ConfigError, DataDirError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataDirError, FileNotFoundError, ValueError, LookupError) as exc:
         _fail(str(exc).replace("[", r"\["))
 
 
@@ -205,6 +205,150 @@ def step_validate_data(
     _guard(body)
 
 
+RunIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-id",
+        envvar="TLOPS_MLFLOW_RUN_ID",
+        help="MLflow run to log into (the pipeline's run).",
+    ),
+]
+
+
+@step_app.command("extract_features")
+def step_extract_features(
+    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
+    out: Annotated[Path, typer.Option(help="Output directory (features per split).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Run the frozen backbone over every split and save the features (reused when unchanged)."""
+
+    def body() -> None:
+        from tlops.steps import extract_features
+
+        with _progress("decoding images", None) as advance:
+            result = extract_features.run(_params(params, set_), ingest, out, run_id, advance)
+        console.print(
+            f"extract_features: {result.counts} images, {result.num_features} "
+            f"features, {'reused' if result.reused else 'computed'} "
+            f"({result.images_per_s:.0f} images/s) -> {out}"
+        )
+
+    _guard(body)
+
+
+@step_app.command("train")
+def step_train(
+    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
+    out: Annotated[Path, typer.Option(help="Output directory (model.pt, history).")],
+    features: Annotated[
+        Path | None, typer.Option(help="Output of extract_features (linear_probe needs it).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Per-epoch checkpoints, for resuming (default: cache).")
+    ] = None,
+) -> None:
+    """Train with train.strategy (linear_probe, finetune or scratch); resumes a killed run."""
+
+    def body() -> None:
+        from tlops.steps import train
+
+        with _progress("decoding images", None) as advance:
+            result = train.run(
+                _params(params, set_), ingest, features, out, run_id, checkpoint_dir, advance
+            )
+        resumed = (
+            f", resumed after epoch {result.resumed_from_epoch - 1}"
+            if result.resumed_from_epoch
+            else ""
+        )
+        console.print(
+            f"train: {result.strategy}, {result.epochs_run} epoch(s), best epoch "
+            f"{result.best_epoch} ({result.best_metric:.4f}){resumed} -> {out}"
+        )
+
+    _guard(body)
+
+
+@step_app.command("evaluate")
+def step_evaluate(
+    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
+    model: Annotated[Path, typer.Option(help="Output directory of train.")],
+    out: Annotated[Path, typer.Option(help="Output directory (metrics.json, plots).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+    champion: Annotated[
+        bool, typer.Option(help="Also evaluate models:/<name>@champion on the same split.")
+    ] = True,
+) -> None:
+    """Evaluate the model (and the champion) on the test split."""
+
+    def body() -> None:
+        from tlops.steps import evaluate
+
+        result = evaluate.run(_params(params, set_), ingest, model, out, run_id, champion)
+        m = result.metrics
+        console.print(
+            f"evaluate: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}; "
+            f"{result.champion_note} -> {out}"
+        )
+
+    _guard(body)
+
+
+@step_app.command("register_model")
+def step_register_model(
+    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
+    model: Annotated[Path, typer.Option(help="Output directory of train.")],
+    evaluation: Annotated[Path, typer.Option("--evaluation", help="Output of evaluate.")],
+    out: Annotated[Path, typer.Option(help="Output directory (decision.json).")],
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    run_id: RunIdOpt = None,
+) -> None:
+    """Register the model in MLflow (alias challenger) and promote it if the gate allows."""
+
+    def body() -> None:
+        from tlops.steps import register_model
+        from tlops.tracking import runs
+
+        resolved = _params(params, set_)
+        own_run = run_id is None
+        rid = run_id or runs.start_run(
+            resolved.tracking,
+            f"register {out.name}",
+            resolved.to_flat_dict(),
+            {"git_sha": runs.git_sha()},
+        )
+        try:
+            result = register_model.run(resolved, ingest, model, evaluation, out, rid)
+        except BaseException:
+            if own_run:
+                runs.end_run(resolved.tracking, rid, False)
+            raise
+        if own_run:
+            runs.end_run(resolved.tracking, rid, True)
+        _print_decision(result)
+
+    _guard(body)
+
+
+def _print_decision(result: Any) -> None:
+    verdict = "PROMOTED to champion" if result.decision.promote else "not promoted"
+    console.print(
+        f"register_model: {result.model_name} v{result.version} {verdict}; aliases: "
+        f"{', '.join(result.aliases)}"
+    )
+    for reason in result.decision.reasons:
+        console.print(f"  - {reason}", highlight=False)
+
+
 @app.command("run")
 def run(
     params: ParamsOpt = Path("params.yaml"),
@@ -213,31 +357,80 @@ def run(
         Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
     ] = None,
 ) -> None:
-    """Run the pipeline on the embedded default: ingest and validate source and target data."""
+    """Run the whole pipeline on the configured data (the embedded demo by default).
+
+    ingest_data and validate_data on the source and target domains, then extract_features,
+    train, evaluate and register_model on the target domain, all logged into one MLflow run.
+    """
 
     def body() -> None:
-        from tlops.data.manifest import count_files
-        from tlops.steps import ingest_data, validate_data
+        from tlops.io import write_json
+        from tlops.pipeline import as_record, run_pipeline, summary_lines
 
         resolved = _params(params, set_)
         run_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        domains = {"source": resolved.data.source, "target": resolved.data.target}
         console.print(f"[bold]tlops run[/] -> {run_dir}")
-        results = {}
-        for domain, data_dir in domains.items():
-            total = count_files(data_dir) if data_dir.is_dir() else None
-            with _progress(f"ingest_data {domain}", total) as advance:
-                ingested = ingest_data.run(
-                    resolved, data_dir, run_dir / domain / "ingest_data", progress=advance
-                )
-            with _progress(f"validate_data {domain}", None):
-                validated = validate_data.run(
-                    resolved, run_dir / domain / "ingest_data", run_dir / domain / "validate_data"
-                )
-            results[domain] = (ingested, validated)
-        _print_summary(results)
+        result = run_pipeline(resolved, run_dir, _progress)
+        write_json(run_dir / "pipeline.json", as_record(result))
+        _print_summary(result.data)
+        for line in summary_lines(result, resolved):
+            console.print(line, highlight=False)
 
     _guard(body)
+
+
+@app.command("rollback")
+def rollback(
+    params: ParamsOpt = Path("params.yaml"),
+    model_name: Annotated[
+        str | None, typer.Option(help="Registered model (default: register_model.model_name).")
+    ] = None,
+) -> None:
+    """Move the champion alias back to the previous champion."""
+
+    def body() -> None:
+        from tlops.tracking.registry import rollback as do_rollback
+
+        resolved = _params(params)
+        name = model_name or resolved.register_model.model_name
+        try:
+            demoted, restored = do_rollback(resolved.tracking, name)
+        except LookupError as exc:
+            raise ValueError(str(exc)) from exc
+        console.print(f"{name}: champion is version {restored} again (version {demoted} demoted)")
+
+    _guard(body)
+
+
+@app.command("ui")
+def ui(
+    params: ParamsOpt = Path("params.yaml"),
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the embedded store (http://127.0.0.1:PORT)."""
+    from tlops.tracking.runs import tracking_uri
+
+    resolved = _params(params)
+    uri = tracking_uri(resolved.tracking)
+    console.print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it")
+    raise typer.Exit(
+        subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "ui",
+                "--backend-store-uri",
+                uri,
+                "--default-artifact-root",
+                resolved.tracking.artifact_location.resolve().as_uri(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ]
+        )
+    )
 
 
 def _print_summary(results: dict[str, Any]) -> None:

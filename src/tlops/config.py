@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -126,6 +126,98 @@ class ValidateConfig(_Section):
         return self
 
 
+class ModelConfig(_Section):
+    """The backbone every model-related step uses."""
+
+    backbone: str = "timm:tf_efficientnet_lite0"
+    pretrained: bool = True
+    image_size: int = Field(default=64, ge=8, le=1024)
+    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
+class ExtractConfig(_Section):
+    """Parameters of the ``extract_features`` step."""
+
+    batch_size: int = Field(default=256, ge=1)
+    cache_dir: Path = Path(".cache/tlops")
+
+
+class AugmentConfig(_Section):
+    """Per-sample random affine augmentation (applied to training batches only)."""
+
+    rotation_deg: float = Field(default=10.0, ge=0.0, le=180.0)
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = Field(default=0.08, ge=0.0, le=0.5)
+    hflip: bool = False
+
+
+class EarlyStopping(_Section):
+    """Stop when the validation metric has not improved for ``patience`` epochs."""
+
+    metric: Literal["val_accuracy", "val_loss", "val_macro_f1"] = "val_accuracy"
+    patience: int = Field(default=3, ge=1)
+
+
+class LinearProbeConfig(_Section):
+    """The head trained on cached features by the ``linear_probe`` strategy."""
+
+    epochs: int = Field(default=200, ge=1)
+    lr: float = Field(default=0.01, gt=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+
+
+class TrainConfig(_Section):
+    """Parameters of the ``train`` step."""
+
+    strategy: Literal["linear_probe", "finetune", "scratch"] = "finetune"
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    backbone_lr_mult: float = Field(default=0.3, ge=0.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0)
+    warmup_epochs: float = Field(default=1.0, ge=0.0)
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+    trainable_stages: int | None = 4  # top backbone stages trained by finetune; null = all
+    unfreeze_milestones: dict[int, int | None] = {}  # epoch -> trainable stages from then on
+    early_stopping: EarlyStopping = EarlyStopping()
+    class_weights: Literal["none", "balanced"] = "none"
+    augment: AugmentConfig = AugmentConfig()
+    linear_probe: LinearProbeConfig = LinearProbeConfig()
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N; TLOPS_DEVICE overrides
+
+
+class EvaluateConfig(_Section):
+    """Parameters of the ``evaluate`` step."""
+
+    batch_size: int = Field(default=256, ge=1)
+    calibration_bins: int = Field(default=15, ge=2)
+
+
+class GatePolicy(_Section):
+    """When a candidate replaces the champion (see :func:`tlops.evaluate.gate.should_promote`)."""
+
+    primary_metric: str = "macro_f1"
+    min_improvement: float = Field(default=0.002, ge=0.0)
+    floor: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_class_regression: float = Field(default=0.05, ge=0.0, le=1.0)
+
+
+class RegisterConfig(_Section):
+    """Parameters of the ``register_model`` step."""
+
+    model_name: str = "tlops-digits"
+    gate: GatePolicy = GatePolicy()
+
+
+class TrackingConfig(_Section):
+    """Where runs are tracked; ``MLFLOW_TRACKING_URI`` overrides ``tracking_uri``."""
+
+    experiment: str = "tlops"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: Path = Path("mlartifacts")
+
+
 class Params(_Section):
     """Every section of ``params.yaml``."""
 
@@ -134,6 +226,12 @@ class Params(_Section):
     image: ImageConfig = ImageConfig()
     ingest_data: IngestConfig = IngestConfig()
     validate_data: ValidateConfig = ValidateConfig()
+    model: ModelConfig = ModelConfig()
+    extract_features: ExtractConfig = ExtractConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register_model: RegisterConfig = RegisterConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved parameters as ``{"section.key": value}`` for logging."""

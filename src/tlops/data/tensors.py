@@ -1,0 +1,200 @@
+"""Images as tensors for feature extraction and training.
+
+Each image of a split is decoded once (through :func:`tlops.data.images.load_image`, so modes
+are converted as params say), resized to the training resolution and stored as uint8 in a
+memory-mapped array on disk. Batches are then slices of that array: no PIL decode per step, no
+worker processes, and memory stays bounded by the batch (the OS pages the file in), however
+large the split. Augmentation runs on whole batches as per-sample random affine warps, with
+a seeded generator, so an epoch is reproducible from (seed, epoch) alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from PIL import Image
+
+from tlops.config import ImageConfig
+from tlops.data.images import load_image
+
+
+@dataclass
+class SplitTensors:
+    """One split: uint8 images (N, C, S, S) (a memmap), label indices, and relative paths."""
+
+    images: NDArray[np.uint8]
+    labels: NDArray[np.int64]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` and center-crop to ``size`` x ``size``."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    resample = Image.Resampling.BICUBIC if scale > 1 else Image.Resampling.BILINEAR
+    image = image.resize(new, resample)
+    left = (new[0] - size) // 2
+    top = (new[1] - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def cache_key(data_version: str, split: str, size: int, image_cfg: ImageConfig) -> str:
+    """Key of a decoded split: changes with the data, the resolution or the image params."""
+    payload = json.dumps(
+        [data_version, split, size, image_cfg.model_dump(mode="json")], sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def load_split(
+    images_root: Path,
+    manifest: pd.DataFrame,
+    split: str,
+    classes: Sequence[str],
+    size: int,
+    image_cfg: ImageConfig,
+    cache_dir: Path,
+    data_version: str,
+    progress: Callable[[int], None] | None = None,
+) -> SplitTensors:
+    """Decode a split once into a uint8 memmap (reused while its key is unchanged).
+
+    Args:
+        images_root: The ``images/`` snapshot of an ``ingest_data`` output.
+        manifest: The manifest; rows with ``decode_status == "ok"`` are used.
+        split: ``train``, ``val`` or ``test``.
+        classes: Class names; a label's index in this list is its target.
+        size: Square resolution.
+        image_cfg: How images are converted.
+        cache_dir: Where decoded arrays are kept.
+        data_version: Part of the cache key.
+        progress: Called with 1 per decoded image.
+
+    Returns:
+        The split's tensors.
+    """
+    rows = manifest[(manifest["split"] == split) & (manifest["decode_status"] == "ok")]
+    rows = rows.sort_values("path")
+    index = {name: i for i, name in enumerate(classes)}
+    unknown = sorted(set(rows["label"]) - set(index))
+    if unknown:
+        raise ValueError(
+            f"{images_root}: labels {unknown} are not in the class list {list(classes)}"
+        )
+    labels = rows["label"].map(index).to_numpy(dtype=np.int64)
+    paths = rows["path"].tolist()
+    channels = 3 if image_cfg.mode == "RGB" else 1
+    key = cache_key(data_version, split, size, image_cfg)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    array_path = cache_dir / f"{split}-{key}.u8"
+    meta_path = cache_dir / f"{split}-{key}.json"
+    shape = (len(paths), channels, size, size)
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("paths") == paths:
+        images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
+        return SplitTensors(np.asarray(images), labels, paths)
+    partial = array_path.with_suffix(".partial")
+    writer = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape) if paths else None
+    for i, rel in enumerate(paths):
+        image, _ = load_image(images_root / rel, image_cfg)
+        pixels = np.asarray(resize_square(image, size), dtype=np.uint8)
+        assert writer is not None
+        writer[i] = pixels.reshape(size, size, channels).transpose(2, 0, 1)
+        if progress is not None:
+            progress(1)
+    if writer is not None:
+        writer.flush()
+        del writer
+        partial.replace(array_path)
+    else:
+        array_path.write_bytes(b"")
+    meta_path.write_text(json.dumps({"paths": paths, "shape": shape}))
+    if not paths:
+        return SplitTensors(np.zeros(shape, dtype=np.uint8), labels, paths)
+    images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
+    return SplitTensors(np.asarray(images), labels, paths)
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (N, C, S, S) -> float normalised, grayscale repeated to 3 channels."""
+    x = batch.float().div_(255.0)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-sample random affine augmentation parameters."""
+
+    rotation_deg: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0  # fraction of the image size
+    hflip: bool = False
+
+    @property
+    def active(self) -> bool:
+        """True if any augmentation is switched on."""
+        return bool(self.rotation_deg or self.translate or self.hflip or self.scale != (1.0, 1.0))
+
+
+def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Apply an independent random affine warp to each image of a float batch."""
+    if not aug.active:
+        return x
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(aug.rotation_deg)
+    low, high = aug.scale
+    scale = low + torch.rand(n, generator=generator) * (high - low)
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * aug.translate * 2
+    flip = (
+        torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+        if aug.hflip
+        else torch.ones(n)
+    )
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+            torch.stack([sin * flip, cos, shift[:, 1]], 1),
+        ],
+        1,
+    ).to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # border padding: digits and photos alike look more natural than black corners
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def batches(
+    split: SplitTensors,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images on ``device``, labels on ``device``) batches of a split."""
+    n = len(split)
+    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+    pin = device.type == "cuda"
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        images = torch.from_numpy(np.ascontiguousarray(split.images[idx]))
+        labels = torch.from_numpy(split.labels[idx])
+        if pin:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        yield images.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)

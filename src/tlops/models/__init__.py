@@ -1,0 +1,1 @@
+"""Backbones, offline weights, head surgery and freezing."""

@@ -1,0 +1,237 @@
+"""The training pipeline, run in-process: every step in order, one MLflow run for all of them.
+
+ingest_data + validate_data (source and target) -> extract_features -> train -> evaluate ->
+register_model, on the target domain. A failed step stops the pipeline: nothing after it runs,
+the MLflow run is marked FAILED and nothing is registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlops.config import Params
+from tlops.io import write_json
+from tlops.steps import (
+    evaluate,
+    extract_features,
+    ingest_data,
+    register_model,
+    train,
+    validate_data,
+)
+from tlops.tracking import runs
+from tlops.tracking.registry import CHAMPION
+
+ProgressFactory = Callable[
+    [str, int | None], contextlib.AbstractContextManager[Callable[[int], None]]
+]
+
+
+@contextlib.contextmanager
+def _no_progress(_: str, __: int | None) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
+
+
+@dataclass
+class PipelineResult:
+    """Everything the closing summary shows."""
+
+    run_dir: Path
+    run_id: str
+    data: dict[str, tuple[ingest_data.IngestResult, validate_data.ValidationResult]]
+    features: extract_features.FeaturesResult | None = None
+    trained: train.TrainResult | None = None
+    evaluated: evaluate.EvaluateResult | None = None
+    registered: register_model.RegisterResult | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def champion_classes(params: Params, run_dir: Path) -> Path | None:
+    """Write the champion's class list (from its registry tags) for validate_data, if any."""
+    try:
+        mlflow_client = runs.client(params.tracking)
+        version = mlflow_client.get_model_version_by_alias(
+            params.register_model.model_name, CHAMPION
+        )
+    except Exception:  # no registry, no model, no champion: validate against params
+        return None
+    classes = (version.tags or {}).get("classes")
+    if not classes:
+        return None
+    path = run_dir / "champion_classes.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"classes": classes.split(","), "version": version.version})
+    return path
+
+
+def run_pipeline(
+    params: Params,
+    run_dir: Path,
+    progress: ProgressFactory = _no_progress,
+    run_name: str | None = None,
+) -> PipelineResult:
+    """Run every step; see the module docstring.
+
+    Args:
+        params: Resolved params.
+        run_dir: Where step outputs go (``<run_dir>/<domain>/<step>`` and ``<run_dir>/<step>``).
+        progress: Makes a progress callback for a (description, total) pair.
+        run_name: MLflow run name (default: the run directory's name).
+
+    Returns:
+        The results of every step.
+
+    Raises:
+        Whatever the failing step raised, after the MLflow run is marked FAILED.
+    """
+    from tlops.data.manifest import count_files
+
+    tracking = params.tracking
+    run_id = runs.start_run(
+        tracking,
+        run_name or run_dir.name,
+        params.to_flat_dict(),
+        {
+            "git_sha": runs.git_sha(),
+            "backbone": params.model.backbone,
+            "strategy": params.train.strategy,
+            "run_dir": str(run_dir),
+        },
+    )
+    result = PipelineResult(run_dir, run_id, {})
+    ok = False
+    try:
+        reference = champion_classes(params, run_dir)
+        for domain, data_dir in (("source", params.data.source), ("target", params.data.target)):
+            started = time.perf_counter()
+            total = count_files(data_dir) if data_dir.is_dir() else None
+            with progress(f"ingest_data {domain}", total) as advance:
+                ingested = ingest_data.run(
+                    params, data_dir, run_dir / domain / "ingest_data", progress=advance
+                )
+            runs.set_tags(tracking, run_id, {f"data_version.{domain}": ingested.data_version})
+            with progress(f"validate_data {domain}", None):
+                try:
+                    validated = validate_data.run(
+                        params,
+                        run_dir / domain / "ingest_data",
+                        run_dir / domain / "validate_data",
+                        reference if domain == "target" else None,
+                    )
+                finally:
+                    report = run_dir / domain / "validate_data"
+                    runs.log_artifacts(
+                        tracking,
+                        run_id,
+                        [report / "summary.md", report / "validation.json"],
+                        f"validate_data/{domain}",
+                    )
+            result.data[domain] = (ingested, validated)
+            result.seconds[f"data_{domain}"] = time.perf_counter() - started
+        target_ingest = run_dir / "target" / "ingest_data"
+        runs.set_tags(tracking, run_id, {"data_version": result.data["target"][0].data_version})
+
+        started = time.perf_counter()
+        with progress("extract_features", None) as advance:
+            result.features = extract_features.run(
+                params, target_ingest, run_dir / "extract_features", run_id, advance
+            )
+        result.seconds["extract_features"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        with progress(f"train ({params.train.strategy})", None) as advance:
+            result.trained = train.run(
+                params,
+                target_ingest,
+                run_dir / "extract_features",
+                run_dir / "train",
+                run_id,
+                progress=advance,
+            )
+        result.seconds["train"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        with progress("evaluate", None):
+            result.evaluated = evaluate.run(
+                params, target_ingest, run_dir / "train", run_dir / "evaluate", run_id
+            )
+        result.seconds["evaluate"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        with progress("register_model", None):
+            result.registered = register_model.run(
+                params,
+                target_ingest,
+                run_dir / "train",
+                run_dir / "evaluate",
+                run_dir / "register_model",
+                run_id,
+            )
+        result.seconds["register_model"] = time.perf_counter() - started
+        ok = True
+    finally:
+        runs.end_run(tracking, run_id, ok)
+    return result
+
+
+def summary_lines(result: PipelineResult, params: Params) -> list[str]:
+    """The closing lines after the data tables: metrics, decision, version, how to look."""
+    lines: list[str] = []
+    evaluated, registered, trained = result.evaluated, result.registered, result.trained
+    if trained is not None:
+        lines.append(
+            f"train: {trained.strategy}, {trained.epochs_run} epoch(s), best epoch "
+            f"{trained.best_epoch}, {trained.seconds:.0f} s"
+        )
+    if evaluated is not None:
+        m = evaluated.metrics
+        lines.append(
+            f"test accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
+            f"({m['n_test']} images)"
+        )
+        if evaluated.champion is not None:
+            c = evaluated.champion["metrics"]
+            lines.append(
+                f"champion v{evaluated.champion['version']} on the same test split: "
+                f"accuracy {c['accuracy']:.4f}, macro F1 {c['macro_f1']:.4f}"
+            )
+    if registered is not None:
+        verdict = "PROMOTED to champion" if registered.decision.promote else "not promoted"
+        lines.append(f"gate: {verdict}")
+        lines.extend(f"  - {reason}" for reason in registered.decision.reasons)
+        lines.append(
+            f"registered: {registered.model_name} version {registered.version}, "
+            f"aliases: {', '.join(registered.aliases)}"
+        )
+    lines.append(
+        f"MLflow run {result.run_id} in experiment '{params.tracking.experiment}' "
+        f"({runs.tracking_uri(params.tracking)})"
+    )
+    lines.append("open the MLflow UI: make ui   (or: tlops ui)")
+    return lines
+
+
+def as_record(result: PipelineResult) -> dict[str, Any]:
+    """A JSON-ready record of the run (written to ``<run_dir>/pipeline.json``)."""
+    record: dict[str, Any] = {
+        "run_id": result.run_id,
+        "seconds": result.seconds,
+        "data": {
+            d: {"data_version": i.data_version, "n_images": i.n_images}
+            for d, (i, _) in result.data.items()
+        },
+    }
+    if result.evaluated is not None:
+        record["metrics"] = result.evaluated.metrics
+    if result.registered is not None:
+        record["registered"] = {
+            "version": result.registered.version,
+            "aliases": list(result.registered.aliases),
+            **result.registered.decision.as_dict(),
+        }
+    return record

@@ -1,0 +1,1 @@
+"""MLflow: the run lifecycle, logging, the model registry and its aliases."""

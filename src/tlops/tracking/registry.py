@@ -1,0 +1,212 @@
+"""The MLflow model registry: logging a model, versions, and the champion/challenger aliases.
+
+Aliases:
+
+* ``challenger`` - the latest registered candidate, always moved to the new version;
+* ``champion`` - the model in production; moves only when the promotion gate says so;
+* ``previous`` - the champion before the current one, so ``tlops rollback`` can restore it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlops.config import TrackingConfig
+from tlops.models.backbones import TransferModel
+from tlops.tracking.runs import active_run, client
+
+CHECKPOINT_ARTIFACT = "tlops_model.pt"
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+
+
+class ServingModel(nn.Module):
+    """What the scoring server runs: raw pixels in, class probabilities out.
+
+    Input: float32 (N, S, S, 3) pixel values in 0..255, S = the model's image size (the
+    ``input_example`` logged with the model shows the shape). Output: (N, C) probabilities in the
+    order of the ``classes`` in the model's metadata.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, model: TransferModel) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(model.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model.std).view(1, 3, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalise (N, S, S, 3) pixels and return softmax probabilities."""
+        x = pixels.permute(0, 3, 1, 2).float().div(255.0)
+        x = (x - self.mean) / self.std
+        return torch.softmax(self.model(x), dim=1)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registered model version and the aliases it holds."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    model_uri: str
+
+
+def _requirements() -> list[str]:
+    # Explicit pins: MLflow would otherwise spend seconds inferring them by importing the model.
+    from importlib.metadata import version
+
+    names = [
+        "torch",
+        "torchvision",
+        "timm",
+        "mlflow",
+        "numpy",
+        "pillow",
+        "scikit-learn",
+        "pydantic",
+        "pyyaml",
+        "pandas",
+    ]
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def log_and_register(
+    cfg: TrackingConfig,
+    run_id: str,
+    model: TransferModel,
+    model_name: str,
+    image_size: int,
+    sample_pixels: np.ndarray,
+    tags: dict[str, str],
+) -> Registered:
+    """Log the model with ``mlflow.pytorch`` and register it as a new version (``challenger``).
+
+    Args:
+        cfg: Tracking params.
+        run_id: The pipeline's run.
+        model: The trained model (CPU).
+        model_name: Registered model name.
+        image_size: Square input size of the model.
+        sample_pixels: A few target images, float32 (N, S, S, 3) in 0..255 (input example).
+        tags: Tags for the version (data version, git sha, metrics, decision...).
+
+    Returns:
+        The registered version.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    import tlops
+
+    model = model.cpu().eval()
+    serving = ServingModel(model).eval()
+    with torch.no_grad():
+        output = serving(torch.from_numpy(sample_pixels)).numpy()
+    signature = infer_signature(sample_pixels, output)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / CHECKPOINT_ARTIFACT
+        torch.save(model.checkpoint(), checkpoint)
+        with active_run(cfg, run_id):
+            info = mlflow.pytorch.log_model(
+                serving,
+                name="model",
+                signature=signature,
+                input_example=sample_pixels,
+                pip_requirements=_requirements(),
+                extra_files=[str(checkpoint)],
+                code_paths=[str(Path(tlops.__file__).parent)],
+                metadata={
+                    "classes": model.classes,
+                    "image_size": image_size,
+                    "input": "float32 (N, S, S, 3) pixels 0..255",
+                    "backbone": model.spec,
+                },
+            )
+    mlflow_client = client(cfg)
+    try:
+        mlflow_client.create_registered_model(model_name)
+    except mlflow.exceptions.MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    version = mlflow_client.create_model_version(
+        model_name, info.model_uri, run_id=run_id, tags=tags
+    )
+    mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version.version)
+    return Registered(model_name, str(version.version), (CHALLENGER,), info.model_uri)
+
+
+def alias_version(cfg: TrackingConfig, model_name: str, alias: str) -> str | None:
+    """The version holding ``alias``, or None."""
+    import mlflow
+
+    try:
+        return str(client(cfg).get_model_version_by_alias(model_name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def promote(cfg: TrackingConfig, model_name: str, version: str) -> str | None:
+    """Make ``version`` the champion; the old champion becomes ``previous``. Returns the old."""
+    mlflow_client = client(cfg)
+    old = alias_version(cfg, model_name, CHAMPION)
+    if old is not None and old != version:
+        mlflow_client.set_registered_model_alias(model_name, PREVIOUS, old)
+        mlflow_client.set_model_version_tag(model_name, version, "previous_champion", old)
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, version)
+    return old
+
+
+def rollback(cfg: TrackingConfig, model_name: str) -> tuple[str, str]:
+    """Move ``champion`` back to ``previous``; returns (demoted, restored) versions.
+
+    Raises:
+        LookupError: There is no ``previous`` version to go back to.
+    """
+    mlflow_client = client(cfg)
+    current = alias_version(cfg, model_name, CHAMPION)
+    previous = alias_version(cfg, model_name, PREVIOUS)
+    if previous is None or current is None:
+        raise LookupError(
+            f"{model_name}: no 'previous' version to roll back to (champion: {current})"
+        )
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, previous)
+    older = mlflow_client.get_model_version(model_name, previous).tags.get("previous_champion")
+    if older:
+        mlflow_client.set_registered_model_alias(model_name, PREVIOUS, older)
+    else:
+        mlflow_client.delete_registered_model_alias(model_name, PREVIOUS)
+    mlflow_client.set_model_version_tag(model_name, current, "rolled_back", "true")
+    return current, previous
+
+
+def aliases_of(cfg: TrackingConfig, model_name: str, version: str) -> tuple[str, ...]:
+    """Aliases held by a version."""
+    found = client(cfg).get_model_version(model_name, version).aliases
+    return tuple(sorted(found))
+
+
+def champion_uri(model_name: str) -> str:
+    """``models:/<name>@champion``."""
+    return f"models:/{model_name}@{CHAMPION}"
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, C, S, S) -> the serving input, float32 (N, S, S, 3) in 0..255."""
+    x = images.astype(np.float32).transpose(0, 2, 3, 1)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(x)
+
+
+def describe(value: Any) -> str:
+    """Short string form for tags."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
