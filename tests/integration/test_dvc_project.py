@@ -26,7 +26,9 @@ def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "200"}
     result = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, check=False)
     if check and result.returncode != 0:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -47,7 +49,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_demo_data_is_tracked_and_reproducible(project: Path) -> None:
     assert len(list((project / "data" / "source").rglob("*.png"))) == 5000
     assert len(list((project / "data" / "target").rglob("*.png"))) == 1797
-    assert sorted(p.name for p in (project / "data" / "target").iterdir()) == [str(i) for i in range(10)]
+    assert sorted(p.name for p in (project / "data" / "target").iterdir()) == [
+        str(i) for i in range(10)
+    ]
     ignored = (project / "data" / ".gitignore").read_text()
     assert "/source" in ignored and "/target" in ignored
     for domain in ("source", "target"):
@@ -62,13 +66,21 @@ def test_demo_data_is_tracked_and_reproducible(project: Path) -> None:
 def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
     first = sh(project, "dvc", "repro")
     assert "Running stage 'validate_data@target'" in first.stdout
-    ingest = yaml.safe_load((project / "outputs" / "target" / "ingest_data" / "ingest.json").read_text())
+    ingest = yaml.safe_load(
+        (project / "outputs" / "target" / "ingest_data" / "ingest.json").read_text()
+    )
     tracked = yaml.safe_load((project / "data" / "target.dvc").read_text())["outs"][0]["md5"]
     assert (ingest["data_version"], ingest["version_source"]) == (tracked, "dvc")
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     params = lock["stages"]["ingest_data@target"]["params"]["params.yaml"]
-    assert set(params) == {"image.extensions", "image.max_pixels", "image.mode",
-                           "image.background", "ingest_data.split", "ingest_data.salt"}
+    assert set(params) == {
+        "image.extensions",
+        "image.max_pixels",
+        "image.mode",
+        "image.background",
+        "ingest_data.split",
+        "ingest_data.salt",
+    }
     second = sh(project, "dvc", "repro")
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
@@ -86,10 +98,19 @@ def test_push_and_pull_through_the_default_remote(project: Path) -> None:
 
 def test_tlops_run_summary_then_a_corrupt_image_stops_it(project: Path) -> None:
     ok = sh(project, "tlops", "run", "--out", "runs/ok")
-    for text in ("source: 5000 images, 10 classes", "target: 1797 images, 10 classes",
-                 "data version:", "validation: passed", "train", "val", "test"):
+    for text in (
+        "source: 5000 images, 10 classes",
+        "target: 1797 images, 10 classes",
+        "data version:",
+        "validation: passed",
+        "train",
+        "val",
+        "test",
+    ):
         assert text in ok.stdout, ok.stdout
-    victim = project / "data" / "target" / "7" / sorted(os.listdir(project / "data" / "target" / "7"))[3]
+    victim = (
+        project / "data" / "target" / "7" / sorted(os.listdir(project / "data" / "target" / "7"))[3]
+    )
     original = victim.read_bytes()
     try:
         victim.write_bytes(original[: len(original) // 2])
@@ -104,20 +125,42 @@ def test_tlops_run_summary_then_a_corrupt_image_stops_it(project: Path) -> None:
 
 
 def test_step_cli_errors_are_clear(project: Path, tmp_path: Path) -> None:
-    missing = sh(project, "tlops", "step", "ingest_data", "--data", str(tmp_path / "nope"),
-                 "--out", str(tmp_path / "o"), check=False)
+    missing = sh(
+        project,
+        "tlops",
+        "step",
+        "ingest_data",
+        "--data",
+        str(tmp_path / "nope"),
+        "--out",
+        str(tmp_path / "o"),
+        check=False,
+    )
     assert missing.returncode == 1
     assert "data directory does not exist" in missing.stderr
     assert not (tmp_path / "o").exists()
-    bad_param = sh(project, "tlops", "step", "ingest_data", "--data", "data/target", "--out",
-                   str(tmp_path / "o"), "--set", "ingest_data.split.train=2", check=False)
+    bad_param = sh(
+        project,
+        "tlops",
+        "step",
+        "ingest_data",
+        "--data",
+        "data/target",
+        "--out",
+        str(tmp_path / "o"),
+        "--set",
+        "ingest_data.split.train=2",
+        check=False,
+    )
     assert bad_param.returncode == 1 and "ingest_data.split" in bad_param.stderr
 
 
 def test_demo_drops(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text(
-        (REPO / "params.yaml").read_text().replace("data/source", str(tmp_path / "s"))
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("data/source", str(tmp_path / "s"))
         .replace("data/target", str(tmp_path / "t"))
     )
     sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--drops", "1", "--no-dvc")
@@ -127,5 +170,7 @@ def test_demo_drops(tmp_path: Path) -> None:
     assert 590 <= len(first) <= 610 and 1190 <= len(second) <= 1210
     assert first < second  # a new drop only adds images
     assert {p.parts[0] for p in first} == {str(i) for i in range(10)}
-    again = sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--if-missing", "--no-dvc")
+    again = sh(
+        tmp_path, "tlops", "data", "demo", "--params", str(params), "--if-missing", "--no-dvc"
+    )
     assert "present" in again.stdout

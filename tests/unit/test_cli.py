@@ -39,9 +39,21 @@ def test_importing_tlops_has_no_side_effects(tmp_path: Path) -> None:
         "print(sorted(os.listdir('.')), os.environ.get('GX_ANALYTICS_ENABLED'))"
     )
     env = {k: v for k, v in os.environ.items() if k != "GX_ANALYTICS_ENABLED"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True,
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     assert out.stdout.strip() == "[] None"
-    assert "great_expectations" not in subprocess.run(
-        [sys.executable, "-c", "import sys, tlops.cli; print(list(sys.modules))"],
-        text=True, capture_output=True, check=True).stdout  # heavy imports wait until needed
+    assert (
+        "great_expectations"
+        not in subprocess.run(
+            [sys.executable, "-c", "import sys, tlops.cli; print(list(sys.modules))"],
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+    )  # heavy imports wait until needed

