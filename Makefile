@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint repro lock clean
+.PHONY: help setup run test lint repro ui lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -44,11 +44,14 @@ repro: setup ## the same steps through DVC (dvc.yaml)
 	tlops data demo --if-missing
 	dvc repro
 
+ui: setup ## the MLflow UI on the embedded store, http://127.0.0.1:5000
+	tlops ui
+
 lock: ## re-resolve requirements.in into requirements.lock in a scratch venv
 	rm -rf /tmp/tlops-lock && $(PYTHON) -m venv /tmp/tlops-lock
 	/tmp/tlops-lock/bin/pip install --quiet -r requirements.in
 	{ echo "# Exact pins for every dependency of tlops, resolved from requirements.in by \`make lock\`."; \
 	  /tmp/tlops-lock/bin/pip freeze --all | grep -v -E '^(pip|tlops)=='; } > $(LOCK)
 
-clean: ## remove runs and step outputs (keeps .venv and the data)
-	rm -rf runs outputs
+clean: ## remove runs, step outputs and caches (keeps .venv, the data and the MLflow store)
+	rm -rf runs outputs .cache

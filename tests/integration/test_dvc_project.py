@@ -6,6 +6,7 @@ built per module; the CLI runs as a subprocess, as a user would run it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,14 +36,21 @@ def sh(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
-    for name in ("params.yaml", "dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["image_size"] = 32  # fast: the same pipeline, fewer pixels and epochs
+    params["train"].update({"epochs": 1, "trainable_stages": 2, "batch_size": 32})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     (root / ".dvc").mkdir()
     for name in ("config", ".gitignore"):
         shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
     sh(root, "git", "init", "-q")
     sh(root, "tlops", "data", "demo")
+    (root / ".gitignore").write_text("mlflow.db\nmlartifacts/\n.cache/\nruns/\n.dvc-remote/\n")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
     return root
 
 
@@ -81,9 +89,33 @@ def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
         "ingest_data.split",
         "ingest_data.salt",
     }
+    for stage in ("extract_features", "train", "evaluate", "register_model"):
+        assert f"Running stage '{stage}'" in first.stdout
+    metrics = json.loads((project / "outputs" / "evaluate" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.5
+    assert set(lock["stages"]["train"]["params"]["params.yaml"]) == {
+        "model",
+        "train",
+        "image",
+        "validate_data.classes",
+    }
+    decision = json.loads((project / "outputs" / "register_model" / "decision.json").read_text())
+    assert decision["version"] == "1" and decision["promote"] is True
     second = sh(project, "dvc", "repro")
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
+    shown = sh(project, "dvc", "metrics", "show", "--json")
+    assert "macro_f1" in shown.stdout
+
+
+def test_dvc_exp_run_with_a_param_change(project: Path) -> None:
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro")
+    result = sh(project, "dvc", "exp", "run", "-S", "train.lr=0.001")
+    assert "Running stage 'train'" in result.stdout
+    assert "Running stage 'extract_features'" not in result.stdout  # unchanged, not rerun
+    shown = sh(project, "dvc", "exp", "show", "--json")
+    assert "0.001" in shown.stdout
 
 
 def test_push_and_pull_through_the_default_remote(project: Path) -> None:
@@ -108,6 +140,11 @@ def test_tlops_run_summary_then_a_corrupt_image_stops_it(project: Path) -> None:
         "test",
     ):
         assert text in ok.stdout, ok.stdout
+    # one step, several runners: the same params and data give the same metrics as dvc repro
+    ours = json.loads((project / "runs" / "ok" / "evaluate" / "metrics.json").read_text())
+    dvc = json.loads((project / "outputs" / "evaluate" / "metrics.json").read_text())
+    plain = [k for k in dvc if not k.startswith("champion_")]
+    assert {k: ours[k] for k in plain} == {k: dvc[k] for k in plain}
     victim = (
         project / "data" / "target" / "7" / sorted(os.listdir(project / "data" / "target" / "7"))[3]
     )

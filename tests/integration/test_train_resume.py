@@ -1,0 +1,80 @@
+"""A training process killed with SIGKILL resumes from its last checkpoint to the same result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CLASSES, REPO
+from tlops.config import load_params
+from tlops.io import read_json
+from tlops.steps import ingest_data, train
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def history(path: Path) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in row.items() if k != "epoch_seconds"}
+        for row in read_json(path / "history.json")
+    ]
+
+
+def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> None:
+    root = make_tree(per_class=20, size=16)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["validate_data"]["classes"] = list(CLASSES)
+    raw["model"]["image_size"] = 32
+    raw["train"].update({"epochs": 6, "batch_size": 8, "trainable_stages": 2})
+    raw["train"]["early_stopping"]["patience"] = 10
+    raw["extract_features"]["cache_dir"] = str(tmp_path / "cache")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    params = load_params(params_file)
+    ingest_data.run(params, root, tmp_path / "ingest")
+    train.run(
+        params,
+        tmp_path / "ingest",
+        None,
+        tmp_path / "uninterrupted",
+        checkpoint_dir=tmp_path / "ckpt-a",
+    )
+
+    command = [
+        str(BIN / "tlops"),
+        "step",
+        "train",
+        "--params",
+        str(params_file),
+        "--ingest",
+        str(tmp_path / "ingest"),
+        "--out",
+        str(tmp_path / "killed"),
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt-b"),
+    ]
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = tmp_path / "ckpt-b" / "last.pt"
+    deadline = time.time() + 180
+    while not checkpoint.exists():
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed").exists()  # no partial output
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert "resumed after epoch" in resumed.stdout, resumed.stdout
+    assert history(tmp_path / "killed") == history(tmp_path / "uninterrupted")
