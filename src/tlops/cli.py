@@ -356,25 +356,104 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
     ] = None,
+    runner: Annotated[
+        str, typer.Option(help="kfp: KFP local SubprocessRunner; inprocess: one Python process.")
+    ] = "kfp",
 ) -> None:
-    """Run the whole pipeline on the configured data (the embedded demo by default).
+    """Run the whole training pipeline on the configured data (the embedded demo by default).
 
     ingest_data and validate_data on the source and target domains, then extract_features,
     train, evaluate and register_model on the target domain, all logged into one MLflow run.
+    By default the pipeline runs through Kubeflow Pipelines' local runner (each step a
+    subprocess, with typed artifacts), exactly the pipeline that `tlops compile` produces.
     """
 
     def body() -> None:
-        from tlops.io import write_json
-        from tlops.pipeline import as_record, run_pipeline, summary_lines
+        from tlops.pipeline import inprocess_outputs, read_outputs, run_pipeline, summary_lines
 
         resolved = _params(params, set_)
         run_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        console.print(f"[bold]tlops run[/] -> {run_dir}")
-        result = run_pipeline(resolved, run_dir, _progress)
-        write_json(run_dir / "pipeline.json", as_record(result))
-        _print_summary(result.data)
-        for line in summary_lines(result, resolved):
+        console.print(f"[bold]tlops run[/] ({runner}) -> {run_dir}")
+        if runner == "kfp":
+            from pipelines.local import run_local
+
+            local = run_local(
+                resolved, run_dir, echo=lambda line: console.print(f"  {line}", highlight=False)
+            )
+            paths = local.outputs
+        elif runner == "inprocess":
+            run_pipeline(resolved, run_dir, _progress)
+            paths = inprocess_outputs(run_dir)
+        else:
+            raise ValueError(f"--runner {runner!r}: expected kfp or inprocess")
+        outputs = read_outputs(paths)
+        _print_data(outputs)
+        for line in summary_lines(outputs, resolved):
             console.print(line, highlight=False)
+
+    _guard(body)
+
+
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Pipeline argument or params key, e.g. train.lr=0.001."),
+]
+
+
+@app.command("compile")
+def compile_(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="Where the YAML goes.")] = Path(
+        "pipelines/compiled/training.yaml"),
+) -> None:
+    """Compile the training pipeline (defaults and cluster settings from params.yaml) to YAML."""
+
+    def body() -> None:
+        from pipelines.cluster import compile_training
+
+        path = compile_training(_params(params), out)
+        console.print(f"compiled the training pipeline -> {path}")
+
+    _guard(body)
+
+
+@app.command("submit")
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://127.0.0.1:8888.")],
+    params: ParamsOpt = Path("params.yaml"),
+    param: ParamOpt = None,
+    run_name: Annotated[str, typer.Option(help="Name of the run.")] = "tlops-training",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "tlops",
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace.")] = None,
+) -> None:
+    """Compile the pipeline and start a run on a Kubeflow Pipelines endpoint."""
+
+    def body() -> None:
+        from pipelines.cluster import submit as do_submit
+
+        run_id = do_submit(_params(params), host, param or [], run_name, experiment, namespace)
+        console.print(f"submitted run {run_id} to {host}")
+
+    _guard(body)
+
+
+@app.command("schedule")
+def schedule(
+    host: Annotated[str, typer.Option(help="KFP API endpoint.")],
+    cron: Annotated[str, typer.Option(help='Cron, e.g. "0 3 * * 1" (Mondays 03:00).')],
+    params: ParamsOpt = Path("params.yaml"),
+    param: ParamOpt = None,
+    name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "tlops-retrain",
+    experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "tlops",
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace.")] = None,
+) -> None:
+    """Schedule the pipeline as a recurring run (one at a time, no catch-up)."""
+
+    def body() -> None:
+        from pipelines.cluster import schedule as do_schedule
+
+        job = do_schedule(_params(params), host, cron, param or [], name, experiment, namespace)
+        console.print(f"scheduled recurring run {job} ({cron}) on {host}")
 
     _guard(body)
 
@@ -433,27 +512,33 @@ def ui(
     )
 
 
-def _print_summary(results: dict[str, Any]) -> None:
-    for domain, (ingested, validated) in results.items():
+def _print_data(outputs: dict[str, dict[str, Any]]) -> None:
+    for domain in ("source", "target"):
+        ingested, report = outputs.get(domain), outputs.get(f"{domain}_report")
+        if ingested is None:
+            continue
+        counts: dict[str, dict[str, int]] = ingested["counts"]
         table = Table(
-            title=f"{domain}: {ingested.n_images} images, {len(ingested.classes)} classes",
+            title=f"{domain}: {ingested['n_images']} images, {len(ingested['classes'])} classes",
             title_justify="left",
         )
         table.add_column("class")
         for split in SPLITS:
             table.add_column(split, justify="right")
         table.add_column("total", justify="right")
-        for label, per_split in ingested.counts.items():
+        for label, per_split in counts.items():
             values = [per_split[s] for s in SPLITS]
             table.add_row(label, *map(str, values), str(sum(values)))
-        totals = [sum(ingested.counts[c][s] for c in ingested.counts) for s in SPLITS]
+        totals = [sum(counts[c][s] for c in counts) for s in SPLITS]
         table.add_row("all", *map(str, totals), str(sum(totals)), style="bold")
         console.print(table)
-        console.print(f"  data version: {ingested.data_version} ({ingested.version_source})")
-        console.print(
-            f"  validation: [green]passed[/] ({len(validated.warnings)} warning(s)); "
-            f"Data Docs: {validated.out_dir / 'data_docs' / 'index.html'}"
-        )
+        console.print(f"  data version: {ingested['data_version']} ({ingested['version_source']})")
+        if report is not None:
+            docs = Path(report["_dir"]) / "data_docs" / "index.html"
+            console.print(
+                f"  validation: [green]passed[/] ({len(report['warnings'])} "
+                f"warning(s)); Data Docs: {docs}"
+            )
 
 
 def main() -> None:

@@ -218,6 +218,58 @@ class TrackingConfig(_Section):
     artifact_location: Path = Path("mlartifacts")
 
 
+class Resources(_Section):
+    """Kubernetes requests and limits of one task."""
+
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2G"
+    memory_limit: str = "4G"
+
+
+class NodeSelector(_Section):
+    """A node label the GPU tasks require."""
+
+    key: str = "nvidia.com/gpu.present"
+    value: str = "true"
+
+
+class Toleration(_Section):
+    """A taint the GPU tasks tolerate."""
+
+    key: str = "nvidia.com/gpu"
+    operator: Literal["Equal", "Exists"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] = "NoSchedule"
+
+
+class GpuConfig(_Section):
+    """The accelerator of the train and extract_features tasks."""
+
+    resource: str = "nvidia.com/gpu"
+    count: int = Field(default=1, ge=0)
+    node_selector: NodeSelector = NodeSelector()
+    toleration: Toleration = Toleration()
+
+
+class KfpConfig(_Section):
+    """Kubeflow Pipelines compile-time settings."""
+
+    pipeline_name: str = "tlops-training"
+    base_image: str = "ghcr.io/tlops/tlops:0.1.0-cuda"
+    gpu: GpuConfig = GpuConfig()
+    resources: dict[str, Resources] = {"default": Resources()}
+    shm_size: str = "8Gi"
+    secrets: dict[str, dict[str, str]] = {}
+    checkpoint_pvc: str | None = "tlops-checkpoints"
+    train_retries: int = Field(default=3, ge=0)
+    retry_backoff: str = "60s"
+
+    def resources_for(self, step: str) -> Resources:
+        """The resources of ``step`` (``default`` when it has none of its own)."""
+        return self.resources.get(step) or self.resources.get("default") or Resources()
+
+
 class Params(_Section):
     """Every section of ``params.yaml``."""
 
@@ -232,6 +284,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register_model: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
+    kfp: KfpConfig = KfpConfig()
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved parameters as ``{"section.key": value}`` for logging."""

@@ -179,59 +179,80 @@ def run_pipeline(
     return result
 
 
-def summary_lines(result: PipelineResult, params: Params) -> list[str]:
+OUTPUT_FILES = {
+    "source": "ingest.json",
+    "target": "ingest.json",
+    "source_report": "validation.json",
+    "target_report": "validation.json",
+    "features": "features.json",
+    "model": "train.json",
+    "evaluation": "evaluation.json",
+    "decision": "decision.json",
+}
+
+
+def inprocess_outputs(run_dir: Path) -> dict[str, Path]:
+    """The output directories of an in-process run, by pipeline output name."""
+    return {
+        "source": run_dir / "source" / "ingest_data",
+        "target": run_dir / "target" / "ingest_data",
+        "source_report": run_dir / "source" / "validate_data",
+        "target_report": run_dir / "target" / "validate_data",
+        "features": run_dir / "extract_features",
+        "model": run_dir / "train",
+        "evaluation": run_dir / "evaluate",
+        "decision": run_dir / "register_model",
+    }
+
+
+def read_outputs(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The JSON record of each output directory (see :data:`OUTPUT_FILES`)."""
+    from tlops.io import read_json
+
+    return {
+        name: {**read_json(path / OUTPUT_FILES[name]), "_dir": str(path)}
+        for name, path in paths.items()
+        if name in OUTPUT_FILES and (path / OUTPUT_FILES[name]).is_file()
+    }
+
+
+def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[str]:
     """The closing lines after the data tables: metrics, decision, version, how to look."""
     lines: list[str] = []
-    evaluated, registered, trained = result.evaluated, result.registered, result.trained
+    trained, evaluation, decision = (
+        outputs.get("model"),
+        outputs.get("evaluation"),
+        outputs.get("decision"),
+    )
     if trained is not None:
         lines.append(
-            f"train: {trained.strategy}, {trained.epochs_run} epoch(s), best epoch "
-            f"{trained.best_epoch}, {trained.seconds:.0f} s"
+            f"train: {trained['strategy']} from {trained['init']}, best epoch "
+            f"{trained['best_epoch']}, {trained['seconds']:.0f} s"
         )
-    if evaluated is not None:
-        m = evaluated.metrics
+    if evaluation is not None:
+        m = evaluation["overall"]
         lines.append(
             f"test accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
             f"({m['n_test']} images)"
         )
-        if evaluated.champion is not None:
-            c = evaluated.champion["metrics"]
+        champion = evaluation.get("champion")
+        if champion is not None:
+            c = champion["metrics"]
             lines.append(
-                f"champion v{evaluated.champion['version']} on the same test split: "
+                f"champion v{champion['version']} on the same test split: "
                 f"accuracy {c['accuracy']:.4f}, macro F1 {c['macro_f1']:.4f}"
             )
-    if registered is not None:
-        verdict = "PROMOTED to champion" if registered.decision.promote else "not promoted"
+    if decision is not None:
+        verdict = "PROMOTED to champion" if decision["promote"] else "not promoted"
         lines.append(f"gate: {verdict}")
-        lines.extend(f"  - {reason}" for reason in registered.decision.reasons)
+        lines.extend(f"  - {reason}" for reason in decision["reasons"])
         lines.append(
-            f"registered: {registered.model_name} version {registered.version}, "
-            f"aliases: {', '.join(registered.aliases)}"
+            f"registered: {decision['model_name']} version {decision['version']}, "
+            f"aliases: {', '.join(decision['aliases'])}"
         )
-    lines.append(
-        f"MLflow run {result.run_id} in experiment '{params.tracking.experiment}' "
-        f"({runs.tracking_uri(params.tracking)})"
-    )
+        lines.append(
+            f"MLflow run {decision['run_id']} in experiment "
+            f"'{params.tracking.experiment}' ({runs.tracking_uri(params.tracking)})"
+        )
     lines.append("open the MLflow UI: make ui   (or: tlops ui)")
     return lines
-
-
-def as_record(result: PipelineResult) -> dict[str, Any]:
-    """A JSON-ready record of the run (written to ``<run_dir>/pipeline.json``)."""
-    record: dict[str, Any] = {
-        "run_id": result.run_id,
-        "seconds": result.seconds,
-        "data": {
-            d: {"data_version": i.data_version, "n_images": i.n_images}
-            for d, (i, _) in result.data.items()
-        },
-    }
-    if result.evaluated is not None:
-        record["metrics"] = result.evaluated.metrics
-    if result.registered is not None:
-        record["registered"] = {
-            "version": result.registered.version,
-            "aliases": list(result.registered.aliases),
-            **result.registered.decision.as_dict(),
-        }
-    return record

@@ -83,6 +83,7 @@ class TransferModel(nn.Module):
         self.std = tuple(backbone.std)
         self.fixed_input_size = backbone.fixed_input_size
         self.weights = backbone.weights
+        self.image_size: int | None = None  # the resolution it was trained at (set by train)
         self._frozen_prefixes: list[str] = []
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,7 @@ class TransferModel(nn.Module):
             "mean": list(self.mean),
             "std": list(self.std),
             "weights": self.weights,
+            "image_size": self.image_size,
         }
 
 
@@ -503,4 +505,5 @@ def model_from_checkpoint(payload: dict[str, Any]) -> TransferModel:
     model.mean = tuple(payload["mean"])
     model.std = tuple(payload["std"])
     model.weights = str(payload.get("weights", ""))
+    model.image_size = payload.get("image_size")
     return model

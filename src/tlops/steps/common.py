@@ -36,8 +36,12 @@ def load_splits(
     classes: list[str],
     splits: tuple[str, ...] = SPLITS,
     progress: Callable[[int], None] | None = None,
+    image_size: int | None = None,
 ) -> dict[str, SplitTensors]:
-    """Decode the requested splits of an ingest output (cached by data version)."""
+    """Decode the requested splits of an ingest output (cached by data version).
+
+    ``image_size`` overrides ``model.image_size`` (a champion is scored at its own resolution).
+    """
     from tlops.steps.validate_data import load_manifest
 
     ingest = ingest_info(ingest_dir)

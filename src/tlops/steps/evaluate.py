@@ -80,7 +80,8 @@ def _champion(params: Params, classes: list[str]) -> tuple[TransferModel | None,
             ),
         )
     model = model_from_checkpoint(payload)
-    return model, version, f"champion v{version} evaluated on the same test split"
+    size = f" at its own {model.image_size} px" if model.image_size else ""
+    return model, version, f"champion v{version} evaluated on the same test split{size}"
 
 
 def run(
@@ -118,7 +119,13 @@ def run(
         champion_model, champion_version, note = _champion(params, classes)
     champion = None
     if champion_model is not None:
-        champion_result = score(champion_model, test, params)
+        size = champion_model.image_size or params.model.image_size
+        champion_test = (
+            test
+            if size == params.model.image_size
+            else load_splits(params, ingest_dir, classes, ("test",), image_size=size)["test"]
+        )
+        champion_result = score(champion_model, champion_test, params)
         champion = {
             "version": champion_version,
             "metrics": champion_result["overall"],

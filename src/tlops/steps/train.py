@@ -109,6 +109,7 @@ def run(
     ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
     model = _build(params, classes)
+    model.image_size = params.model.image_size
     run_key = fingerprint(
         ingest["data_version"],
         classes,

@@ -1,0 +1,1 @@
+"""KFP pipelines built from the components, compiled YAML, and the cluster helpers."""

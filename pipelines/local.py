@@ -1,0 +1,142 @@
+"""Run the training pipeline on this machine with KFP's local SubprocessRunner.
+
+Every task runs as a subprocess of this Python environment (the venv stands in for the project
+image), with the same components, artifacts and parameters as on a cluster. KFP's own log (task
+inputs and outputs, executor logs) goes to ``<run_dir>/kfp.log``; the console gets one line per
+task.
+"""
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlops.config import Params
+from tlops.data.version import directory_md5
+
+TASK_LINE = "Task "
+
+
+@dataclass
+class LocalRun:
+    """Where a local run left its outputs, and how long it took."""
+
+    run_dir: Path
+    outputs: dict[str, Path]  # pipeline output name -> artifact path
+    seconds: float
+    log: Path
+    task_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _TaskEcho(logging.Handler):
+    """Forward KFP's 'Task ... finished' lines to a callback (the console), with the time."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.echo = echo
+        self.started = time.perf_counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _plain(record.getMessage())
+        if message.startswith(TASK_LINE) and (" finished " in message or " failed" in message):
+            self.echo(f"[{time.perf_counter() - self.started:6.1f} s] {message}")
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@contextlib.contextmanager
+def _quiet_kfp(log: Path, echo: Callable[[str], None]) -> Iterator[None]:
+    """Send KFP's verbose output to ``log``; echo only task outcomes."""
+    handler = _TaskEcho(echo)
+    logger = logging.getLogger()  # KFP's local runner logs task outcomes on the root logger
+    logger.addHandler(handler)
+    with (
+        log.open("a", encoding="utf-8") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+
+def run_local(
+    params: Params,
+    run_dir: Path,
+    echo: Callable[[str], None] = print,
+) -> LocalRun:
+    """Compile the training pipeline for ``params`` and run it with KFP's SubprocessRunner.
+
+    Args:
+        params: Resolved params (the pipeline's defaults).
+        run_dir: Where KFP writes every task's artifacts (``<run_dir>/kfp``) and its log.
+        echo: Receives one line per finished task.
+
+    Returns:
+        The artifact paths of the pipeline's outputs.
+
+    Raises:
+        RuntimeError: A task failed (its log is in ``<run_dir>/kfp.log``).
+    """
+    from kfp import local
+
+    from pipelines.training import build_training_pipeline
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "kfp.log"
+    pipeline = build_training_pipeline(params)
+    arguments = {
+        "target_dir": str(params.data.target.resolve()),
+        "source_dir": str(params.data.source.resolve()),
+        # the data version is the cache key of ingest/validate/extract on a cluster
+        "target_data_version": directory_md5(params.data.target)
+        if params.data.target.is_dir()
+        else "",
+        "source_data_version": directory_md5(params.data.source)
+        if params.data.source.is_dir()
+        else "",
+        "checkpoint_root": str((params.extract_features.cache_dir / "checkpoints").resolve()),
+    }
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str((run_dir / "kfp").resolve()),
+        raise_on_error=True,
+    )
+    started = time.perf_counter()
+    try:
+        with _quiet_kfp(log, echo):
+            task = pipeline(**arguments)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc} (full log: {log})") from exc
+    seconds = time.perf_counter() - started
+    outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
+    return LocalRun(run_dir, outputs, seconds, log)
+
+
+def outputs_of(run: LocalRun) -> dict[str, Any]:
+    """The JSON files the closing summary reads, by output name."""
+    from tlops.io import read_json
+
+    files = {
+        "source": "ingest.json",
+        "target": "ingest.json",
+        "source_report": "validation.json",
+        "target_report": "validation.json",
+        "evaluation": "evaluation.json",
+        "decision": "decision.json",
+        "model": "train.json",
+        "features": "features.json",
+    }
+    return {
+        name: read_json(run.outputs[name] / file)
+        for name, file in files.items()
+        if name in run.outputs and (run.outputs[name] / file).is_file()
+    }
