@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint repro ui lock clean
+.PHONY: help setup run test lint compile repro ui lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: setup ## run the whole test suite
 lint: setup ## ruff and mypy
 	ruff check .
 	mypy
+
+compile: setup ## regenerate pipelines/compiled/*.yaml (the golden files a test compares)
+	tlops compile --out pipelines/compiled/training.yaml
 
 repro: setup ## the same steps through DVC (dvc.yaml)
 	tlops data demo --if-missing

@@ -37,4 +37,8 @@ def build_components(base_image: str) -> dict[str, Any]:
     """
     from kfp import dsl
 
-    return {name: dsl.component(func, base_image=base_image) for name, func in FUNCTIONS.items()}
+    # The image has tlops and kfp installed: nothing is pip-installed when a task starts.
+    return {
+        name: dsl.component(func, base_image=base_image, install_kfp_package=False)
+        for name, func in FUNCTIONS.items()
+    }

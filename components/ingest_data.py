@@ -29,7 +29,8 @@ def ingest_data(
 
     from tlops.components_runtime import ingest
 
-    version, run_id = ingest(params, Path(data_dir), domain, expected_data_version,
-                             mlflow_run_id, dataset)
+    version, run_id = ingest(
+        params, Path(data_dir), domain, expected_data_version, mlflow_run_id, dataset
+    )
     IngestOutputs = namedtuple("IngestOutputs", ["data_version", "mlflow_run_id"])
     return IngestOutputs(version, run_id)

@@ -12,8 +12,13 @@ import yaml
 
 from tlops.config import Params
 
-PIPELINE_ARGS = ("target_dir", "source_dir", "target_data_version", "source_data_version",
-                 "checkpoint_root")
+PIPELINE_ARGS = (
+    "target_dir",
+    "source_dir",
+    "target_data_version",
+    "source_data_version",
+    "checkpoint_root",
+)
 COMPILED = Path(__file__).parent / "compiled"
 
 
@@ -66,16 +71,25 @@ def _client(host: str, namespace: str | None) -> Any:
     return kfp.Client(host=host, namespace=namespace)
 
 
-def submit(params: Params, host: str, overrides: list[str], run_name: str,
-           experiment: str, namespace: str | None = None) -> str:
+def submit(
+    params: Params,
+    host: str,
+    overrides: list[str],
+    run_name: str,
+    experiment: str,
+    namespace: str | None = None,
+) -> str:
     """Compile and start one run on a KFP endpoint; returns the run id."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_training(params, Path(tmp) / "training.yaml")
         result = _client(host, namespace).create_run_from_pipeline_package(
-            str(package), arguments=arguments(params, overrides), run_name=run_name,
-            experiment_name=experiment, namespace=namespace,
+            str(package),
+            arguments=arguments(params, overrides),
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
         )
     return str(result.run_id)
 
@@ -90,8 +104,15 @@ def kfp_cron(cron: str) -> str:
     raise ValueError(f"--cron {cron!r}: expected 5 fields (min hour day month weekday) or 6")
 
 
-def schedule(params: Params, host: str, cron: str, overrides: list[str], job_name: str,
-             experiment: str, namespace: str | None = None) -> str:
+def schedule(
+    params: Params,
+    host: str,
+    cron: str,
+    overrides: list[str],
+    job_name: str,
+    experiment: str,
+    namespace: str | None = None,
+) -> str:
     """Create a recurring run (one at a time, no catch-up); returns its id."""
     import tempfile
 
@@ -100,8 +121,13 @@ def schedule(params: Params, host: str, cron: str, overrides: list[str], job_nam
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_training(params, Path(tmp) / "training.yaml")
         job = client.create_recurring_run(
-            experiment_id=experiment_id, job_name=job_name, cron_expression=kfp_cron(cron),
-            max_concurrency=1, no_catchup=True, pipeline_package_path=str(package),
-            params=arguments(params, overrides), enabled=True,
+            experiment_id=experiment_id,
+            job_name=job_name,
+            cron_expression=kfp_cron(cron),
+            max_concurrency=1,
+            no_catchup=True,
+            pipeline_package_path=str(package),
+            params=arguments(params, overrides),
+            enabled=True,
         )
     return str(job.recurring_run_id)

@@ -10,9 +10,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tlops.config import Params
 from tlops.data.version import directory_md5
@@ -28,7 +27,6 @@ class LocalRun:
     outputs: dict[str, Path]  # pipeline output name -> artifact path
     seconds: float
     log: Path
-    task_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class _TaskEcho(logging.Handler):
@@ -115,28 +113,23 @@ def run_local(
         with _quiet_kfp(log, echo):
             task = pipeline(**arguments)
     except RuntimeError as exc:
-        raise RuntimeError(f"{exc} (full log: {log})") from exc
+        _raise_failure(run_dir, log, exc)
     seconds = time.perf_counter() - started
     outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
     return LocalRun(run_dir, outputs, seconds, log)
 
 
-def outputs_of(run: LocalRun) -> dict[str, Any]:
-    """The JSON files the closing summary reads, by output name."""
+def _raise_failure(run_dir: Path, log: Path, exc: RuntimeError) -> None:
+    """Re-raise a failed local run with the reason a person needs, not just 'task failed'."""
     from tlops.io import read_json
+    from tlops.steps.validate_data import MESSAGE_FILE, VALIDATION_FILE, DataValidationError
 
-    files = {
-        "source": "ingest.json",
-        "target": "ingest.json",
-        "source_report": "validation.json",
-        "target_report": "validation.json",
-        "evaluation": "evaluation.json",
-        "decision": "decision.json",
-        "model": "train.json",
-        "features": "features.json",
-    }
-    return {
-        name: read_json(run.outputs[name] / file)
-        for name, file in files.items()
-        if name in run.outputs and (run.outputs[name] / file).is_file()
-    }
+    for report in sorted((run_dir / "kfp").glob("*/validate-data*/report")):
+        result = report / VALIDATION_FILE
+        if result.is_file() and not read_json(result)["passed"]:
+            message = (report / MESSAGE_FILE).read_text(encoding="utf-8").rstrip()
+            raise DataValidationError(f"{message}\n  KFP log: {log}", report) from exc
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
+    errors = [line.strip() for line in lines if "Error" in line and ":" in line][-3:]
+    detail = "\n  ".join(errors) or str(exc)
+    raise RuntimeError(f"pipeline failed: {detail}\n  KFP log: {log}") from exc

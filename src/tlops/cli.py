@@ -89,7 +89,14 @@ def _guard(action: Callable[[], Any]) -> Any:
     except DataValidationError as exc:
         errors.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from exc
-    except (ConfigError, DataDirError, FileNotFoundError, ValueError, LookupError) as exc:
+    except (
+        ConfigError,
+        DataDirError,
+        FileNotFoundError,
+        ValueError,
+        LookupError,
+        RuntimeError,
+    ) as exc:
         _fail(str(exc).replace("[", r"\["))
 
 
@@ -404,7 +411,8 @@ ParamOpt = Annotated[
 def compile_(
     params: ParamsOpt = Path("params.yaml"),
     out: Annotated[Path, typer.Option(help="Where the YAML goes.")] = Path(
-        "pipelines/compiled/training.yaml"),
+        "pipelines/compiled/training.yaml"
+    ),
 ) -> None:
     """Compile the training pipeline (defaults and cluster settings from params.yaml) to YAML."""
 

@@ -36,6 +36,7 @@ RESULTS_FILE = "gx_results.json"
 VALIDATION_FILE = "validation.json"
 SUMMARY_FILE = "summary.md"
 DOCS_DIR = "data_docs"
+MESSAGE_FILE = "message.txt"
 
 
 class DataValidationError(RuntimeError):
@@ -183,6 +184,7 @@ def run(
         write_json(staging / VALIDATION_FILE, report)
         message = _message(data_dir, ingest, failures, warnings, details, out_dir)
         (staging / SUMMARY_FILE).write_text(_summary_md(ingest, report, message), encoding="utf-8")
+        (staging / MESSAGE_FILE).write_text(message + "\n", encoding="utf-8")
     if failures:
         raise DataValidationError(message, out_dir)
     return ValidationResult(

@@ -349,7 +349,7 @@ def linear_probe(
     n_classes = len(model.classes)
     head = nn.Linear(train_features.shape[1], n_classes)
     x_train = torch.from_numpy(train_features).float()
-    y_train = torch.from_numpy(train_labels)
+    y_train = torch.tensor(train_labels, dtype=torch.long)
     x_val = torch.from_numpy(val_features).float()
     weights = class_weights(train_labels, n_classes, cfg.class_weights)
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)

@@ -1,0 +1,121 @@
+"""`tlops submit` and `tlops schedule` against a local HTTP endpoint that records what it gets.
+
+No Kubeflow cluster runs here, so the boundary is the KFP API: the real `kfp.Client` sends its
+real requests (health check, experiment, run or recurring run with the compiled pipeline spec)
+to a loopback server that answers like the KFP v2beta1 API and keeps every request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+class Recorder(BaseHTTPRequestHandler):
+    requests: list[tuple[str, str, Any]] = []
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.requests.append(("GET", self.path, None))
+        self._reply({"experiments": [], "total_size": 0} if "/experiments" in self.path else {})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        self.requests.append(("POST", self.path, body))
+        if self.path.endswith("/experiments"):
+            self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        elif self.path.endswith("/recurringruns"):
+            self._reply({"recurring_run_id": "job-1", "display_name": body["display_name"]})
+        elif self.path.endswith("/runs"):
+            self._reply({"run_id": "run-1", "display_name": body["display_name"]})
+        else:
+            self._reply({})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
+    Recorder.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", Recorder.requests
+    finally:
+        server.shutdown()
+
+
+def tlops(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([str(BIN / "tlops"), *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, check=False, timeout=120)
+
+
+def _posted(requests: list[tuple[str, str, Any]], suffix: str) -> dict[str, Any]:
+    return next(body for method, path, body in requests
+                if method == "POST" and path.endswith(suffix))
+
+
+def test_submit_sends_the_compiled_pipeline_with_overrides(
+    endpoint: tuple[str, list[tuple[str, str, Any]]],
+) -> None:
+    host, requests = endpoint
+    result = tlops("submit", "--host", host, "--param", "train.lr=0.0005",
+                   "--param", "target_dir=/mnt/data/target", "--run-name", "nightly")
+    assert result.returncode == 0, result.stderr
+    assert "submitted run run-1" in result.stdout
+    run = _posted(requests, "/apis/v2beta1/runs")
+    assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
+    spec = run["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "tlops-training"
+    kubernetes = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert any("nodeSelector" in executor for executor in kubernetes.values())
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["target_dir"] == "/mnt/data/target"
+    assert json.loads(parameters["params"])["train"]["lr"] == 0.0005
+
+
+def test_schedule_creates_a_weekly_recurring_run(
+    endpoint: tuple[str, list[tuple[str, str, Any]]],
+) -> None:
+    host, requests = endpoint
+    result = tlops("schedule", "--host", host, "--cron", "0 3 * * 1")
+    assert result.returncode == 0, result.stderr
+    job = _posted(requests, "/apis/v2beta1/recurringruns")
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert str(job["max_concurrency"]) == "1"
+    assert job["no_catchup"] is True
+    assert job["mode"] == "ENABLE"
+    assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "tlops-training"
+
+
+def test_bad_override_fails_before_any_request(
+    endpoint: tuple[str, list[tuple[str, str, Any]]],
+) -> None:
+    host, requests = endpoint
+    result = tlops("submit", "--host", host, "--param", "train.epochs=-1")
+    assert result.returncode == 1 and "epochs" in result.stderr
+    assert not [r for r in requests if r[0] == "POST"]
