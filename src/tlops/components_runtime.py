@@ -37,9 +37,19 @@ def _failing_run(params: Params, run_id: str) -> Iterator[None]:
         raise
 
 
-def _guarded(params: Params, run_id: str, action: Callable[[], T]) -> T:
+def _guarded(params: Params, run_id: str, step: str, action: Callable[[], T]) -> T:
+    """Run a step's body; mark the MLflow run FAILED on error; log the body's own seconds."""
+    import time
+
+    from tlops.tracking.runs import log_metrics
+
     with _failing_run(params, run_id):
-        return action()
+        started = time.perf_counter()
+        result = action()
+        log_metrics(
+            params.tracking, run_id or None, {f"step_seconds.{step}": time.perf_counter() - started}
+        )
+        return result
 
 
 def ingest(
@@ -84,7 +94,7 @@ def ingest(
         )
         return result.data_version
 
-    return _guarded(params, run_id, body), run_id
+    return _guarded(params, run_id, f"ingest_data.{domain}", body), run_id
 
 
 def validate(
@@ -125,7 +135,8 @@ def validate(
         )
         return result.passed
 
-    return _guarded(params, run_id, body)
+    domain = dataset.metadata.get("domain", "data")
+    return _guarded(params, run_id, f"validate_data.{domain}", body)
 
 
 def extract(raw: str, dataset: Any, run_id: str, features: Any) -> float:
@@ -149,7 +160,7 @@ def extract(raw: str, dataset: Any, run_id: str, features: Any) -> float:
         )
         return result.images_per_s
 
-    return _guarded(params, run_id, body)
+    return _guarded(params, run_id, "extract_features", body)
 
 
 def fit(
@@ -191,7 +202,7 @@ def fit(
         )
         return float(result.best_metric)
 
-    return _guarded(params, run_id, body)
+    return _guarded(params, run_id, "train", body)
 
 
 def assess(
@@ -222,7 +233,7 @@ def assess(
         primary = result.metrics.get(params.register_model.gate.primary_metric)
         return float(primary) if primary is not None else float("nan")
 
-    return _guarded(params, run_id, body)
+    return _guarded(params, run_id, "evaluate", body)
 
 
 def comparison_markdown(result: Any) -> str:
@@ -274,7 +285,8 @@ def register(
             f"aliases: {', '.join(result.aliases)}\n",
             encoding="utf-8",
         )
-        end_run(params.tracking, run_id, ok=True)
         return result.version
 
-    return _guarded(params, run_id, body)
+    version = _guarded(params, run_id, "register_model", body)
+    end_run(params.tracking, run_id, ok=True)
+    return version

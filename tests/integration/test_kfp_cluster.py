@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,7 +26,7 @@ BIN = Path(sys.executable).parent
 
 
 class Recorder(BaseHTTPRequestHandler):
-    requests: list[tuple[str, str, Any]] = []
+    requests: ClassVar[list[tuple[str, str, Any]]] = []
 
     def _reply(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -36,11 +36,11 @@ class Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.requests.append(("GET", self.path, None))
         self._reply({"experiments": [], "total_size": 0} if "/experiments" in self.path else {})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         self.requests.append(("POST", self.path, body))
         if self.path.endswith("/experiments"):
@@ -70,21 +70,38 @@ def endpoint() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
 
 def tlops(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([str(BIN / "tlops"), *args], cwd=REPO, env=env, text=True,
-                          capture_output=True, check=False, timeout=120)
+    return subprocess.run(
+        [str(BIN / "tlops"), *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def _posted(requests: list[tuple[str, str, Any]], suffix: str) -> dict[str, Any]:
-    return next(body for method, path, body in requests
-                if method == "POST" and path.endswith(suffix))
+    return next(
+        body for method, path, body in requests if method == "POST" and path.endswith(suffix)
+    )
 
 
 def test_submit_sends_the_compiled_pipeline_with_overrides(
     endpoint: tuple[str, list[tuple[str, str, Any]]],
 ) -> None:
     host, requests = endpoint
-    result = tlops("submit", "--host", host, "--param", "train.lr=0.0005",
-                   "--param", "target_dir=/mnt/data/target", "--run-name", "nightly")
+    result = tlops(
+        "submit",
+        "--host",
+        host,
+        "--param",
+        "train.lr=0.0005",
+        "--param",
+        "target_dir=/mnt/data/target",
+        "--run-name",
+        "nightly",
+    )
     assert result.returncode == 0, result.stderr
     assert "submitted run run-1" in result.stdout
     run = _posted(requests, "/apis/v2beta1/runs")

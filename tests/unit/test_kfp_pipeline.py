@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from pipelines.cluster import COMPILED, arguments, compile_training, kfp_cron
+
 from tests.conftest import REPO
 from tlops.config import Params, load_params
 
@@ -28,7 +28,8 @@ def compiled(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_golden_file_is_up_to_date(compiled: Path) -> None:
     assert compiled.read_text() == GOLDEN.read_text(), (
-        "pipelines/compiled/training.yaml is stale: run `make compile` and commit it")
+        "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
+    )
 
 
 def _documents(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -48,8 +49,9 @@ def test_compiled_spec_loads_back_with_the_sdk() -> None:
     loaded = components.load_component_from_file(str(GOLDEN))
     assert loaded.name == "tlops-training"
     inputs = loaded.component_spec.inputs or {}
-    assert {"params", "target_dir", "source_dir", "target_data_version",
-            "checkpoint_root"} <= set(inputs)
+    assert {"params", "target_dir", "source_dir", "target_data_version", "checkpoint_root"} <= set(
+        inputs
+    )
     assert set(loaded.component_spec.outputs or {}) >= {"evaluation", "decision", "model"}
 
 
@@ -67,7 +69,8 @@ def test_gpu_requests_and_resources(params: Params) -> None:
     assert images == {params.kfp.base_image}
     commands = json.dumps(pipeline["deploymentSpec"])
     assert "packages_to_install" not in commands and "pip install" not in commands.replace(
-        "kfp==", "")
+        "kfp==", ""
+    )
 
 
 def test_node_selector_tolerations_shm_secrets_and_pvc() -> None:
@@ -75,14 +78,19 @@ def test_node_selector_tolerations_shm_secrets_and_pvc() -> None:
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     train = next(v for k, v in executors.items() if k.endswith("-train"))
     assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
-    assert train["tolerations"][0] == {"key": "nvidia.com/gpu", "operator": "Exists",
-                                       "effect": "NoSchedule"}
+    assert train["tolerations"][0] == {
+        "key": "nvidia.com/gpu",
+        "operator": "Exists",
+        "effect": "NoSchedule",
+    }
     assert train["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
     assert train["emptyDirMounts"][0]["medium"] == "Memory"
     assert train["pvcMount"][0]["mountPath"] == "/checkpoints"
     for executor in executors.values():
-        secrets = {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]}
-                   for s in executor["secretAsEnv"]}
+        secrets = {
+            s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]}
+            for s in executor["secretAsEnv"]
+        }
         assert secrets["tlops-mlflow"]["tracking_uri"] == "MLFLOW_TRACKING_URI"
         assert secrets["tlops-s3"]["secret_access_key"] == "AWS_SECRET_ACCESS_KEY"
 
@@ -115,8 +123,12 @@ def test_submit_arguments(params: Params) -> None:
     resolved = json.loads(args["params"])
     assert resolved["train"]["lr"] == 0.01 and resolved["model"]["pretrained"] is False
     assert arguments(params, []) == {}
-    for bad, fragment in [("train.nope=1", "no key 'nope'"), ("nosection.lr=1", "not a section"),
-                          ("train.lr", "key=value"), ("train.epochs=0", "epochs")]:
+    for bad, fragment in [
+        ("train.nope=1", "no key 'nope'"),
+        ("nosection.lr=1", "not a section"),
+        ("train.lr", "key=value"),
+        ("train.epochs=0", "epochs"),
+    ]:
         with pytest.raises(ValueError, match=fragment):
             arguments(params, [bad])
 

@@ -7,6 +7,7 @@ Output (in ``out_dir``): ``decision.json`` (the decision, its reasons, the versi
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tlops.tracking.registry import (
     promote,
     to_pixels,
 )
-from tlops.tracking.runs import git_sha, log_artifacts, set_tags
+from tlops.tracking.runs import git_sha, log_artifacts, log_metrics, set_tags
 
 DECISION_FILE = "decision.json"
 EXAMPLE_IMAGES = 4
@@ -101,9 +102,11 @@ def run(
         "gate.reasons": " | ".join(decision.reasons),
         **{f"test_{k}": describe(v) for k, v in metrics.items() if v is not None},
     }
+    started = time.perf_counter()
     registered = log_and_register(
         params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
     )
+    log_metrics(params.tracking, run_id, {"model_logging_seconds": time.perf_counter() - started})
     previous = None
     if decision.promote:
         previous = promote(params.tracking, cfg.model_name, registered.version)
