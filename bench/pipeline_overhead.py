@@ -33,8 +33,8 @@ def machine() -> str:
 
 def main() -> None:
     import mlflow
-
     from pipelines.local import run_local
+
     from tlops.config import load_params
     from tlops.data.demo import write_demo
 
@@ -43,33 +43,46 @@ def main() -> None:
         uri = f"sqlite:///{work / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
         write_demo(work / "source", work / "target")
-        params = load_params(REPO / "params.yaml", {
-            "data.source": str(work / "source"), "data.target": str(work / "target"),
-            "extract_features.cache_dir": str(work / "cache"),
-            "tracking.artifact_location": str(work / "mlartifacts"),
-        })
+        params = load_params(
+            REPO / "params.yaml",
+            {
+                "data.source": str(work / "source"),
+                "data.target": str(work / "target"),
+                "extract_features.cache_dir": str(work / "cache"),
+                "tracking.artifact_location": str(work / "mlartifacts"),
+            },
+        )
         started = time.perf_counter()
         local = run_local(params, work / "run", echo=lambda line: print(" ", line, flush=True))
         wall = time.perf_counter() - started
         client = mlflow.MlflowClient(tracking_uri=uri)
         run = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])[0]
         metrics = run.data.metrics
-    steps = {k.removeprefix("step_seconds."): v for k, v in metrics.items()
-             if k.startswith("step_seconds.")}
+    steps = {
+        k.removeprefix("step_seconds."): v
+        for k, v in metrics.items()
+        if k.startswith("step_seconds.")
+    }
     compute = sum(steps.values())
     overhead = wall - compute
     print(f"\nmachine: {machine()}")
-    print(f"demo pipeline through KFP local (SubprocessRunner), {len(steps)} tasks, "
-          f"wall {wall:.1f} s (run_local reported {local.seconds:.1f} s)\n")
+    print(
+        f"demo pipeline through KFP local (SubprocessRunner), {len(steps)} tasks, "
+        f"wall {wall:.1f} s (run_local reported {local.seconds:.1f} s)\n"
+    )
     print("| step | own compute (s) |")
     print("|---|---|")
     for name, seconds in steps.items():
         print(f"| {name} | {seconds:.1f} |")
     print(f"| **sum of steps** | **{compute:.1f}** |")
-    print(f"\noverhead: {overhead:.1f} s = {100 * overhead / wall:.1f}% of the total "
-          f"(target: < 25% and < 30 s); per task {overhead / max(len(steps), 1):.1f} s")
-    print(f"MLflow model logging + registration: {metrics.get('model_logging_seconds', 0):.2f} s "
-          "(target: < 3 s)")
+    print(
+        f"\noverhead: {overhead:.1f} s = {100 * overhead / wall:.1f}% of the total "
+        f"(target: < 25% and < 30 s); per task {overhead / max(len(steps), 1):.1f} s"
+    )
+    print(
+        f"MLflow model logging + registration: {metrics.get('model_logging_seconds', 0):.2f} s "
+        "(target: < 3 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 
 def test_dockerfile_passes_hadolint() -> None:
     dockerfile = REPO / "infra" / "docker" / "Dockerfile"
-    result = subprocess.run([str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -27,6 +28,7 @@ def test_image_copies_everything_the_components_import() -> None:
 def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install torch\n")
-    result = subprocess.run([str(HADOLINT), "--no-color", str(bad)], capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [str(HADOLINT), "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0 and "DL3007" in result.stdout

@@ -45,7 +45,7 @@ class FeaturesResult:
 @torch.no_grad()
 def extract(model: TransferModel, images: Any, batch_size: int, device: torch.device) -> np.ndarray:
     """Pooled features of uint8 images (a SplitTensors), float32 (N, D)."""
-    model.eval().to(device, memory_format=torch.channels_last)
+    model.eval().to(device).to(memory_format=torch.channels_last)
     chunks = []
     for batch, _ in batches(images, batch_size, False, None, device):
         x = normalize(batch, model.mean, model.std).contiguous(memory_format=torch.channels_last)

@@ -82,7 +82,7 @@ def predict_logits(
     model: TransferModel, split: SplitTensors, batch_size: int, device: torch.device
 ) -> torch.Tensor:
     """Logits (N, C) of a split, in manifest order, in float32 on the CPU."""
-    model.eval().to(device, memory_format=torch.channels_last)
+    model.eval().to(device).to(memory_format=torch.channels_last)
     outputs = []
     for images, _ in batches(split, batch_size, False, None, device):
         x = normalize(images, model.mean, model.std).contiguous(memory_format=torch.channels_last)
@@ -180,7 +180,7 @@ def finetune(
     n_classes = len(model.classes)
     # channels-last on CPU too: oneDNN's convolutions (depthwise ones above all) run 2-3x
     # faster on NHWC than on NCHW here (bench/throughput.py)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
     head_params = list(model.head.parameters())
     backbone_params = list(model.backbone.parameters())
     backbone_lr = cfg.lr * (1.0 if strategy == "scratch" else cfg.backbone_lr_mult)
