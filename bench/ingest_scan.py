@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from machine import describe
 
 CHILD = r"""
 import hashlib, json, resource, sys, time
@@ -56,22 +57,6 @@ def write_images(root: Path, count: int, size: int) -> int:
     return total
 
 
-def machine() -> str:
-    model = "unknown cpu"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    import os
-
-    return (
-        f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def run_child(root: Path, variant: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(root), variant],
@@ -92,7 +77,7 @@ def main() -> None:
         on_disk = write_images(root, args.images, args.size)
         results = {variant: run_child(root, variant) for variant in ("baseline", "tlops")}
     base, ours = results["baseline"], results["tlops"]
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(
         f"{args.images} PNG images of {args.size}x{args.size} RGB, {on_disk / 1e6:.1f} MB on disk"
     )

@@ -13,22 +13,13 @@ inside register_model.
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    model = "unknown cpu"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -65,7 +56,7 @@ def main() -> None:
     }
     compute = sum(steps.values())
     overhead = wall - compute
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {describe()}")
     print(
         f"demo pipeline through KFP local (SubprocessRunner), {len(steps)} tasks, "
         f"wall {wall:.1f} s (run_local reported {local.seconds:.1f} s)\n"

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from machine import describe
 from tlops.config import load_params
 from tlops.data.demo import write_demo
 from tlops.data.tensors import SplitTensors
@@ -137,19 +136,6 @@ def extraction(split: SplitTensors, batch: int) -> tuple[float, float]:
     return per_s, per_s * flops_per_image / 1e9
 
 
-def machine() -> str:
-    model = "unknown cpu"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=2)
@@ -175,7 +161,7 @@ def main() -> None:
         frozen = tlops_loop(params, train, val, half, args.epochs, args.batch, work / "c2")
         peak = matmul_gflops()
         per_s, achieved = extraction(train, 256)
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(
         f"{len(train)} training images at {args.image_size}x{args.image_size}, batch "
         f"{args.batch}, {args.epochs} epochs per variant, EfficientNet-Lite0 "

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from machine import describe
 from tlops.config import Params, load_params
 from tlops.data.demo import write_demo
 from tlops.data.tensors import SplitTensors
@@ -43,19 +42,6 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
 LITE0 = "timm:tf_efficientnet_lite0"
 EPOCHS = {10: 25, 50: 10, 0: 5}  # k -> epochs (0 = all labels): roughly equal step budgets
-
-
-def machine() -> str:
-    model = "unknown cpu"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def subset(split: SplitTensors, k: int, seed: int) -> SplitTensors:
@@ -230,7 +216,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, seconds: flo
         "linear_probe/mnist",
         "finetune/mnist",
     ]
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {describe()}")
     print(
         f"target: UCI digits at {args.image_size}x{args.image_size}, test split "
         f"{results and 284} images; {args.seeds} seeds; {seconds / 60:.1f} min\n"
