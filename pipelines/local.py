@@ -8,10 +8,12 @@ task.
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tlops.config import Params
 from tlops.data.version import directory_md5
@@ -29,18 +31,25 @@ class LocalRun:
     log: Path
 
 
-class _TaskEcho(logging.Handler):
-    """Forward KFP's 'Task ... finished' lines to a callback (the console), with the time."""
+class _TaskEcho(logging.Filter):
+    """Forward KFP's 'Task ... finished' lines to a callback (the console), with the time.
 
-    def __init__(self, echo: Callable[[str], None]) -> None:
-        super().__init__(logging.INFO)
+    A filter on the root logger rather than a handler: KFP's local runner replaces the root
+    logger's handlers for the duration of a run, but leaves its filters alone.
+    """
+
+    def __init__(self, echo: Callable[[str], None], console: Any) -> None:
+        super().__init__()
         self.echo = echo
+        self.console = console  # the stdout from before KFP's output was redirected to the log
         self.started = time.perf_counter()
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         message = _plain(record.getMessage())
         if message.startswith(TASK_LINE) and (" finished " in message or " failed" in message):
-            self.echo(f"[{time.perf_counter() - self.started:6.1f} s] {message}")
+            with contextlib.redirect_stdout(self.console):
+                self.echo(f"[{time.perf_counter() - self.started:6.1f} s] {message}")
+        return True
 
 
 def _plain(text: str) -> str:
@@ -52,9 +61,9 @@ def _plain(text: str) -> str:
 @contextlib.contextmanager
 def _quiet_kfp(log: Path, echo: Callable[[str], None]) -> Iterator[None]:
     """Send KFP's verbose output to ``log``; echo only task outcomes."""
-    handler = _TaskEcho(echo)
+    echoing = _TaskEcho(echo, sys.stdout)
     logger = logging.getLogger()  # KFP's local runner logs task outcomes on the root logger
-    logger.addHandler(handler)
+    logger.addFilter(echoing)
     with (
         log.open("a", encoding="utf-8") as sink,
         contextlib.redirect_stdout(sink),
@@ -63,7 +72,7 @@ def _quiet_kfp(log: Path, echo: Callable[[str], None]) -> Iterator[None]:
         try:
             yield
         finally:
-            logger.removeHandler(handler)
+            logger.removeFilter(echoing)
 
 
 def run_local(
