@@ -79,6 +79,18 @@ def client(project: Path):  # type: ignore[no-untyped-def]
 
 def test_first_run_is_promoted_second_is_registered_with_reasons(two_runs: tuple[str, str]) -> None:
     first, second = two_runs
+    for task in (
+        "ingest-data",
+        "validate-data",
+        "ingest-data-2",
+        "validate-data-2",
+        "extract-features",
+        "train",
+        "evaluate",
+        "register-model",
+    ):
+        assert f"] Task '{task}' finished with status SUCCESS" in first, first  # KFP local
+    assert "Task '" not in second  # the in-process runner has no KFP tasks
     for text in (
         "test accuracy",
         "macro F1",
