@@ -3,4 +3,11 @@
 The names are the same in params.yaml, dvc.yaml, components/ and here.
 """
 
-STEPS: tuple[str, ...] = ("ingest_data", "validate_data")
+STEPS: tuple[str, ...] = (
+    "ingest_data",
+    "validate_data",
+    "extract_features",
+    "train",
+    "evaluate",
+    "register_model",
+)
