@@ -138,3 +138,19 @@ def test_cron() -> None:
     assert kfp_cron("30 0 3 * * 1") == "30 0 3 * * 1"
     with pytest.raises(ValueError, match="5 fields"):
         kfp_cron("every monday")
+
+
+def test_one_name_per_step_everywhere() -> None:
+    from components import FUNCTIONS
+    from tlops.cli import step_app
+    from tlops.steps import STEPS
+
+    steps = set(STEPS)
+    assert set(FUNCTIONS) == steps
+    assert {command.name for command in step_app.registered_commands} == steps
+    assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == steps
+    for step in steps:
+        assert (REPO / "components" / f"{step}.py").is_file()
+        assert (REPO / "src" / "tlops" / "steps" / f"{step}.py").is_file()
+    sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert steps <= sections  # each step has its params.yaml section
