@@ -142,6 +142,7 @@ def test_cron() -> None:
 
 def test_one_name_per_step_everywhere() -> None:
     from components import FUNCTIONS
+
     from tlops.cli import step_app
     from tlops.steps import STEPS
 
