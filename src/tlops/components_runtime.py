@@ -121,11 +121,24 @@ def validate(
         )
 
     def body() -> bool:
-        try:
-            result = validate_data.run(params, Path(dataset.path), out)
-        finally:
-            if (out / validate_data.SUMMARY_FILE).is_file():
-                publish()
+        import tempfile
+
+        from tlops.tracking.registry import champion_classes
+
+        with tempfile.TemporaryDirectory() as tmp:
+            reference = None
+            if dataset.metadata.get("domain") == "target":
+                # once a champion exists, the target data must carry the champion's classes
+                reference = champion_classes(
+                    params.tracking,
+                    params.register_model.model_name,
+                    Path(tmp) / "champion_classes.json",
+                )
+            try:
+                result = validate_data.run(params, Path(dataset.path), out, reference)
+            finally:
+                if (out / validate_data.SUMMARY_FILE).is_file():
+                    publish()
         report.metadata.update(
             {
                 "passed": result.passed,

@@ -8,14 +8,11 @@ the MLflow run is marked FAILED and nothing is registered.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlops.config import Params
-from tlops.io import write_json
 from tlops.steps import (
     evaluate,
     extract_features,
@@ -25,7 +22,7 @@ from tlops.steps import (
     validate_data,
 )
 from tlops.tracking import runs
-from tlops.tracking.registry import CHAMPION
+from tlops.tracking.registry import champion_classes
 
 ProgressFactory = Callable[
     [str, int | None], contextlib.AbstractContextManager[Callable[[int], None]]
@@ -37,44 +34,12 @@ def _no_progress(_: str, __: int | None) -> Iterator[Callable[[int], None]]:
     yield lambda _n: None
 
 
-@dataclass
-class PipelineResult:
-    """Everything the closing summary shows."""
-
-    run_dir: Path
-    run_id: str
-    data: dict[str, tuple[ingest_data.IngestResult, validate_data.ValidationResult]]
-    features: extract_features.FeaturesResult | None = None
-    trained: train.TrainResult | None = None
-    evaluated: evaluate.EvaluateResult | None = None
-    registered: register_model.RegisterResult | None = None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def champion_classes(params: Params, run_dir: Path) -> Path | None:
-    """Write the champion's class list (from its registry tags) for validate_data, if any."""
-    try:
-        mlflow_client = runs.client(params.tracking)
-        version = mlflow_client.get_model_version_by_alias(
-            params.register_model.model_name, CHAMPION
-        )
-    except Exception:  # no registry, no model, no champion: validate against params
-        return None
-    classes = (version.tags or {}).get("classes")
-    if not classes:
-        return None
-    path = run_dir / "champion_classes.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"classes": classes.split(","), "version": version.version})
-    return path
-
-
 def run_pipeline(
     params: Params,
     run_dir: Path,
     progress: ProgressFactory = _no_progress,
     run_name: str | None = None,
-) -> PipelineResult:
+) -> str:
     """Run every step; see the module docstring.
 
     Args:
@@ -84,7 +49,7 @@ def run_pipeline(
         run_name: MLflow run name (default: the run directory's name).
 
     Returns:
-        The results of every step.
+        The MLflow run id; the step outputs are in ``run_dir`` (see :func:`inprocess_outputs`).
 
     Raises:
         Whatever the failing step raised, after the MLflow run is marked FAILED.
@@ -103,21 +68,23 @@ def run_pipeline(
             "run_dir": str(run_dir),
         },
     )
-    result = PipelineResult(run_dir, run_id, {})
     ok = False
     try:
-        reference = champion_classes(params, run_dir)
+        reference = champion_classes(
+            tracking, params.register_model.model_name, run_dir / "champion_classes.json"
+        )
         for domain, data_dir in (("source", params.data.source), ("target", params.data.target)):
-            started = time.perf_counter()
             total = count_files(data_dir) if data_dir.is_dir() else None
             with progress(f"ingest_data {domain}", total) as advance:
                 ingested = ingest_data.run(
                     params, data_dir, run_dir / domain / "ingest_data", progress=advance
                 )
             runs.set_tags(tracking, run_id, {f"data_version.{domain}": ingested.data_version})
+            if domain == "target":
+                runs.set_tags(tracking, run_id, {"data_version": ingested.data_version})
             with progress(f"validate_data {domain}", None):
                 try:
-                    validated = validate_data.run(
+                    validate_data.run(
                         params,
                         run_dir / domain / "ingest_data",
                         run_dir / domain / "validate_data",
@@ -131,21 +98,15 @@ def run_pipeline(
                         [report / "summary.md", report / "validation.json"],
                         f"validate_data/{domain}",
                     )
-            result.data[domain] = (ingested, validated)
-            result.seconds[f"data_{domain}"] = time.perf_counter() - started
         target_ingest = run_dir / "target" / "ingest_data"
-        runs.set_tags(tracking, run_id, {"data_version": result.data["target"][0].data_version})
 
-        started = time.perf_counter()
         with progress("extract_features", None) as advance:
-            result.features = extract_features.run(
+            extract_features.run(
                 params, target_ingest, run_dir / "extract_features", run_id, advance
             )
-        result.seconds["extract_features"] = time.perf_counter() - started
 
-        started = time.perf_counter()
         with progress(f"train ({params.train.strategy})", None) as advance:
-            result.trained = train.run(
+            train.run(
                 params,
                 target_ingest,
                 run_dir / "extract_features",
@@ -153,18 +114,12 @@ def run_pipeline(
                 run_id,
                 progress=advance,
             )
-        result.seconds["train"] = time.perf_counter() - started
 
-        started = time.perf_counter()
         with progress("evaluate", None):
-            result.evaluated = evaluate.run(
-                params, target_ingest, run_dir / "train", run_dir / "evaluate", run_id
-            )
-        result.seconds["evaluate"] = time.perf_counter() - started
+            evaluate.run(params, target_ingest, run_dir / "train", run_dir / "evaluate", run_id)
 
-        started = time.perf_counter()
         with progress("register_model", None):
-            result.registered = register_model.run(
+            register_model.run(
                 params,
                 target_ingest,
                 run_dir / "train",
@@ -172,11 +127,10 @@ def run_pipeline(
                 run_dir / "register_model",
                 run_id,
             )
-        result.seconds["register_model"] = time.perf_counter() - started
         ok = True
     finally:
         runs.end_run(tracking, run_id, ok)
-    return result
+    return run_id
 
 
 OUTPUT_FILES = {

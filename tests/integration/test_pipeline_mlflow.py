@@ -258,6 +258,17 @@ def test_failed_validation_registers_nothing(project: Path, two_runs: tuple[str,
     assert f"data/target/4/{victim.name}" in result.stderr and "empty_file" in result.stderr
     assert len(c.search_model_versions(f"name='{MODEL}'")) == before
     assert (project / "runs" / "broken" / "kfp").is_dir()
+    # with a champion registered, both runners validate the target against its class map
+    kfp_report = next((project / "runs" / "broken").glob("kfp/*/validate-data/report"))
+    assert (
+        "champion_classes.json"
+        in json.loads((kfp_report / "validation.json").read_text())["class_source"]
+    )
+    inprocess_report = project / "runs" / "second" / "target" / "validate_data"
+    assert (
+        "champion_classes.json"
+        in json.loads((inprocess_report / "validation.json").read_text())["class_source"]
+    )
     assert not list((project / "runs" / "broken").glob("kfp/*/train"))  # stopped before training
     latest = c.search_runs(
         [c.get_experiment_by_name("tlops").experiment_id],

@@ -198,6 +198,26 @@ def aliases_of(cfg: TrackingConfig, model_name: str, version: str) -> tuple[str,
     return tuple(sorted(found))
 
 
+def champion_classes(cfg: TrackingConfig, model_name: str, path: Path) -> Path | None:
+    """Write the champion's class list (from its version tags) to ``path`` for validate_data.
+
+    Returns:
+        ``path``, or None when there is no champion (or no registry) to compare with.
+    """
+    from tlops.io import write_json
+
+    try:
+        version = client(cfg).get_model_version_by_alias(model_name, CHAMPION)
+    except Exception:  # no registry yet, no such model, no champion: validate against params
+        return None
+    classes = (version.tags or {}).get("classes")
+    if not classes:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"classes": classes.split(","), "version": str(version.version)})
+    return path
+
+
 def champion_uri(model_name: str) -> str:
     """``models:/<name>@champion``."""
     return f"models:/{model_name}@{CHAMPION}"
