@@ -121,7 +121,10 @@ def test_registry_aliases_tags_and_signature(project: Path, two_runs: tuple[str,
     for tag in ("data_version", "git_sha", "backbone", "strategy", "classes", "gate.reasons"):
         assert version.tags.get(tag), tag
     assert version.tags["classes"] == ",".join(str(i) for i in range(10))
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    from tlops.config import TrackingConfig
+    from tlops.tracking.runs import client as tlops_client
+
+    tlops_client(TrackingConfig(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
     info = mlflow.models.get_model_info(f"models:/{MODEL}@champion")
     assert info.signature is not None
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]

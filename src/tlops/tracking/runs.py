@@ -34,8 +34,15 @@ def client(cfg: TrackingConfig) -> Any:
     # MLflow's artifact download bars would interleave with tlops' own output.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(cfg)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; put back what the user had, so a
+    # later call with other params in the same process is not overridden by this one's URI
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = user_uri
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
