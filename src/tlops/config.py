@@ -31,6 +31,17 @@ class DataConfig(_Section):
     source: Path = Path("data/source")
     target: Path = Path("data/target")
 
+    def directory(self, domain: str) -> Path:
+        """The directory of ``domain`` (``target`` or ``source``).
+
+        Raises:
+            ValueError: No such domain.
+        """
+        if domain not in ("source", "target"):
+            raise ValueError(f"data domain {domain!r}: expected target or source")
+        path: Path = getattr(self, domain)
+        return path
+
 
 class DemoConfig(_Section):
     """How the embedded demo data is written."""
@@ -183,7 +194,13 @@ class TrainConfig(_Section):
     class_weights: Literal["none", "balanced"] = "none"
     augment: AugmentConfig = AugmentConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
+    eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     seed: int = 0
+
+
+class RuntimeConfig(_Section):
+    """Where the model steps compute."""
+
     device: str = "auto"  # auto | cpu | cuda | cuda:N; TLOPS_DEVICE overrides
 
 
@@ -284,6 +301,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register_model: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
     kfp: KfpConfig = KfpConfig()
 
     def to_flat_dict(self) -> dict[str, Any]:
@@ -309,19 +327,46 @@ def _format_errors(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """The one ``key=value`` parser: dotted params keys to YAML-typed values.
+
+    Args:
+        items: Strings like ``train.lr=0.001`` (the value is read as YAML: numbers, booleans,
+            lists and ``null`` keep their type).
+        flag: The option the items came from, for the error message.
+
+    Returns:
+        ``{"train.lr": 0.001, ...}`` in the order given.
+
+    Raises:
+        ConfigError: An item is not ``key=value`` or its value is not YAML.
+    """
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected key=value, e.g. train.lr=0.001")
+        try:
+            result[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML: {exc}") from exc
+    return result
+
+
 def load_params(path: Path, overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate a params file.
 
     Args:
         path: The YAML file (normally ``params.yaml`` at the repository root).
-        overrides: Dotted keys to replace after reading, e.g. ``{"ingest_data.salt": "x"}``.
+        overrides: Dotted keys to replace after reading, e.g. ``{"ingest_data.salt": "x"}``;
+            every key must exist in :class:`Params` (an unknown key is named in the error).
 
     Returns:
         The frozen, validated parameters.
 
     Raises:
-        ConfigError: The file is missing, is not YAML, or a value breaks a rule; the message
-            names the file and every offending key.
+        ConfigError: The file is missing, is not YAML, a value breaks a rule or an override
+            names an unknown key; the message names the file and every offending key.
     """
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -331,20 +376,63 @@ def load_params(path: Path, overrides: dict[str, Any] | None = None) -> Params:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
     try:
-        return Params.model_validate(raw)
+        return apply_overrides(Params.model_validate(raw), overrides or {})
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from exc
+
+
+def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """A copy of ``params`` with dotted keys replaced, validated again.
+
+    Raises:
+        ConfigError: A key is not a key of params.yaml (the message names it and the keys that
+            exist there) or a new value breaks a rule (the message names the key).
+    """
+    if not overrides:
+        return params
+    tree = params.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        _set_dotted(tree, dotted, value)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as exc:
+        lines = ["invalid override"]
+        for item in exc.errors():
+            where = ".".join(str(part) for part in item["loc"])
+            lines.append(f"  - {where}: {item['msg']}")
+        raise ConfigError("\n".join(lines)) from exc
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
+    seen: list[str] = []
     for part in parents:
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        seen.append(part)
         if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+            where = ".".join(seen[:-1]) or "params.yaml"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+            raise ConfigError(
+                f"unknown key {dotted!r}: {part!r} is not a section of {where} "
+                f"(sections there: {known})"
+            )
         node = child
+    if leaf not in node and not _is_open_mapping(parents):
+        where = ".".join(parents) or "params.yaml"
+        raise ConfigError(
+            f"unknown key {dotted!r}: {where} has no key {leaf!r} "
+            f"(keys there: {', '.join(sorted(node))})"
+        )
     node[leaf] = value
+
+
+def _is_open_mapping(parents: list[str]) -> bool:
+    """Sections whose keys are free (a dict field), where a new key is allowed."""
+    open_fields = {
+        ("kfp", "resources"),
+        ("kfp", "secrets"),
+        ("train", "unfreeze_milestones"),
+    }
+    return tuple(parents[:2]) in open_fields and len(parents) == 2

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import REPO
-from tlops.config import ConfigError, load_params
+from tlops.config import ConfigError, apply_overrides, load_params, parse_overrides
 
 
 def test_repository_params_load() -> None:
@@ -24,6 +24,43 @@ def test_repository_params_load() -> None:
 def test_override() -> None:
     params = load_params(REPO / "params.yaml", {"ingest_data.salt": "v2", "image.mode": "L"})
     assert params.ingest_data.salt == "v2" and params.image.mode == "L"
+    typed = parse_overrides(["train.lr=0.001", "model.pretrained=false", "data.target=/x"])
+    assert typed == {"train.lr": 0.001, "model.pretrained": False, "data.target": "/x"}
+    milestones = load_params(REPO / "params.yaml", {"train.unfreeze_milestones.3": 6})
+    assert milestones.train.unfreeze_milestones == {3: 6}  # a free mapping takes new keys
+
+
+@pytest.mark.parametrize(
+    "item,fragment",
+    [
+        ("train.lr", "expected key=value"),
+        ("=1", "expected key=value"),
+        ("train.lr=[1", "not valid YAML"),
+    ],
+)
+def test_bad_override_items(item: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_overrides([item])
+
+
+@pytest.mark.parametrize(
+    "key,fragment",
+    [
+        ("train.nope", "unknown key 'train.nope': train has no key 'nope'"),
+        ("nosection.lr", "'nosection' is not a section of params.yaml"),
+        ("train.lr.deeper", "'lr' is not a section of train"),
+        ("target_dir", "params.yaml has no key 'target_dir'"),
+    ],
+)
+def test_unknown_override_keys_are_named(key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_params(REPO / "params.yaml", {key: 1})
+    assert fragment in str(info.value)
+
+
+def test_override_that_breaks_a_rule_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"train.epochs"):
+        apply_overrides(load_params(REPO / "params.yaml"), {"train.epochs": 0})
 
 
 @pytest.mark.parametrize(
