@@ -9,13 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tlops.models.backbones import (
-    BackboneError,
-    WeightsNotFoundError,
-    create_model,
-    load_model,
-    resolve_init,
-)
+from tlops.models.init import create_model, load_model, resolve_init
+from tlops.models.model import BackboneError
+from tlops.models.weights import WeightsNotFoundError
 
 LITE0 = "timm:tf_efficientnet_lite0"
 
@@ -32,7 +28,7 @@ def test_lite0_weights_are_really_imagenet() -> None:
     import timm
     from skimage import data
 
-    from tlops.models.backbones import load_lite0_imagenet
+    from tlops.models.weights import load_lite0_imagenet
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     load_lite0_imagenet(model)

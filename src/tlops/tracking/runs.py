@@ -19,12 +19,19 @@ from tlops.config import TrackingConfig
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # Makes the MLflow 3 UI open the experiment as model training (runs, charts), not GenAI views.
 EXPERIMENT_KIND = "custom_model_development"
-RUN_ID_ENV = "TLOPS_MLFLOW_RUN_ID"
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``tracking.tracking_uri`` from params."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+
+
+def store_exists(cfg: TrackingConfig) -> bool:
+    """False for an embedded SQLite store whose file does not exist yet (nothing is in it)."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).is_file()
+    return True
 
 
 def client(cfg: TrackingConfig) -> Any:
