@@ -27,14 +27,16 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from machine import describe
-from tlops.config import load_params
+from tlops.config import Params, apply_overrides, load_params
+from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
 from tlops.data.tensors import SplitTensors
-from tlops.models.backbones import create_model
-from tlops.steps import ingest_data
-from tlops.steps.common import load_splits
-from tlops.steps.extract_features import extract
-from tlops.train.loop import finetune, seed_everything
+from tlops.models.inference import pooled_features
+from tlops.models.init import create_model
+from tlops.runtime import seed_everything
+from tlops.steps.execute import execute
+from tlops.train.loop import fit
+from tlops.train.strategies import TrainData, get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
@@ -63,6 +65,12 @@ class PngDataset(Dataset[tuple[torch.Tensor, int]]):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         with Image.open(self.files[i]) as image:
             return self.transform(image.convert("RGB")), self.labels[i]
+
+
+def ingest(params: Params, data: Path, out: Path) -> None:
+    """ingest_data of ``data`` into ``out``, as every runner calls it."""
+    with_data = apply_overrides(params, {"data.target": str(data)})
+    execute("ingest_data", with_data, {}, {"dataset": out}, {"domain": "target"})
 
 
 def reference_loop(root: Path, split: SplitTensors, size: int, batch: int, epochs: int) -> float:
@@ -107,7 +115,8 @@ def tlops_loop(
     model = create_model(LITE0, CLASSES, pretrained=True, dropout=0.2)
     # validation is not training throughput: an empty val split keeps it out of the measurement
     empty = SplitTensors(val.images[:0], val.labels[:0], [])
-    outcome = finetune(model, train, empty, cfg, ckpt, f"bench-{stages}", torch.device("cpu"))
+    data = TrainData(CLASSES, train, empty)
+    outcome = fit(get_strategy(cfg), model, data, cfg, ckpt, f"bench-{stages}", torch.device("cpu"))
     return outcome.train_images_per_s
 
 
@@ -129,9 +138,9 @@ def extraction(split: SplitTensors, batch: int) -> tuple[float, float]:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.features(torch.zeros(1, 3, size, size))
     flops_per_image = counter.get_total_flops()
-    extract(model, split, batch, torch.device("cpu"))  # warm up
+    pooled_features(model, split, batch, torch.device("cpu"))  # warm up
     started = time.perf_counter()
-    extract(model, split, batch, torch.device("cpu"))
+    pooled_features(model, split, batch, torch.device("cpu"))
     per_s = len(split) / (time.perf_counter() - started)
     return per_s, per_s * flops_per_image / 1e9
 
@@ -149,7 +158,7 @@ def main() -> None:
             {"model.image_size": args.image_size, "extract_features.cache_dir": str(work)},
         )
         write_demo(work / "source", work / "target")
-        ingest_data.run(params, work / "target", work / "ingest")
+        ingest(params, work / "target", work / "ingest")
         splits = load_splits(params, work / "ingest", CLASSES, ("train", "val"))
         train, val = splits["train"], splits["val"]
         n_stages = len(create_model(LITE0, CLASSES, pretrained=False).stages)

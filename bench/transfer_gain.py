@@ -29,19 +29,27 @@ import numpy as np
 import torch
 
 from machine import describe
-from tlops.config import Params, load_params
+from tlops.config import Params, apply_overrides, load_params
+from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
 from tlops.data.tensors import SplitTensors
-from tlops.models.backbones import create_model
-from tlops.steps import ingest_data
-from tlops.steps.common import load_splits
-from tlops.steps.extract_features import extract
-from tlops.train.loop import finetune, linear_probe, predict_logits, seed_everything
+from tlops.models.inference import pooled_features, predict_logits
+from tlops.models.init import create_model
+from tlops.runtime import seed_everything
+from tlops.steps.execute import execute
+from tlops.train.loop import fit
+from tlops.train.strategies import TrainData, get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]
 LITE0 = "timm:tf_efficientnet_lite0"
 EPOCHS = {10: 25, 50: 10, 0: 5}  # k -> epochs (0 = all labels): roughly equal step budgets
+
+
+def ingest(params: Params, data: Path, out: Path) -> None:
+    """ingest_data of ``data`` into ``out``, as every runner calls it."""
+    with_data = apply_overrides(params, {"data.target": str(data)})
+    execute("ingest_data", with_data, {}, {"dataset": out}, {"domain": "target"})
 
 
 def subset(split: SplitTensors, k: int, seed: int) -> SplitTensors:
@@ -86,10 +94,10 @@ def run_finetune(
     model = create_model(
         init, CLASSES, pretrained=strategy != "scratch", dropout=params.model.dropout
     )
-    finetune(
+    fit(
+        get_strategy(cfg),
         model,
-        train,
-        val,
+        TrainData(CLASSES, train, val),
         cfg,
         ckpt / f"{strategy}-{k}-{seed}-{abs(hash(init))}",
         f"{init}-{strategy}-{k}-{seed}",
@@ -106,14 +114,19 @@ def run_probe(
     train: SplitTensors,
     k: int,
     seed: int,
+    ckpt: Path,
 ) -> float:
     index = {p: i for i, p in enumerate(splits["train"].paths)}
     rows = [index[p] for p in train.paths]
-    cfg = params.train.model_copy(update={"seed": seed})
+    cfg = params.train.model_copy(update={"seed": seed, "strategy": "linear_probe"})
     model = create_model(init, CLASSES, pretrained=True)
-    linear_probe(
-        model, features["train"][rows], train.labels, features["val"], splits["val"].labels, cfg
+    data = TrainData(
+        CLASSES,
+        train_features=(features["train"][rows], train.labels),
+        val_features=(features["val"], splits["val"].labels),
     )
+    key = f"probe-{k}-{seed}-{abs(hash(init))}"
+    fit(get_strategy(cfg), model, data, cfg, ckpt / key, key, torch.device("cpu"))
     # score the probe through the full model, as the pipeline would serve it
     return accuracy(model, splits["test"])
 
@@ -121,15 +134,15 @@ def run_probe(
 def source_model(params: Params, work: Path) -> Path:
     """Fine-tune ImageNet Lite0 on the MNIST source domain (2 epochs, all layers)."""
     ingest = work / "source_ingest"
-    ingest_data.run(params, work / "source", ingest)
+    ingest(params, work / "source", ingest)
     splits = load_splits(params, ingest, CLASSES, ("train", "val"))
     cfg = params.train.model_copy(update={"epochs": 2, "trainable_stages": None, "batch_size": 64})
     seed_everything(0)
     model = create_model(LITE0, CLASSES, pretrained=True, dropout=params.model.dropout)
-    outcome = finetune(
+    outcome = fit(
+        get_strategy(cfg),
         model,
-        splits["train"],
-        splits["val"],
+        TrainData(CLASSES, splits["train"], splits["val"]),
         cfg,
         work / "source_ckpt",
         "source",
@@ -161,14 +174,15 @@ def main() -> None:
             },
         )
         write_demo(work / "source", work / "target")
-        ingest_data.run(params, work / "target", work / "target_ingest")
+        ingest(params, work / "target", work / "target_ingest")
         splits = load_splits(params, work / "target_ingest", CLASSES)
         inits = {"imagenet": LITE0, "mnist": str(source_model(params, work))}
         features = {}
         for name, init in inits.items():
             model = create_model(init, CLASSES, pretrained=True)
+            cpu = torch.device("cpu")
             features[name] = {
-                s: extract(model, splits[s], 256, torch.device("cpu")) for s in ("train", "val")
+                s: pooled_features(model, splits[s], 256, cpu) for s in ("train", "val")
             }
         results: list[dict[str, Any]] = []
         for k in (10, 50, 0):
@@ -188,7 +202,7 @@ def main() -> None:
                 )
                 for name, init in inits.items():
                     row[f"linear_probe/{name}"] = run_probe(
-                        params, init, features[name], splits, train, k, seed
+                        params, init, features[name], splits, train, k, seed, work / "ckpt"
                     )
                     row[f"finetune/{name}"] = run_finetune(
                         params,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from tlops.evaluate.metrics import classification_metrics, expected_calibration_error
 
@@ -52,3 +53,19 @@ def test_ece_of_a_calibrated_and_an_overconfident_model() -> None:
     labels_half = (rng.uniform(size=n) < 0.5).astype(int)
     ece, _ = expected_calibration_error(overconfident, labels_half, 10)
     assert abs(ece - 0.49) < 0.02
+
+
+def test_training_macro_f1_is_sklearns() -> None:
+    from sklearn.metrics import f1_score
+
+    from tlops.train.loop import macro_f1
+
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 5, 10):
+        labels = rng.integers(0, n_classes, 50)
+        predicted = np.where(rng.random(50) < 0.6, labels, rng.integers(0, n_classes, 50))
+        expected = f1_score(
+            labels, predicted, average="macro", labels=list(range(n_classes)), zero_division=0
+        )
+        assert macro_f1(labels, predicted, n_classes) == pytest.approx(expected)
+    assert macro_f1(np.array([0, 0]), np.array([0, 0]), 3) == pytest.approx(1 / 3)

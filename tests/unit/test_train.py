@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
-from tlops.config import Params
+from tests.helpers import ingest, run_step, validate
+from tlops.config import Params, TrainConfig
+from tlops.data.dataset import load_splits
 from tlops.io import read_json
-from tlops.steps import extract_features, ingest_data, train
+from tlops.models.init import create_model
+from tlops.train.loop import fit
+from tlops.train.strategies import STRATEGIES, TrainData, get_strategy
+
+Tiny = tuple[Params, Path, Path]
 
 
 @pytest.fixture
-def tiny(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> tuple[Params, Path]:
+def tiny(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> Tiny:
     root = make_tree(per_class=14, size=16)
     fast = params.model_copy(
         update={
@@ -33,8 +42,19 @@ def tiny(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> tupl
             ),
         }
     )
-    ingest_data.run(fast, root, tmp_path / "ingest")
-    return fast, tmp_path / "ingest"
+    ingest(fast, root, tmp_path / "ingest")
+    validate(fast, tmp_path / "ingest", tmp_path / "report")
+    return fast, tmp_path / "ingest", tmp_path / "report"
+
+
+def train(tiny: Tiny, out: Path, params: Params | None = None, **inputs: Path) -> Any:
+    base, dataset, report = tiny
+    return run_step(
+        "train",
+        params or base,
+        {"dataset": dataset, "report": report, **inputs},
+        {"model": out},
+    )
 
 
 def history(path: Path) -> list[dict[str, float]]:
@@ -49,44 +69,65 @@ def _with(params: Params, **train: object) -> Params:
     return params.model_copy(update={"train": params.train.model_copy(update=train)})
 
 
-def test_finetune_is_deterministic(tiny: tuple[Params, Path], tmp_path: Path) -> None:
-    params, ingest = tiny
-    first = train.run(params, ingest, None, tmp_path / "a")
-    second = train.run(params, ingest, None, tmp_path / "b")
+def test_strategy_names_are_the_ones_params_accept() -> None:
+    accepted = TrainConfig.model_fields["strategy"].annotation.__args__  # type: ignore[union-attr]
+    assert set(accepted) == set(STRATEGIES)
+    with pytest.raises(ValueError, match="unknown"):
+        get_strategy(TrainConfig.model_construct(strategy="nope"))
+
+
+def test_finetune_is_deterministic(tiny: Tiny, tmp_path: Path) -> None:
+    first = train(tiny, tmp_path / "a")
+    second = train(tiny, tmp_path / "b")
     assert history(tmp_path / "a") == history(tmp_path / "b")
     assert first.epochs_run == 3 and first.resumed_from_epoch is None
     assert (tmp_path / "a" / "model.pt").is_file() and (tmp_path / "a" / "history.csv").is_file()
     assert (tmp_path / "a" / "training_curves.png").is_file()
     assert second.best_metric == first.best_metric
+    assert not (tiny[0].extract_features.cache_dir / "checkpoints").exists() or not any(
+        (tiny[0].extract_features.cache_dir / "checkpoints").iterdir()
+    )  # a finished run leaves no checkpoint to be "resumed" later
 
 
-def test_killed_run_resumes_to_the_same_result(tiny: tuple[Params, Path], tmp_path: Path) -> None:
-    params, ingest = tiny
-    ckpt = tmp_path / "ckpt"
-    train.run(params, ingest, None, tmp_path / "full")
-    stopped = train.run(
-        params, ingest, None, tmp_path / "resumed", checkpoint_dir=ckpt, stop_after_epoch=0
-    )
-    assert stopped.epochs_run == 1 and not (tmp_path / "resumed").exists()  # no partial output
-    resumed = train.run(params, ingest, None, tmp_path / "resumed", checkpoint_dir=ckpt)
+def _loop(params: Params, dataset: Path, strategy_name: str = "finetune") -> tuple[Any, ...]:
+    """A strategy, a fresh model and the data for :func:`fit`, as the train step makes them."""
+    cfg = _with(params, strategy=strategy_name).train
+    strategy = get_strategy(cfg)
+    torch.manual_seed(0)
+    model = create_model("timm:tf_efficientnet_lite0", ["cat", "dog", "fox"], dropout=0.2)
+    splits = load_splits(params, dataset, ["cat", "dog", "fox"], ("train", "val"))
+    return strategy, model, TrainData(["cat", "dog", "fox"], splits["train"], splits["val"]), cfg
+
+
+def test_a_crashed_run_resumes_to_the_same_result(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+    cpu = torch.device("cpu")
+    full = fit(*_loop(params, dataset), tmp_path / "full", "run-a", cpu)
+
+    def crash_in_epoch_1(row: dict[str, float]) -> None:
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt  # the process dies before epoch 1's checkpoint is written
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(*_loop(params, dataset), tmp_path / "ckpt", "run-a", cpu, crash_in_epoch_1)
+    resumed = fit(*_loop(params, dataset), tmp_path / "ckpt", "run-a", cpu)
     assert resumed.resumed_from_epoch == 1
-    assert history(tmp_path / "resumed") == history(tmp_path / "full")
-    assert not ckpt.exists()  # a finished run leaves no checkpoint to be "resumed" later
+    assert [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in resumed.history] == [
+        {k: v for k, v in row.items() if k != "epoch_seconds"} for row in full.history
+    ]
 
 
-def test_checkpoint_of_another_run_is_not_resumed(
-    tiny: tuple[Params, Path], tmp_path: Path
-) -> None:
-    params, ingest = tiny
-    ckpt = tmp_path / "ckpt"
-    train.run(params, ingest, None, tmp_path / "x", checkpoint_dir=ckpt, stop_after_epoch=0)
-    other = train.run(_with(params, lr=0.001), ingest, None, tmp_path / "y", checkpoint_dir=ckpt)
-    assert other.resumed_from_epoch is None and other.epochs_run == 3
+def test_checkpoint_of_another_run_is_not_resumed(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+    cpu = torch.device("cpu")
+    fit(*_loop(params, dataset), tmp_path / "ckpt", "run-a", cpu)  # leaves last.pt behind
+    other = fit(*_loop(params, dataset), tmp_path / "ckpt", "run-b", cpu)
+    assert other.resumed_from_epoch is None and len(other.history) == 3
 
 
-def test_scratch_and_linear_probe(tiny: tuple[Params, Path], tmp_path: Path) -> None:
-    params, ingest = tiny
-    scratch = train.run(_with(params, strategy="scratch"), ingest, None, tmp_path / "s")
+def test_scratch_and_linear_probe(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+    scratch = train(tiny, tmp_path / "s", _with(params, strategy="scratch"))
     info = read_json(tmp_path / "s" / "train.json")
     assert scratch.strategy == "scratch" and info["init"] == "random"
     probe_params = _with(
@@ -94,30 +135,59 @@ def test_scratch_and_linear_probe(tiny: tuple[Params, Path], tmp_path: Path) -> 
         strategy="linear_probe",
         linear_probe=params.train.linear_probe.model_copy(update={"epochs": 60}),
     )
-    extract_features.run(probe_params, ingest, tmp_path / "features")
-    probe = train.run(probe_params, ingest, tmp_path / "features", tmp_path / "p")
+    run_step("extract_features", probe_params, {"dataset": dataset}, {"features": tmp_path / "f"})
+    probe = train(tiny, tmp_path / "p", probe_params, features=tmp_path / "f")
     assert probe.epochs_run == 60
     assert read_json(tmp_path / "p" / "train.json")["init"].startswith("imagenet")
     with pytest.raises(ValueError, match="needs the extract_features output"):
-        train.run(probe_params, ingest, None, tmp_path / "q")
+        train(tiny, tmp_path / "q", probe_params)
 
 
-def test_features_are_reused(tiny: tuple[Params, Path], tmp_path: Path) -> None:
-    params, ingest = tiny
-    first = extract_features.run(params, ingest, tmp_path / "f1")
-    second = extract_features.run(params, ingest, tmp_path / "f2")
+def test_linear_probe_trains_the_head_only(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+    probe_params = _with(
+        params,
+        strategy="linear_probe",
+        linear_probe=params.train.linear_probe.model_copy(update={"epochs": 5}),
+    )
+    run_step("extract_features", probe_params, {"dataset": dataset}, {"features": tmp_path / "f"})
+    train(tiny, tmp_path / "p", probe_params, features=tmp_path / "f")
+    before = create_model("timm:tf_efficientnet_lite0", ["cat", "dog", "fox"]).state_dict()
+    after = torch.load(tmp_path / "p" / "model.pt", weights_only=True)["state_dict"]
+    backbone = [k for k in before if k.startswith("backbone.") and before[k].is_floating_point()]
+    assert all(torch.equal(before[k], after[k]) for k in backbone)
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+
+
+def test_train_refuses_data_that_failed_validation(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, report = tiny
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    verdict = read_json(report / "validation.json") | {"passed": False}
+    (failed / "validation.json").write_text(__import__("json").dumps(verdict))
+    with pytest.raises(ValueError, match="failed validation"):
+        run_step("train", params, {"dataset": dataset, "report": failed}, {"model": tmp_path / "m"})
+    assert not (tmp_path / "m").exists()
+
+
+def test_features_are_reused(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+
+    def extract(p: Params, out: str) -> Any:
+        return run_step("extract_features", p, {"dataset": dataset}, {"features": tmp_path / out})
+
+    first, second = extract(params, "f1"), extract(params, "f2")
     assert not first.reused and second.reused and first.key == second.key
     assert first.num_features == 1280 and sum(first.counts.values()) == 42
-    other = params.model_copy(update={"model": params.model.model_copy(update={"image_size": 40})})
-    assert not extract_features.run(other, ingest, tmp_path / "f3").reused
-
-
-def test_gradual_unfreezing_and_class_weights(tiny: tuple[Params, Path], tmp_path: Path) -> None:
-    params, ingest = tiny
-    result = train.run(
-        _with(params, unfreeze_milestones={1: 4, 2: None}, class_weights="balanced"),
-        ingest,
-        None,
-        tmp_path / "g",
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "f1" / "train.npy"), np.load(tmp_path / "f2" / "train.npy")
     )
-    assert result.epochs_run == 3
+    other = params.model_copy(update={"model": params.model.model_copy(update={"image_size": 40})})
+    assert not extract(other, "f3").reused
+
+
+def test_gradual_unfreezing_and_class_weights(tiny: Tiny, tmp_path: Path) -> None:
+    params = _with(tiny[0], unfreeze_milestones={1: 4, 2: None}, class_weights="balanced")
+    assert train(tiny, tmp_path / "g", params).epochs_run == 3
+    strategy = get_strategy(params.train)
+    assert [strategy.trainable_stages(epoch) for epoch in range(3)] == [2, 4, None]

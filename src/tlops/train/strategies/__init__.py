@@ -1,0 +1,30 @@
+"""Training strategies by name: ``train.strategy`` in params.yaml picks one.
+
+A new strategy is a subclass of :class:`Strategy` in a module of its own, added to
+:data:`STRATEGIES` here (and to the names ``train.strategy`` accepts).
+"""
+
+from __future__ import annotations
+
+from tlops.config import TrainConfig
+from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
+from tlops.train.strategies.linear_probe import LinearProbe
+from tlops.train.strategies.supervised import FineTune, Scratch
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (LinearProbe, FineTune, Scratch)}
+
+__all__ = ["STRATEGIES", "Need", "Schedule", "Strategy", "TrainData", "get_strategy"]
+
+
+def get_strategy(cfg: TrainConfig) -> Strategy:
+    """The strategy object ``train.strategy`` names.
+
+    Raises:
+        ValueError: No strategy has that name.
+    """
+    try:
+        return STRATEGIES[cfg.strategy](cfg)
+    except KeyError:
+        raise ValueError(
+            f"train.strategy {cfg.strategy!r}: unknown (known: {', '.join(sorted(STRATEGIES))})"
+        ) from None

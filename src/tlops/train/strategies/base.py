@@ -1,0 +1,148 @@
+"""The strategy interface: what a training strategy needs, its loss, its modules and state.
+
+The loop (:mod:`tlops.train.loop`) knows no strategy by name: it asks the strategy what to
+train on, which parameters to optimise and with which learning rates, which backbone stages are
+trainable in an epoch, the loss of a batch and the validation logits, and it checkpoints the
+strategy's state with the model's so that a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from tlops.config import TrainConfig
+from tlops.data.tensors import SplitTensors
+from tlops.models.model import TransferModel
+
+
+class Need(StrEnum):
+    """What a strategy trains on; the pipeline runs only the steps that provide it."""
+
+    IMAGES = "images"  # decoded target images (train and val splits)
+    FEATURES = "features"  # cached backbone features of extract_features
+    # the transfer-methods issue adds: SOURCE (labeled source batches), UNLABELED (target
+    # batches without labels) and TEACHER (a model to distill from)
+
+
+@dataclass
+class TrainData:
+    """Everything a strategy may train on; what it declared in ``needs`` is filled."""
+
+    classes: list[str]
+    train: SplitTensors | None = None
+    val: SplitTensors | None = None
+    train_features: tuple[np.ndarray, np.ndarray] | None = None  # (N, D) features, (N,) labels
+    val_features: tuple[np.ndarray, np.ndarray] | None = None
+
+    def train_labels(self) -> np.ndarray:
+        """Label indices of the training split (for class weights)."""
+        if self.train is not None:
+            return self.train.labels
+        if self.train_features is not None:
+            return self.train_features[1]
+        raise ValueError("no training data")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast: the loop's optimiser and warmup + cosine schedule use it."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    early_stopping: bool = True
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Strategy(ABC):
+    """One way of training a :class:`TransferModel`; see the module docstring."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[Need]]
+    pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
+    log_every: ClassVar[int] = 1  # epochs between two metric reports
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.criterion: nn.Module = nn.CrossEntropyLoss()
+
+    def schedule(self) -> Schedule:
+        """Epochs, learning rate, weight decay and warmup (``train`` params by default)."""
+        cfg = self.cfg
+        return Schedule(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.warmup_epochs)
+
+    def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
+        """Set up before the first epoch: the loss with optional class weights."""
+        weights = class_weights(data.train_labels(), len(data.classes), self.cfg.class_weights)
+        self.criterion = nn.CrossEntropyLoss(
+            weight=None if weights is None else weights.to(device),
+            label_smoothing=self.cfg.label_smoothing,
+        )
+
+    def modules(self) -> nn.ModuleDict:
+        """Extra trainable modules beside the model (a domain discriminator, ...): none here."""
+        return nn.ModuleDict()
+
+    @abstractmethod
+    def param_groups(self, model: TransferModel) -> list[dict[str, Any]]:
+        """Optimiser parameter groups with their learning rates."""
+
+    @abstractmethod
+    def trainable_stages(self, epoch: int) -> int | None:
+        """Backbone stages trained in ``epoch`` (counted from the top; None: all)."""
+
+    @abstractmethod
+    def steps_per_epoch(self, data: TrainData) -> int:
+        """Optimiser steps in one epoch (for the learning-rate schedule)."""
+
+    @abstractmethod
+    def batches(
+        self, data: TrainData, generator: torch.Generator, device: torch.device
+    ) -> Iterator[Batch]:
+        """The training batches of one epoch (shuffled by ``generator``)."""
+
+    @abstractmethod
+    def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """The loss of one batch (``generator``: the epoch's seeded randomness)."""
+
+    @abstractmethod
+    def val_logits(
+        self, model: TransferModel, data: TrainData, device: torch.device
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Validation logits (CPU, float32) and labels, for early stopping and the best epoch."""
+
+    def state(self, model: TransferModel) -> dict[str, torch.Tensor]:
+        """The weights that training changes (checkpointed every epoch, best epoch kept)."""
+        return {
+            **{f"model.{k}": v for k, v in model.state_dict().items()},
+            **{f"modules.{k}": v for k, v in self.modules().state_dict().items()},
+        }
+
+    def load_state(self, model: TransferModel, state: dict[str, torch.Tensor]) -> None:
+        """Put back what :meth:`state` returned."""
+        model.load_state_dict(_prefixed(state, "model."), strict=True)
+        self.modules().load_state_dict(_prefixed(state, "modules."), strict=True)
+
+
+def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> torch.Tensor | None:
+    """``balanced`` weights (n / (k * count)) or None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1.0))
+    return torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,81 @@
+"""``linear_probe``: a linear head on the cached features of ``extract_features``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from tlops.models.model import TransferModel
+from tlops.train.strategies.base import Batch, Need, Schedule, Strategy, TrainData
+
+
+class LinearProbe(Strategy):
+    """Full-batch AdamW on frozen features (seconds); the best val epoch is kept.
+
+    No early stopping: full-batch epochs are tiny steps, so a few flat epochs say little; the
+    best epoch is still the one returned. Only the head is checkpointed (the backbone never
+    changes).
+    """
+
+    name: ClassVar[str] = "linear_probe"
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.FEATURES})
+    log_every: ClassVar[int] = 10
+
+    def schedule(self) -> Schedule:
+        """``train.linear_probe``: its own epochs, lr and weight decay; no warmup."""
+        probe = self.cfg.linear_probe
+        return Schedule(probe.epochs, probe.lr, probe.weight_decay, 0.0, early_stopping=False)
+
+    def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
+        """The loss, and the features as float tensors on ``device``."""
+        super().prepare(model, data, device)
+        assert data.train_features is not None and data.val_features is not None
+        x, y = data.train_features
+        self.train_xy = (
+            torch.from_numpy(x).float().to(device),
+            torch.from_numpy(y).long().to(device),
+        )
+        self.val_x = torch.from_numpy(data.val_features[0]).float().to(device)
+
+    def param_groups(self, model: TransferModel) -> list[dict[str, Any]]:
+        """The head alone."""
+        return [{"params": list(model.head.parameters()), "lr": self.schedule().lr}]
+
+    def trainable_stages(self, epoch: int) -> int | None:
+        """No backbone stage trains."""
+        return 0
+
+    def steps_per_epoch(self, data: TrainData) -> int:
+        """One full batch."""
+        return 1
+
+    def batches(
+        self, data: TrainData, generator: torch.Generator, device: torch.device
+    ) -> Iterator[Batch]:
+        """One full batch of training features."""
+        yield self.train_xy
+
+    def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        """Cross-entropy of the head on features."""
+        features, labels = batch
+        loss: torch.Tensor = self.criterion(model.head(features), labels)
+        return loss
+
+    @torch.no_grad()
+    def val_logits(
+        self, model: TransferModel, data: TrainData, device: torch.device
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """The head on the val features."""
+        assert data.val_features is not None
+        return model.head(self.val_x).float().cpu(), data.val_features[1]
+
+    def state(self, model: TransferModel) -> dict[str, torch.Tensor]:
+        """The head's weights."""
+        return {f"head.{k}": v for k, v in model.head.state_dict().items()}
+
+    def load_state(self, model: TransferModel, state: dict[str, torch.Tensor]) -> None:
+        """Put the head back."""
+        model.head.load_state_dict({k[len("head.") :]: v for k, v in state.items()}, strict=True)
