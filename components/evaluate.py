@@ -1,4 +1,7 @@
-"""KFP component ``evaluate``: test metrics, confusion matrix, calibration, vs the champion."""
+"""KFP component ``evaluate``: the step's declaration as a typed KFP signature.
+
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
 
 from kfp.dsl import (
     Artifact,
@@ -16,24 +19,35 @@ def evaluate(
     params: str,
     dataset: Input[Dataset],
     model: Input[Model],
-    mlflow_run_id: str,
+    evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
-    evaluation: Output[Artifact],
     summary: Output[Markdown],
-) -> float:
-    """Evaluate on the test split; returns the primary metric.
+) -> None:
+    """Run step ``evaluate`` in a KFP task.
+
+    Evaluate the model (and the champion, on the same split) on the test split.
 
     Args:
-        params: The resolved params.yaml as JSON.
+        params: The resolved params.yaml as JSON (a pipeline parameter).
         dataset: Output of ingest_data.
         model: Output of train.
-        mlflow_run_id: The pipeline's MLflow run.
-        metrics: Output: scalar test metrics.
-        confusion: Output: the confusion matrix (rendered by the KFP UI).
-        evaluation: Output: metrics.json, evaluation.json, per_class.csv, plots.
-        summary: Output: candidate vs champion table (Markdown).
+        evaluation: metrics.json, evaluation.json, per_class.csv, predictions.csv, plots
+        metrics: Scalar test metrics.
+        confusion: The confusion matrix.
+        summary: Candidate vs champion on the test split.
     """
-    from tlops.components_runtime import assess
+    from tlops.steps.execute import run_component
 
-    return assess(params, dataset, model, mlflow_run_id, metrics, confusion, evaluation, summary)
+    run_component(
+        "evaluate",
+        params,
+        {
+            "dataset": dataset,
+            "model": model,
+            "evaluation": evaluation,
+            "metrics": metrics,
+            "confusion": confusion,
+            "summary": summary,
+        },
+    )

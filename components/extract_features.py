@@ -1,4 +1,7 @@
-"""KFP component ``extract_features``: frozen backbone features of every split (GPU task)."""
+"""KFP component ``extract_features``: the step's declaration as a typed KFP signature.
+
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
 
 from kfp.dsl import Dataset, Input, Output
 
@@ -6,17 +9,24 @@ from kfp.dsl import Dataset, Input, Output
 def extract_features(
     params: str,
     dataset: Input[Dataset],
-    mlflow_run_id: str,
     features: Output[Dataset],
-) -> float:
-    """Extract features; returns images per second.
+) -> None:
+    """Run step ``extract_features`` in a KFP task.
+
+    Run the frozen backbone over every split and save the features.
 
     Args:
-        params: The resolved params.yaml as JSON.
-        dataset: Output of ingest_data (validated).
-        mlflow_run_id: The pipeline's MLflow run.
-        features: Output: <split>.npy, <split>_index.csv, features.json.
+        params: The resolved params.yaml as JSON (a pipeline parameter).
+        dataset: Output of ingest_data.
+        features: <split>.npy, <split>_index.csv, features.json
     """
-    from tlops.components_runtime import extract
+    from tlops.steps.execute import run_component
 
-    return extract(params, dataset, mlflow_run_id, features)
+    run_component(
+        "extract_features",
+        params,
+        {
+            "dataset": dataset,
+            "features": features,
+        },
+    )

@@ -1,36 +1,37 @@
-"""KFP component ``ingest_data``: an ImageFolder directory -> Dataset (snapshot + manifest)."""
+"""KFP component ``ingest_data``: the step's declaration as a typed KFP signature.
 
-from typing import NamedTuple
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
 
 from kfp.dsl import Dataset, Output
 
 
 def ingest_data(
     params: str,
-    data_dir: str,
-    domain: str,
-    expected_data_version: str,
-    mlflow_run_id: str,
     dataset: Output[Dataset],
-) -> NamedTuple("IngestOutputs", [("data_version", str), ("mlflow_run_id", str)]):
-    """Scan the data, write the manifest and snapshot; start the MLflow run if none is given.
+    domain: str = "target",
+    data_version: str = "",
+) -> None:
+    """Run step ``ingest_data`` in a KFP task.
+
+    Scan an ImageFolder (params `data.<domain>`) into a manifest, a data version and a snapshot of
+    the images.
 
     Args:
         params: The resolved params.yaml as JSON (a pipeline parameter).
-        data_dir: The ImageFolder directory, as the task sees it.
-        domain: ``source`` or ``target`` (recorded in the dataset's metadata).
-        expected_data_version: If not empty, the data must have this version (it is also the
-            key under which KFP caches this task).
-        mlflow_run_id: The pipeline's MLflow run; empty to start one (the first task).
-        dataset: Output Dataset: manifest.csv, ingest.json, images/.
+        dataset: manifest.csv, ingest.json, images/
+        domain: Which entry of params.yaml `data` to ingest (target or source).
+        data_version: Expected data version (DVC md5); the step fails if the data differs. On a
+            cluster it is also the task's cache key.
     """
-    from collections import namedtuple
-    from pathlib import Path
+    from tlops.steps.execute import run_component
 
-    from tlops.components_runtime import ingest
-
-    version, run_id = ingest(
-        params, Path(data_dir), domain, expected_data_version, mlflow_run_id, dataset
+    run_component(
+        "ingest_data",
+        params,
+        {
+            "dataset": dataset,
+        },
+        domain=domain,
+        data_version=data_version,
     )
-    IngestOutputs = namedtuple("IngestOutputs", ["data_version", "mlflow_run_id"])
-    return IngestOutputs(version, run_id)

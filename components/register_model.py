@@ -1,4 +1,7 @@
-"""KFP component ``register_model``: MLflow model version, aliases and the promotion decision."""
+"""KFP component ``register_model``: the step's declaration as a typed KFP signature.
+
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
@@ -8,21 +11,31 @@ def register_model(
     dataset: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
-    mlflow_run_id: str,
     decision: Output[Artifact],
     summary: Output[Markdown],
-) -> str:
-    """Register the model, apply the gate, close the MLflow run; returns the version.
+) -> None:
+    """Run step ``register_model`` in a KFP task.
+
+    Register the model in MLflow (alias challenger) and promote it to champion if the gate allows.
 
     Args:
-        params: The resolved params.yaml as JSON.
-        dataset: Output of ingest_data (a few test images are the input example).
+        params: The resolved params.yaml as JSON (a pipeline parameter).
+        dataset: Output of ingest_data (test images for the input example).
         model: Output of train.
         evaluation: Output of evaluate.
-        mlflow_run_id: The pipeline's MLflow run (closed as FINISHED here).
-        decision: Output: decision.json.
-        summary: Output: the decision and its reasons (Markdown).
+        decision: decision.json, summary.md
+        summary: The decision and its reasons.
     """
-    from tlops.components_runtime import register
+    from tlops.steps.execute import run_component
 
-    return register(params, dataset, model, evaluation, mlflow_run_id, decision, summary)
+    run_component(
+        "register_model",
+        params,
+        {
+            "dataset": dataset,
+            "model": model,
+            "evaluation": evaluation,
+            "decision": decision,
+            "summary": summary,
+        },
+    )

@@ -1,26 +1,44 @@
-"""KFP component ``train``: fit the model with the configured strategy (GPU task, retried)."""
+"""KFP component ``train``: the step's declaration as a typed KFP signature.
 
-from kfp.dsl import Dataset, Input, Model, Output
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
+
+from typing import Optional
+
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 
 def train(
     params: str,
     dataset: Input[Dataset],
-    features: Input[Dataset],
-    mlflow_run_id: str,
-    checkpoint_root: str,
+    report: Input[Artifact],
     model: Output[Model],
-) -> float:
-    """Train; a retried task resumes from the last checkpoint under ``checkpoint_root``.
+    checkpoint_root: str = "",
+    features: Optional[Input[Dataset]] = None,
+) -> None:
+    """Run step ``train`` in a KFP task.
+
+    Train with the strategy train.strategy names; resumes a killed run from its last checkpoint.
 
     Args:
-        params: The resolved params.yaml as JSON.
+        params: The resolved params.yaml as JSON (a pipeline parameter).
         dataset: Output of ingest_data.
-        features: Output of extract_features.
-        mlflow_run_id: The pipeline's MLflow run.
-        checkpoint_root: Persistent folder for per-epoch checkpoints (a PVC on a cluster).
-        model: Output: model.pt, history, training curves.
+        report: Output of validate_data (it must have passed).
+        model: model.pt, history, training curves, train.json
+        checkpoint_root: Folder for per-epoch checkpoints (a PVC on a cluster; default: under
+            extract_features.cache_dir).
+        features: Output of extract_features (strategies that train on features).
     """
-    from tlops.components_runtime import fit
+    from tlops.steps.execute import run_component
 
-    return fit(params, dataset, features, mlflow_run_id, checkpoint_root, model)
+    run_component(
+        "train",
+        params,
+        {
+            "dataset": dataset,
+            "report": report,
+            "features": features,
+            "model": model,
+        },
+        checkpoint_root=checkpoint_root,
+    )

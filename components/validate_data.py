@@ -1,4 +1,7 @@
-"""KFP component ``validate_data``: the Great Expectations suite; fails the pipeline on bad data."""
+"""KFP component ``validate_data``: the step's declaration as a typed KFP signature.
+
+Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+"""
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
@@ -6,21 +9,31 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 def validate_data(
     params: str,
     dataset: Input[Dataset],
-    mlflow_run_id: str,
     report: Output[Artifact],
     data_docs: Output[HTML],
     summary: Output[Markdown],
-) -> bool:
-    """Validate the dataset; raise (stopping the pipeline) when a critical rule fails.
+) -> None:
+    """Run step ``validate_data`` in a KFP task.
+
+    Validate an ingested dataset with Great Expectations (against the champion's classes once there
+    is one); fails listing every broken rule.
 
     Args:
-        params: The resolved params.yaml as JSON.
+        params: The resolved params.yaml as JSON (a pipeline parameter).
         dataset: Output of ingest_data.
-        mlflow_run_id: The pipeline's MLflow run (marked FAILED when validation fails).
-        report: Output: GX results, Data Docs site, validation.json, summary.md.
-        data_docs: Output: the Data Docs page of this validation (rendered by the KFP UI).
-        summary: Output: the human summary (Markdown).
+        report: GX results, Data Docs, validation.json, summary.md
+        data_docs: The Data Docs page of this validation.
+        summary: The validation summary.
     """
-    from tlops.components_runtime import validate
+    from tlops.steps.execute import run_component
 
-    return validate(params, dataset, mlflow_run_id, report, data_docs, summary)
+    run_component(
+        "validate_data",
+        params,
+        {
+            "dataset": dataset,
+            "report": report,
+            "data_docs": data_docs,
+            "summary": summary,
+        },
+    )

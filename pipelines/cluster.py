@@ -1,68 +1,57 @@
 """Compile the pipeline to YAML, submit it to a KFP endpoint, or schedule it.
 
-``--param`` values are either pipeline parameters (``target_dir=...``) or dotted keys of
-params.yaml (``train.lr=0.001``), which change that key in the run's ``params`` argument.
+Overrides (``-S train.lr=0.001``) are applied to the params before compiling, so the compiled
+graph fits the strategy and the ``params`` default is what runs.
 """
 
-import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tlops.config import Params
 
-PIPELINE_ARGS = (
-    "target_dir",
-    "source_dir",
-    "target_data_version",
-    "source_data_version",
-    "checkpoint_root",
-)
 COMPILED = Path(__file__).parent / "compiled"
 
 
-def compile_training(params: Params, path: Path) -> Path:
+def compile_training(params: Params, path: Path, pinned_data: bool = True) -> Path:
     """Compile the training pipeline for ``params`` to ``path`` (YAML)."""
     from kfp import compiler
 
     from pipelines.training import build_training_pipeline
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_training_pipeline(params), str(path))
+    compiler.Compiler().compile(build_training_pipeline(params, pinned_data), str(path))
     return path
 
 
-def arguments(params: Params, overrides: list[str]) -> dict[str, Any]:
-    """Pipeline arguments from ``key=value`` strings.
+def data_versions(params: Params, from_dvc_file: bool) -> dict[str, str]:
+    """The ``data_version_<domain>`` arguments of a run, resolved before it starts.
+
+    Args:
+        params: Resolved params (``data.<domain>`` for each domain the strategy uses).
+        from_dvc_file: Take the version recorded in ``<dir>.dvc`` (what a pod pulls) when there
+            is one; otherwise, and always with False, hash the directory as it is now.
 
     Raises:
-        ValueError: An item is not ``key=value``, or a params key breaks a rule.
+        FileNotFoundError: Neither the directory nor its ``.dvc`` file exists here.
     """
-    raw = params.model_dump(mode="json")
-    args: dict[str, Any] = {}
-    changed = False
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param {item!r}: expected key=value")
-        if key in PIPELINE_ARGS:
-            args[key] = value
-            continue
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"--param {key}: {part!r} is not a section of params.yaml")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"--param {key}: params.yaml has no key {leaf!r} there")
-        node[leaf] = yaml.safe_load(value)
-        changed = True
-    if changed:
-        validated = Params.model_validate(raw)  # fail here, not in the cluster
-        args["params"] = json.dumps(validated.model_dump(mode="json"), sort_keys=True)
-    return args
+    from pipelines.training import domains_used
+    from tlops.data.version import directory_md5, tracked_md5
+
+    versions = {}
+    for domain in domains_used(params):
+        folder = params.data.directory(domain)
+        dvc_file = folder.with_name(folder.name + ".dvc")
+        tracked = tracked_md5(dvc_file) if from_dvc_file and dvc_file.is_file() else None
+        if tracked is not None:
+            versions[f"data_version_{domain}"] = tracked
+        elif folder.is_dir():
+            versions[f"data_version_{domain}"] = directory_md5(folder)
+        else:
+            raise FileNotFoundError(
+                f"data.{domain} = {folder}: neither the directory nor {dvc_file} exists here, so "
+                "its data version (the cache key of the data steps) cannot be resolved"
+            )
+    return versions
 
 
 def _client(host: str, namespace: str | None) -> Any:
@@ -74,24 +63,36 @@ def _client(host: str, namespace: str | None) -> Any:
 def submit(
     params: Params,
     host: str,
-    overrides: list[str],
     run_name: str,
     experiment: str,
     namespace: str | None = None,
-) -> str:
-    """Compile and start one run on a KFP endpoint; returns the run id."""
+) -> tuple[str, dict[str, str]]:
+    """Compile the pipeline for ``params`` and start one run on a KFP endpoint.
+
+    The run's data versions come from the ``.dvc`` files (what the pods pull) or the
+    directories of this checkout, so the data steps hit the cache exactly when the data is the
+    same. Data this checkout cannot see has no version to pin: the run is compiled with its
+    data steps uncached (see :func:`schedule`).
+
+    Returns:
+        The run id, and the data versions it was pinned to (empty: not pinned, not cached).
+    """
     import tempfile
 
+    try:
+        arguments = data_versions(params, from_dvc_file=True)
+    except FileNotFoundError:
+        arguments = {}
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_training(params, Path(tmp) / "training.yaml")
+        package = compile_training(params, Path(tmp) / "training.yaml", bool(arguments))
         result = _client(host, namespace).create_run_from_pipeline_package(
             str(package),
-            arguments=arguments(params, overrides),
+            arguments=arguments,
             run_name=run_name,
             experiment_name=experiment,
             namespace=namespace,
         )
-    return str(result.run_id)
+    return str(result.run_id), arguments
 
 
 def kfp_cron(cron: str) -> str:
@@ -108,18 +109,21 @@ def schedule(
     params: Params,
     host: str,
     cron: str,
-    overrides: list[str],
     job_name: str,
     experiment: str,
     namespace: str | None = None,
 ) -> str:
-    """Create a recurring run (one at a time, no catch-up); returns its id."""
+    """Create a recurring run (one at a time, no catch-up); returns its id.
+
+    A recurring run cannot know the version of the data it will find, so it is compiled with
+    the data steps uncached (``pinned_data=False``): new data can never hit a stale cache.
+    """
     import tempfile
 
     client = _client(host, namespace)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_training(params, Path(tmp) / "training.yaml")
+        package = compile_training(params, Path(tmp) / "training.yaml", pinned_data=False)
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=job_name,
@@ -127,7 +131,7 @@ def schedule(
             max_concurrency=1,
             no_catchup=True,
             pipeline_package_path=str(package),
-            params=arguments(params, overrides),
+            params={},
             enabled=True,
         )
     return str(job.recurring_run_id)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.cluster import data_versions
 from tlops.config import Params
-from tlops.data.version import directory_md5
 
 TASK_LINE = "Task "
 
@@ -97,21 +97,14 @@ def run_local(
 
     from pipelines.training import build_training_pipeline
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "kfp.log"
-    pipeline = build_training_pipeline(params)
     arguments = {
-        "target_dir": str(params.data.target.resolve()),
-        "source_dir": str(params.data.source.resolve()),
-        # the data version is the cache key of ingest/validate/extract on a cluster
-        "target_data_version": directory_md5(params.data.target)
-        if params.data.target.is_dir()
-        else "",
-        "source_data_version": directory_md5(params.data.source)
-        if params.data.source.is_dir()
-        else "",
+        # the data as it is now (edited after `dvc add` or not): ingest checks it is unchanged
+        **data_versions(params, from_dvc_file=False),
         "checkpoint_root": str((params.extract_features.cache_dir / "checkpoints").resolve()),
     }
+    pipeline = build_training_pipeline(params)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "kfp.log"
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str((run_dir / "kfp").resolve()),
@@ -131,7 +124,8 @@ def run_local(
 def _raise_failure(run_dir: Path, log: Path, exc: RuntimeError) -> None:
     """Re-raise a failed local run with the reason a person needs, not just 'task failed'."""
     from tlops.io import read_json
-    from tlops.steps.validate_data import MESSAGE_FILE, VALIDATION_FILE, DataValidationError
+    from tlops.layout import VALIDATION_FILE
+    from tlops.steps.validate_data import MESSAGE_FILE, DataValidationError
 
     for report in sorted((run_dir / "kfp").glob("*/validate-data*/report")):
         result = report / VALIDATION_FILE

@@ -1,34 +1,48 @@
-"""The ``training`` pipeline: ingest -> validate -> extract -> train -> evaluate -> register.
+"""The ``training`` pipeline: the only place that orders the steps.
 
-The pipeline's parameters default to params.yaml (the whole resolved file is one ``params``
-JSON string), so params.yaml stays the single source of truth; ``tlops submit --param k=v`` changes
-single keys of it. Cluster settings (GPU, node selector, toleration, /dev/shm, secrets, retries,
-caching) are applied here at compile time, from params.yaml's ``kfp`` section.
+ingest_data -> validate_data (target, then source when the strategy uses it) ->
+[extract_features, when the strategy trains on features] -> train -> evaluate ->
+register_model. The graph is built for the strategy in params (steps it does not need are not
+in it). The pipeline's ``params`` parameter defaults to the whole resolved params.yaml (the
+single source of truth); cluster settings (GPU, node selector, toleration, /dev/shm, secrets,
+retries, caching) come from the step declarations and params.yaml's ``kfp`` section.
 """
 
 import json
 from typing import Any, NamedTuple
 
 from tlops.config import Params
+from tlops.steps.declarations import SPECS
+from tlops.train.strategies import STRATEGIES, Need
 
-CACHED_STEPS = ("ingest_data", "validate_data", "extract_features")
-GPU_STEPS = ("extract_features", "train")
 CHECKPOINT_MOUNT = "/checkpoints"
 
 
-def _cluster(task: Any, step: str, params: Params) -> None:
-    """Resources, GPU scheduling, /dev/shm and secrets of one task."""
+def domains_used(cfg: Params) -> tuple[str, ...]:
+    """The data domains the strategy trains on: the target, and the source when it needs it."""
+    needs = {need.value for need in STRATEGIES[cfg.train.strategy].needs}
+    return ("target", "source") if "source" in needs else ("target",)
+
+
+def uses_features(cfg: Params) -> bool:
+    """True when the strategy trains on extract_features' output."""
+    return Need.FEATURES in STRATEGIES[cfg.train.strategy].needs
+
+
+def _cluster(task: Any, step: str, cfg: Params, cache: bool) -> None:
+    """Resources, caching, GPU scheduling, /dev/shm and secrets of one task."""
     from kfp import kubernetes
 
-    cfg = params.kfp
-    res = cfg.resources_for(step)
+    spec, kfp_cfg = SPECS[step], cfg.kfp
+    res = kfp_cfg.resources_for(step)
     task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
-    task.set_caching_options(step in CACHED_STEPS)
-    if step in GPU_STEPS and cfg.gpu.count > 0:
-        task.set_accelerator_type(cfg.gpu.resource).set_accelerator_limit(cfg.gpu.count)
-        kubernetes.add_node_selector(task, cfg.gpu.node_selector.key, cfg.gpu.node_selector.value)
-        tol = cfg.gpu.toleration
+    task.set_caching_options(spec.cacheable and cache)
+    if spec.resources == "gpu" and kfp_cfg.gpu.count > 0:
+        gpu = kfp_cfg.gpu
+        task.set_accelerator_type(gpu.resource).set_accelerator_limit(gpu.count)
+        kubernetes.add_node_selector(task, gpu.node_selector.key, gpu.node_selector.value)
+        tol = gpu.toleration
         kubernetes.add_toleration(
             task, key=tol.key, operator=tol.operator, value=tol.value, effect=tol.effect
         )
@@ -37,17 +51,21 @@ def _cluster(task: Any, step: str, params: Params) -> None:
             volume_name="dshm",
             mount_path="/dev/shm",
             medium="Memory",
-            size_limit=cfg.shm_size,
+            size_limit=kfp_cfg.shm_size,
         )
-    for secret, keys in cfg.secrets.items():
+    for secret, keys in kfp_cfg.secrets.items():
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
 
 
-def build_training_pipeline(cfg: Params) -> Any:
-    """The training pipeline for these params (defaults and cluster settings).
+def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
+    """The training pipeline for these params (defaults, strategy and cluster settings).
 
     Args:
         cfg: Resolved params; their values become the pipeline's defaults.
+        pinned_data: Each run is given the version of its data (``data_version_<domain>``,
+            resolved before the run), which is the cache key of the data steps. A recurring
+            run cannot know its data's version in advance: with False, the data steps are
+            never cached and the versions may be left empty.
 
     Returns:
         A KFP pipeline function.
@@ -58,63 +76,40 @@ def build_training_pipeline(cfg: Params) -> Any:
 
     steps = build_components(cfg.kfp.base_image)
     defaults = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
+    domains = domains_used(cfg)
+    features_needed = uses_features(cfg)
+    fields: list[tuple[str, Any]] = []
+    for domain in domains:
+        fields += [(f"dataset_{domain}", Dataset), (f"report_{domain}", Artifact)]
+    if features_needed:
+        fields.append(("features", Dataset))
+    fields += [("model", Model), ("evaluation", Artifact), ("decision", Artifact)]
+    Outputs = NamedTuple("Outputs", fields)  # type: ignore[misc]
 
-    class Outputs(NamedTuple):
-        source: Dataset
-        target: Dataset
-        source_report: Artifact
-        target_report: Artifact
-        features: Dataset
-        model: Model
-        evaluation: Artifact
-        decision: Artifact
-
-    @dsl.pipeline(  # type: ignore[untyped-decorator]
-        name=cfg.kfp.pipeline_name,
-        description="Transfer learning: validated data, fine-tuned backbone, gated registry.",
-    )
-    def training(
-        params: str = defaults,
-        target_dir: str = str(cfg.data.target),
-        source_dir: str = str(cfg.data.source),
-        target_data_version: str = "",
-        source_data_version: str = "",
-        checkpoint_root: str = CHECKPOINT_MOUNT,
-    ) -> Outputs:
-        target = steps["ingest_data"](
-            params=params,
-            data_dir=target_dir,
-            domain="target",
-            expected_data_version=target_data_version,
-            mlflow_run_id="",
-        ).set_display_name("ingest_data target")
-        run_id = target.outputs["mlflow_run_id"]
-        source = steps["ingest_data"](
-            params=params,
-            data_dir=source_dir,
-            domain="source",
-            expected_data_version=source_data_version,
-            mlflow_run_id=run_id,
-        ).set_display_name("ingest_data source")
-        checks = {}
-        for domain, ingested in (("target", target), ("source", source)):
-            checks[domain] = steps["validate_data"](
-                params=params,
-                dataset=ingested.outputs["dataset"],
-                mlflow_run_id=run_id,
+    def training(params: str, checkpoint_root: str, versions: dict[str, str]) -> Any:
+        tasks: dict[str, list[Any]] = {name: [] for name in SPECS}
+        ingested, validated, previous = {}, {}, None
+        for domain in domains:
+            ingest = steps["ingest_data"](
+                params=params, domain=domain, data_version=versions[domain]
+            ).set_display_name(f"ingest_data {domain}")
+            if previous is not None:
+                ingest.after(previous)  # one domain after the other, target first
+            check = steps["validate_data"](
+                params=params, dataset=ingest.outputs["dataset"]
             ).set_display_name(f"validate_data {domain}")
-        features = steps["extract_features"](
-            params=params,
-            dataset=target.outputs["dataset"],
-            mlflow_run_id=run_id,
-        ).after(checks["target"], checks["source"])
-        trained = steps["train"](
-            params=params,
-            dataset=target.outputs["dataset"],
-            features=features.outputs["features"],
-            mlflow_run_id=run_id,
-            checkpoint_root=checkpoint_root,
-        )
+            ingested[domain], validated[domain], previous = ingest, check, check
+            tasks["ingest_data"].append(ingest)
+            tasks["validate_data"].append(check)
+        dataset = ingested["target"].outputs["dataset"]
+        train_inputs = {"dataset": dataset, "report": validated["target"].outputs["report"]}
+        features = None
+        if features_needed:
+            features = steps["extract_features"](params=params, dataset=dataset).after(previous)
+            tasks["extract_features"].append(features)
+            train_inputs["features"] = features.outputs["features"]
+        trained = steps["train"](params=params, checkpoint_root=checkpoint_root, **train_inputs)
+        trained.after(previous)
         trained.set_retry(
             cfg.kfp.train_retries, backoff_duration=cfg.kfp.retry_backoff, backoff_factor=2.0
         )
@@ -122,39 +117,54 @@ def build_training_pipeline(cfg: Params) -> Any:
             kubernetes.mount_pvc(
                 trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT
             )
-        evaluated = steps["evaluate"](
-            params=params,
-            dataset=target.outputs["dataset"],
-            model=trained.outputs["model"],
-            mlflow_run_id=run_id,
-        )
+        model = trained.outputs["model"]
+        evaluated = steps["evaluate"](params=params, dataset=dataset, model=model)
         registered = steps["register_model"](
             params=params,
-            dataset=target.outputs["dataset"],
-            model=trained.outputs["model"],
+            dataset=dataset,
+            model=model,
             evaluation=evaluated.outputs["evaluation"],
-            mlflow_run_id=run_id,
         )
-        tasks = {
-            "ingest_data": [target, source],
-            "validate_data": list(checks.values()),
-            "extract_features": [features],
-            "train": [trained],
-            "evaluate": [evaluated],
-            "register_model": [registered],
-        }
+        tasks["train"].append(trained)
+        tasks["evaluate"].append(evaluated)
+        tasks["register_model"].append(registered)
         for step, group in tasks.items():
             for task in group:
-                _cluster(task, step, cfg)
-        return Outputs(
-            source.outputs["dataset"],
-            target.outputs["dataset"],
-            checks["source"].outputs["report"],
-            checks["target"].outputs["report"],
-            features.outputs["features"],
-            trained.outputs["model"],
-            evaluated.outputs["evaluation"],
-            registered.outputs["decision"],
-        )
+                _cluster(task, step, cfg, cache=pinned_data)
+        outputs: list[Any] = []
+        for domain in domains:
+            outputs += [ingested[domain].outputs["dataset"], validated[domain].outputs["report"]]
+        if features is not None:
+            outputs.append(features.outputs["features"])
+        outputs += [model, evaluated.outputs["evaluation"], registered.outputs["decision"]]
+        return Outputs(*outputs)
 
-    return training
+    # KFP reads the pipeline's parameters from the signature. With pinned data, each run must
+    # name the version of its target data (the cache key); the source's is given by the same
+    # callers (tlops run, submit) whenever the strategy uses the source domain.
+    if pinned_data:
+
+        def pipeline(
+            data_version_target: str,
+            params: str = defaults,
+            checkpoint_root: str = CHECKPOINT_MOUNT,
+            data_version_source: str = "",
+        ) -> Outputs:
+            versions = {"target": data_version_target, "source": data_version_source}
+            return training(params, checkpoint_root, versions)
+
+    else:
+
+        def pipeline(  # type: ignore[misc]
+            params: str = defaults,
+            checkpoint_root: str = CHECKPOINT_MOUNT,
+            data_version_target: str = "",
+            data_version_source: str = "",
+        ) -> Outputs:
+            versions = {"target": data_version_target, "source": data_version_source}
+            return training(params, checkpoint_root, versions)
+
+    return dsl.pipeline(  # type: ignore[untyped-decorator]
+        name=cfg.kfp.pipeline_name,
+        description="Transfer learning: validated data, trained model, gated registry.",
+    )(pipeline)

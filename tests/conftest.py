@@ -15,9 +15,12 @@ CLASSES = ("cat", "dog", "fox")
 
 
 @pytest.fixture(autouse=True)
-def _offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    # every test gets its own MLflow store: a champion in the developer's mlflow.db must not
+    # change what validate_data expects
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
 
 
 @pytest.fixture

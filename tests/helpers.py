@@ -6,6 +6,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -50,3 +51,25 @@ def symlink(target: Path, link: Path) -> Path:
     link.parent.mkdir(parents=True, exist_ok=True)
     os.symlink(target, link)
     return link
+
+
+def run_step(
+    name: str, params: Any, inputs: dict[str, Path], outputs: dict[str, Path], **args: str
+) -> Any:
+    """Run a step as every runner does (tlops.steps.execute) and return its result's details."""
+    from tlops.steps.execute import execute
+
+    return execute(name, params, inputs, outputs, args).details
+
+
+def ingest(params: Any, root: Path, out: Path, domain: str = "target") -> Any:
+    """``ingest_data`` of the ImageFolder at ``root`` (as params ``data.<domain>``) into ``out``."""
+    from tlops.config import apply_overrides
+
+    with_root = apply_overrides(params, {f"data.{domain}": str(root)})
+    return run_step("ingest_data", with_root, {}, {"dataset": out}, domain=domain)
+
+
+def validate(params: Any, ingest_dir: Path, out: Path) -> Any:
+    """``validate_data`` of an ingest output into ``out``."""
+    return run_step("validate_data", params, {"dataset": ingest_dir}, {"report": out})

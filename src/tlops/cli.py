@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 import time
@@ -11,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tlops.config import SPLITS, ConfigError, Params, load_params
+from tlops.config import SPLITS, ConfigError, Params, load_params, parse_overrides
+from tlops.steps.declarations import STEPS
+from tlops.steps.spec import StepSpec
 
 app = typer.Typer(
     help="Transfer learning of vision models as validated, tracked, versioned pipelines.",
@@ -44,18 +46,8 @@ SetOpt = Annotated[
 ]
 
 
-def _overrides(items: list[str] | None) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        result[key.strip()] = yaml.safe_load(value)
-    return result
-
-
-def _params(path: Path, overrides: list[str] | None = None) -> Params:
-    return load_params(path, _overrides(overrides))
+def _params(path: Path, overrides: list[str] | None = None, flag: str = "--set") -> Params:
+    return load_params(path, parse_overrides(overrides, flag))
 
 
 @contextmanager
@@ -82,11 +74,11 @@ def _fail(message: str, code: int = 1) -> None:
 def _guard(action: Callable[[], Any]) -> Any:
     """Run a command body, turning expected failures into a clear message and exit code 1."""
     from tlops.data.manifest import DataDirError
-    from tlops.steps.validate_data import DataValidationError
+    from tlops.steps.spec import StepFailure
 
     try:
         return action()
-    except DataValidationError as exc:
+    except StepFailure as exc:
         errors.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     except (
@@ -161,199 +153,106 @@ def data_demo(
     _guard(body)
 
 
-@step_app.command("ingest_data")
-def step_ingest_data(
-    data: Annotated[Path, typer.Option(help="The ImageFolder data directory.")],
-    out: Annotated[Path, typer.Option(help="Output directory (manifest, version, snapshot).")],
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-) -> None:
-    """Scan an ImageFolder into a manifest, a data version and a snapshot of the images."""
+def _step_command(spec: StepSpec) -> Callable[..., None]:
+    """The ``tlops step <name>`` command of a declared step: one option per port and argument."""
 
-    def body() -> None:
-        from tlops.data.manifest import count_files
-        from tlops.steps import ingest_data
+    def command(**options: Any) -> None:
+        def body() -> None:
+            from tlops.steps.execute import execute
 
-        resolved = _params(params, set_)
-        total = count_files(data) if data.is_dir() else None
-        with _progress(f"ingesting {data}", total) as advance:
-            result = ingest_data.run(resolved, data, out, progress=advance)
-        console.print(
-            f"ingest_data: {result.n_images} images, {len(result.classes)} classes, "
-            f"{result.n_failed} undecodable, data version {result.data_version} "
-            f"({result.version_source}) -> {out}"
-        )
+            resolved = _params(options["params"], options["set_"])
+            inputs = {p.name: options[p.name] for p in spec.inputs if options[p.name] is not None}
+            outputs = {p.name: options[p.name] for p in spec.dirs}
+            args = {a.name: options[a.name] for a in spec.args if options[a.name] is not None}
+            with _progress(spec.name, None) as advance:
+                result = execute(spec.name, resolved, inputs, outputs, args, advance)
+            console.print(result.summary, highlight=False)
 
-    _guard(body)
+        _guard(body)
 
-
-@step_app.command("validate_data")
-def step_validate_data(
-    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
-    out: Annotated[Path, typer.Option(help="Output directory (GX results, Data Docs, summary).")],
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    reference_classes: Annotated[
-        Path | None,
-        typer.Option(help="JSON class list that replaces validate_data.classes (a champion's)."),
-    ] = None,
-) -> None:
-    """Validate an ingested dataset with Great Expectations; exit 1 listing every broken rule."""
-
-    def body() -> None:
-        from tlops.steps import validate_data
-
-        result = validate_data.run(_params(params, set_), ingest, out, reference_classes)
-        console.print(
-            f"validate_data: passed, {len(result.warnings)} warning(s), data version "
-            f"{result.data_version} -> {out}"
-        )
-
-    _guard(body)
-
-
-RunIdOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--run-id",
-        envvar="TLOPS_MLFLOW_RUN_ID",
-        help="MLflow run to log into (the pipeline's run).",
-    ),
-]
-
-
-@step_app.command("extract_features")
-def step_extract_features(
-    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
-    out: Annotated[Path, typer.Option(help="Output directory (features per split).")],
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    run_id: RunIdOpt = None,
-) -> None:
-    """Run the frozen backbone over every split and save the features (reused when unchanged)."""
-
-    def body() -> None:
-        from tlops.steps import extract_features
-
-        with _progress("decoding images", None) as advance:
-            result = extract_features.run(_params(params, set_), ingest, out, run_id, advance)
-        console.print(
-            f"extract_features: {result.counts} images, {result.num_features} "
-            f"features, {'reused' if result.reused else 'computed'} "
-            f"({result.images_per_s:.0f} images/s) -> {out}"
-        )
-
-    _guard(body)
-
-
-@step_app.command("train")
-def step_train(
-    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
-    out: Annotated[Path, typer.Option(help="Output directory (model.pt, history).")],
-    features: Annotated[
-        Path | None, typer.Option(help="Output of extract_features (linear_probe needs it).")
-    ] = None,
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    run_id: RunIdOpt = None,
-    checkpoint_dir: Annotated[
-        Path | None, typer.Option(help="Per-epoch checkpoints, for resuming (default: cache).")
-    ] = None,
-) -> None:
-    """Train with train.strategy (linear_probe, finetune or scratch); resumes a killed run."""
-
-    def body() -> None:
-        from tlops.steps import train
-
-        with _progress("decoding images", None) as advance:
-            result = train.run(
-                _params(params, set_), ingest, features, out, run_id, checkpoint_dir, advance
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        *(
+            inspect.Parameter(
+                port.name,
+                keyword,
+                annotation=Annotated[
+                    Path | None if port.optional else Path,
+                    typer.Option(option_name(port.name), help=f"(in) {port.help}"),
+                ],
+                default=None if port.optional else inspect.Parameter.empty,
             )
-        resumed = (
-            f", resumed after epoch {result.resumed_from_epoch - 1}"
-            if result.resumed_from_epoch
-            else ""
-        )
-        console.print(
-            f"train: {result.strategy}, {result.epochs_run} epoch(s), best epoch "
-            f"{result.best_epoch} ({result.best_metric:.4f}){resumed} -> {out}"
-        )
+            for port in spec.inputs
+        ),
+        *(
+            inspect.Parameter(
+                port.name,
+                keyword,
+                annotation=Annotated[
+                    Path, typer.Option(option_name(port.name), help=f"(out) {port.help}")
+                ],
+            )
+            for port in spec.dirs
+        ),
+        *(
+            inspect.Parameter(
+                arg.name,
+                keyword,
+                annotation=Annotated[
+                    str | None, typer.Option(option_name(arg.name), help=arg.help)
+                ],
+                default=arg.default or None,
+            )
+            for arg in spec.args
+        ),
+        inspect.Parameter("params", keyword, annotation=ParamsOpt, default=Path("params.yaml")),
+        inspect.Parameter("set_", keyword, annotation=SetOpt, default=None),
+    ]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = spec.help
+    command.__name__ = spec.name
+    return command
 
-    _guard(body)
+
+def option_name(name: str) -> str:
+    """The CLI option of a port or argument: ``checkpoint_root`` -> ``--checkpoint-root``."""
+    return "--" + name.replace("_", "-")
 
 
-@step_app.command("evaluate")
-def step_evaluate(
-    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
-    model: Annotated[Path, typer.Option(help="Output directory of train.")],
-    out: Annotated[Path, typer.Option(help="Output directory (metrics.json, plots).")],
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    run_id: RunIdOpt = None,
-    champion: Annotated[
-        bool, typer.Option(help="Also evaluate models:/<name>@champion on the same split.")
-    ] = True,
+for _spec in STEPS:
+    step_app.command(_spec.name)(_step_command(_spec))
+
+
+@app.command("generate")
+def generate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report files that are out of date (exit 1).")
+    ] = False,
 ) -> None:
-    """Evaluate the model (and the champion) on the test split."""
+    """Write what is derived from the step declarations: components/, dvc.yaml, README table.
+
+    Run from the repository root after changing a declaration (make generate).
+    """
 
     def body() -> None:
-        from tlops.steps import evaluate
+        from tlops.generate import generated_files
 
-        result = evaluate.run(_params(params, set_), ingest, model, out, run_id, champion)
-        m = result.metrics
-        console.print(
-            f"evaluate: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}; "
-            f"{result.champion_note} -> {out}"
-        )
-
-    _guard(body)
-
-
-@step_app.command("register_model")
-def step_register_model(
-    ingest: Annotated[Path, typer.Option(help="Output directory of ingest_data.")],
-    model: Annotated[Path, typer.Option(help="Output directory of train.")],
-    evaluation: Annotated[Path, typer.Option("--evaluation", help="Output of evaluate.")],
-    out: Annotated[Path, typer.Option(help="Output directory (decision.json).")],
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-    run_id: RunIdOpt = None,
-) -> None:
-    """Register the model in MLflow (alias challenger) and promote it if the gate allows."""
-
-    def body() -> None:
-        from tlops.steps import register_model
-        from tlops.tracking import runs
-
-        resolved = _params(params, set_)
-        own_run = run_id is None
-        rid = run_id or runs.start_run(
-            resolved.tracking,
-            f"register {out.name}",
-            resolved.to_flat_dict(),
-            {"git_sha": runs.git_sha()},
-        )
-        try:
-            result = register_model.run(resolved, ingest, model, evaluation, out, rid)
-        except BaseException:
-            if own_run:
-                runs.end_run(resolved.tracking, rid, False)
-            raise
-        if own_run:
-            runs.end_run(resolved.tracking, rid, True)
-        _print_decision(result)
+        stale = []
+        for path, text in generated_files(Path.cwd()).items():
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
+                continue
+            stale.append(path)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+        verb = "out of date" if check else "written"
+        for path in stale:
+            console.print(f"{verb}: {path}", highlight=False)
+        if check and stale:
+            raise ValueError("generated files are stale: run `make generate` and commit them")
+        if not stale:
+            console.print("every generated file is up to date")
 
     _guard(body)
-
-
-def _print_decision(result: Any) -> None:
-    verdict = "PROMOTED to champion" if result.decision.promote else "not promoted"
-    console.print(
-        f"register_model: {result.model_name} v{result.version} {verdict}; aliases: "
-        f"{', '.join(result.aliases)}"
-    )
-    for reason in result.decision.reasons:
-        console.print(f"  - {reason}", highlight=False)
 
 
 @app.command("run")
@@ -363,37 +262,25 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
     ] = None,
-    runner: Annotated[
-        str, typer.Option(help="kfp: KFP local SubprocessRunner; inprocess: one Python process.")
-    ] = "kfp",
 ) -> None:
-    """Run the whole training pipeline on the configured data (the embedded demo by default).
+    """Run the training pipeline on the configured data (the embedded demo by default).
 
-    ingest_data and validate_data on the source and target domains, then extract_features,
-    train, evaluate and register_model on the target domain, all logged into one MLflow run.
-    By default the pipeline runs through Kubeflow Pipelines' local runner (each step a
-    subprocess, with typed artifacts), exactly the pipeline that `tlops compile` produces.
+    The Kubeflow pipeline that `tlops compile` produces, run by KFP's local runner: each step
+    a subprocess with typed artifacts. ingest_data and validate_data on the target domain (and
+    the source domain when the strategy uses it), extract_features when the strategy trains on
+    features, then train, evaluate and register_model, logged into one MLflow run.
     """
 
     def body() -> None:
-        from tlops.pipeline import inprocess_outputs, read_outputs, run_pipeline, summary_lines
+        from pipelines.local import run_local
 
         resolved = _params(params, set_)
         run_dir = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        console.print(f"[bold]tlops run[/] ({runner}) -> {run_dir}")
-        if runner == "kfp":
-            from pipelines.local import run_local
-
-            local = run_local(
-                resolved, run_dir, echo=lambda line: console.print(f"  {line}", highlight=False)
-            )
-            paths = local.outputs
-        elif runner == "inprocess":
-            run_pipeline(resolved, run_dir, _progress)
-            paths = inprocess_outputs(run_dir)
-        else:
-            raise ValueError(f"--runner {runner!r}: expected kfp or inprocess")
-        outputs = read_outputs(paths)
+        console.print(f"[bold]tlops run[/] (KFP local) -> {run_dir}")
+        local = run_local(
+            resolved, run_dir, echo=lambda line: console.print(f"  {line}", highlight=False)
+        )
+        outputs = read_outputs(local.outputs)
         _print_data(outputs)
         for line in summary_lines(outputs, resolved):
             console.print(line, highlight=False)
@@ -401,15 +288,85 @@ def run(
     _guard(body)
 
 
+# the record each pipeline output carries, by the kind of output (its name's first word)
+OUTPUT_RECORDS = {
+    "dataset": "ingest.json",
+    "report": "validation.json",
+    "features": "features.json",
+    "model": "train.json",
+    "evaluation": "evaluation.json",
+    "decision": "decision.json",
+}
+
+
+def read_outputs(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """The JSON record of each pipeline output (``dataset_target`` -> its ingest.json, ...)."""
+    from tlops.io import read_json
+
+    records = {}
+    for name, path in paths.items():
+        record = path / OUTPUT_RECORDS.get(name.split("_")[0], "")
+        if record.is_file():
+            records[name] = {**read_json(record), "_dir": str(path)}
+    return records
+
+
+def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[str]:
+    """The closing lines after the data tables: metrics, decision, version, how to look."""
+    from tlops.tracking.runs import tracking_uri
+
+    lines: list[str] = []
+    trained, evaluation, decision = (
+        outputs.get("model"),
+        outputs.get("evaluation"),
+        outputs.get("decision"),
+    )
+    if trained is not None:
+        lines.append(
+            f"train: {trained['strategy']} from {trained['init']}, best epoch "
+            f"{trained['best_epoch']}, {trained['seconds']:.0f} s"
+        )
+    if evaluation is not None:
+        m = evaluation["overall"]
+        lines.append(
+            f"test accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
+            f"({m['n_test']} images)"
+        )
+        champion = evaluation.get("champion")
+        if champion is not None:
+            c = champion["metrics"]
+            lines.append(
+                f"champion v{champion['version']} on the same test split: "
+                f"accuracy {c['accuracy']:.4f}, macro F1 {c['macro_f1']:.4f}"
+            )
+    if decision is not None:
+        verdict = "PROMOTED to champion" if decision["promote"] else "not promoted"
+        lines.append(f"gate: {verdict}")
+        lines.extend(f"  - {reason}" for reason in decision["reasons"])
+        lines.append(
+            f"registered: {decision['model_name']} version {decision['version']}, "
+            f"aliases: {', '.join(decision['aliases'])}"
+        )
+        lines.append(
+            f"MLflow run {decision['run_id']} in experiment "
+            f"'{params.tracking.experiment}' ({tracking_uri(params.tracking)})"
+        )
+    lines.append("open the MLflow UI: make ui   (or: tlops ui)")
+    return lines
+
+
 ParamOpt = Annotated[
     list[str] | None,
-    typer.Option("--param", help="Pipeline argument or params key, e.g. train.lr=0.001."),
+    typer.Option(
+        "--set", "-S", "--param", help="Override a param, e.g. -S train.lr=0.001 (repeatable)."
+    ),
 ]
 
 
 @app.command("compile")
 def compile_(
     params: ParamsOpt = Path("params.yaml"),
+    set_: ParamOpt = None,
     out: Annotated[Path, typer.Option(help="Where the YAML goes.")] = Path(
         "pipelines/compiled/training.yaml"
     ),
@@ -419,7 +376,7 @@ def compile_(
     def body() -> None:
         from pipelines.cluster import compile_training
 
-        path = compile_training(_params(params), out)
+        path = compile_training(_params(params, set_), out)
         console.print(f"compiled the training pipeline -> {path}")
 
     _guard(body)
@@ -429,18 +386,29 @@ def compile_(
 def submit(
     host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://127.0.0.1:8888.")],
     params: ParamsOpt = Path("params.yaml"),
-    param: ParamOpt = None,
+    set_: ParamOpt = None,
     run_name: Annotated[str, typer.Option(help="Name of the run.")] = "tlops-training",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "tlops",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace.")] = None,
 ) -> None:
-    """Compile the pipeline and start a run on a Kubeflow Pipelines endpoint."""
+    """Compile the pipeline (with the overrides) and start a run on a Kubeflow endpoint."""
 
     def body() -> None:
         from pipelines.cluster import submit as do_submit
 
-        run_id = do_submit(_params(params), host, param or [], run_name, experiment, namespace)
+        resolved = _params(params, set_)
+        run_id, versions = do_submit(resolved, host, run_name, experiment, namespace)
         console.print(f"submitted run {run_id} to {host}")
+        if versions:
+            pinned = ", ".join(
+                f"{k.removeprefix('data_version_')} {v}" for k, v in versions.items()
+            )
+            console.print(f"data versions: {pinned} (the cache key of the data steps)")
+        else:
+            console.print(
+                "data versions: unknown here (the data is not in this checkout), so the data "
+                "steps run uncached"
+            )
 
     _guard(body)
 
@@ -450,7 +418,7 @@ def schedule(
     host: Annotated[str, typer.Option(help="KFP API endpoint.")],
     cron: Annotated[str, typer.Option(help='Cron, e.g. "0 3 * * 1" (Mondays 03:00).')],
     params: ParamsOpt = Path("params.yaml"),
-    param: ParamOpt = None,
+    set_: ParamOpt = None,
     name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "tlops-retrain",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "tlops",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace.")] = None,
@@ -460,7 +428,8 @@ def schedule(
     def body() -> None:
         from pipelines.cluster import schedule as do_schedule
 
-        job = do_schedule(_params(params), host, cron, param or [], name, experiment, namespace)
+        resolved = _params(params, set_)
+        job = do_schedule(resolved, host, cron, name, experiment, namespace)
         console.print(f"scheduled recurring run {job} ({cron}) on {host}")
 
     _guard(body)
@@ -522,7 +491,7 @@ def ui(
 
 def _print_data(outputs: dict[str, dict[str, Any]]) -> None:
     for domain in ("source", "target"):
-        ingested, report = outputs.get(domain), outputs.get(f"{domain}_report")
+        ingested, report = outputs.get(f"dataset_{domain}"), outputs.get(f"report_{domain}")
         if ingested is None:
             continue
         counts: dict[str, dict[str, int]] = ingested["counts"]

@@ -14,23 +14,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import png_with_size, save_image, symlink, truncate
+from tests.helpers import ingest, png_with_size, save_image, symlink, truncate, validate
 from tlops.config import Params
 from tlops.data.manifest import DataDirError
-from tlops.steps import ingest_data, validate_data
 from tlops.steps.validate_data import DataValidationError, ValidationResult
 
 Tree = Callable[..., Path]
 
 
-def check(params: Params, root: Path, tmp_path: Path, **kwargs: object) -> ValidationResult:
-    ingest_data.run(params, root, tmp_path / "out" / "ingest")
-    return validate_data.run(
-        params,
-        tmp_path / "out" / "ingest",
-        tmp_path / "out" / "validate",
-        **kwargs,  # type: ignore[arg-type]
+def check(params: Params, root: Path, tmp_path: Path) -> ValidationResult:
+    ingest(params, root, tmp_path / "out" / "ingest")
+    result: ValidationResult = validate(
+        params, tmp_path / "out" / "ingest", tmp_path / "out" / "validate"
     )
+    return result
 
 
 def fails(params: Params, root: Path, tmp_path: Path, rule: str, *names: str) -> str:
@@ -127,11 +124,26 @@ def test_unexpected_class(params: Params, make_tree: Tree, tmp_path: Path) -> No
     fails(params, root, tmp_path, "labels are in the expected class set", f"{root}/owl/img_000.png")
 
 
-def test_classes_from_a_champion_class_map(params: Params, make_tree: Tree, tmp_path: Path) -> None:
+def test_classes_from_the_champion_in_the_registry(
+    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
     root = make_tree(classes=("cat", "dog", "fox", "owl"))
-    class_map = tmp_path / "classes.json"
-    class_map.write_text(json.dumps({"classes": ["cat", "dog", "fox", "owl"]}))
-    assert check(params, root, tmp_path, reference_classes=class_map).classes[-1] == "owl"
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = params.register_model.model_name
+    client.create_registered_model(name)
+    version = client.create_model_version(name, str(tmp_path), tags={"classes": "cat,dog,fox,owl"})
+    client.set_registered_model_alias(name, "champion", version.version)
+    with_registry = params.model_copy(
+        update={"tracking": params.tracking.model_copy(update={"tracking_uri": uri})}
+    )
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the params' store, not the test's default
+    result = check(with_registry, root, tmp_path)
+    assert result.classes[-1] == "owl"  # params say cat, dog, fox: the champion wins
+    report = json.loads((tmp_path / "out" / "validate" / "validation.json").read_text())
+    assert report["class_source"] == f"the class map of champion {name} v1 (MLflow registry)"
 
 
 def test_stray_files_at_the_root_pass_with_a_note(
@@ -233,7 +245,7 @@ def test_missing_or_empty_data_dir_writes_nothing(
         root.mkdir()
     out = tmp_path / "out" / "ingest"
     with pytest.raises(DataDirError) as info:
-        ingest_data.run(params, root, out)
+        ingest(params, root, out)
     assert str(root) in str(info.value)
     assert not out.exists()
     assert list((tmp_path / "out").iterdir()) == []  # no staging leftovers either
@@ -244,20 +256,57 @@ def test_failed_ingest_keeps_the_previous_output(
 ) -> None:
     root = make_tree()
     out = tmp_path / "out" / "ingest"
-    ingest_data.run(params, root, out)
+    ingest(params, root, out)
     before = (out / "manifest.csv").read_text()
     save_image(root / "train" / "cat" / "x.png", 1)  # now a mixed layout
     with pytest.raises(DataDirError):
-        ingest_data.run(params, root, out)
+        ingest(params, root, out)
     assert (out / "manifest.csv").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ingest"]
 
 
 def test_manifest_columns_are_checked(params: Params, make_tree: Tree, tmp_path: Path) -> None:
     root = make_tree()
-    ingest_data.run(params, root, tmp_path / "ingest")
+    ingest(params, root, tmp_path / "ingest")
     manifest = tmp_path / "ingest" / "manifest.csv"
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
     with pytest.raises(DataValidationError, match="manifest has the expected columns"):
-        validate_data.run(params, tmp_path / "ingest", tmp_path / "validate")
+        validate(params, tmp_path / "ingest", tmp_path / "validate")
+
+
+def test_failed_validation_is_recorded_as_a_failed_run(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    import mlflow
+
+    root = make_tree()
+    (root / "dog" / "bad.png").write_bytes(b"")
+    with pytest.raises(DataValidationError):
+        check(params, root, tmp_path)
+    client = mlflow.MlflowClient()  # the test's store (MLFLOW_TRACKING_URI)
+    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags["failed_step"] == "validate_data"
+    assert "FAILED 1 rule(s)" in run.data.tags["error"]
+
+
+def test_an_unreachable_tracking_server_does_not_hide_the_validation_error(
+    params: Params,
+    make_tree: Tree,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing behind it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    root = make_tree()
+    (root / "dog" / "bad.png").write_bytes(b"")
+    with pytest.raises(DataValidationError, match="every file decodes"):
+        check(params, root, tmp_path)
+    assert "could not record the failure of validate_data in MLflow" in capsys.readouterr().err

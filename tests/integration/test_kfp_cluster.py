@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 
@@ -97,8 +98,8 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(
         host,
         "--param",
         "train.lr=0.0005",
-        "--param",
-        "target_dir=/mnt/data/target",
+        "-S",
+        "train.strategy=linear_probe",
         "--run-name",
         "nightly",
     )
@@ -110,9 +111,35 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(
     assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "tlops-training"
     kubernetes = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert any("nodeSelector" in executor for executor in kubernetes.values())
+    # the overrides are compiled in: the graph fits the strategy, params is what runs
+    tasks = spec["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert "extract-features" in tasks
+    defaults = spec["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]
+    resolved = json.loads(defaults["params"]["defaultValue"])
+    assert resolved["train"]["lr"] == 0.0005 and resolved["train"]["strategy"] == "linear_probe"
+    # the data version is the one DVC tracks (data/target.dvc), the data steps' cache key
     parameters = run["runtime_config"]["parameters"]
-    assert parameters["target_dir"] == "/mnt/data/target"
-    assert json.loads(parameters["params"])["train"]["lr"] == 0.0005
+    tracked = yaml.safe_load((REPO / "data" / "target.dvc").read_text())["outs"][0]["md5"]
+    assert parameters == {"data_version_target": tracked}
+    assert tracked in result.stdout
+
+
+def test_submit_with_data_outside_the_checkout_runs_uncached(
+    endpoint: tuple[str, list[tuple[str, str, Any]]],
+) -> None:
+    host, requests = endpoint
+    result = tlops("submit", "--host", host, "-S", "data.target=/mnt/data/target")
+    assert result.returncode == 0, result.stderr
+    assert "data steps run uncached" in result.stdout
+    run = _posted(requests, "/apis/v2beta1/runs")
+    tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
+    resolved = json.loads(
+        run["pipeline_spec"]["pipeline_spec"]["root"]["inputDefinitions"]["parameters"]["params"][
+            "defaultValue"
+        ]
+    )
+    assert resolved["data"]["target"] == "/mnt/data/target"  # where the data is: one key
 
 
 def test_schedule_creates_a_weekly_recurring_run(
@@ -127,12 +154,20 @@ def test_schedule_creates_a_weekly_recurring_run(
     assert job["no_catchup"] is True
     assert job["mode"] == "ENABLE"
     assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "tlops-training"
+    tasks = job["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
 
 
 def test_bad_override_fails_before_any_request(
     endpoint: tuple[str, list[tuple[str, str, Any]]],
 ) -> None:
     host, requests = endpoint
-    result = tlops("submit", "--host", host, "--param", "train.epochs=-1")
-    assert result.returncode == 1 and "epochs" in result.stderr
+    for bad, fragment in [
+        ("train.epochs=-1", "train.epochs"),
+        ("train.nope=1", "unknown key 'train.nope'"),
+        ("target_dir=/mnt/data", "unknown key 'target_dir'"),
+        ("train.lr", "expected key=value"),
+    ]:
+        result = tlops("submit", "--host", host, "--param", bad)
+        assert result.returncode == 1 and fragment in result.stderr, (bad, result.stderr)
     assert not [r for r in requests if r[0] == "POST"]

@@ -61,12 +61,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _project_store(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # what these tests read is the project's store (the one `tlops run` wrote)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+
+
 @pytest.fixture(scope="module")
 def two_runs(project: Path) -> tuple[str, str]:
-    # the first run goes through KFP's local runner (the default), the second runs in-process:
-    # the same steps give the same metrics, so the second is a tie with the champion
+    # the same steps on the same data and params give the same metrics, so the second run is a
+    # tie with the champion the first one registered
     first = sh(project, "tlops", "run", "--out", "runs/first")
-    second = sh(project, "tlops", "run", "--runner", "inprocess", "--out", "runs/second")
+    second = sh(project, "tlops", "run", "--out", "runs/second")
     return first.stdout, second.stdout
 
 
@@ -79,18 +85,10 @@ def client(project: Path):  # type: ignore[no-untyped-def]
 
 def test_first_run_is_promoted_second_is_registered_with_reasons(two_runs: tuple[str, str]) -> None:
     first, second = two_runs
-    for task in (
-        "ingest-data",
-        "validate-data",
-        "ingest-data-2",
-        "validate-data-2",
-        "extract-features",
-        "train",
-        "evaluate",
-        "register-model",
-    ):
+    for task in ("ingest-data", "validate-data", "train", "evaluate", "register-model"):
         assert f"] Task '{task}' finished with status SUCCESS" in first, first  # KFP local
-    assert "Task '" not in second  # the in-process runner has no KFP tasks
+    # finetune needs neither the source domain nor cached features: those steps do not run
+    assert "Task 'ingest-data-2'" not in first and "extract-features" not in first
     for text in (
         "test accuracy",
         "macro F1",
@@ -145,6 +143,9 @@ def test_run_logs_params_curves_plots_and_decision(
     assert run.data.params["model.image_size"] == "32"
     for tag in ("git_sha", "data_version", "backbone", "strategy", "init", "gate.promote"):
         assert tag in run.data.tags, tag
+    assert run.data.tags["runner"] == "kfp"
+    for step in ("ingest_data.target", "validate_data.target", "train", "evaluate"):
+        assert f"step_seconds.{step}" in run.data.metrics, step
     assert len(c.get_metric_history(run.info.run_id, "val_accuracy")) == 2
     assert "test_macro_f1" in run.data.metrics and "test_ece" in run.data.metrics
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "evaluate")}
@@ -261,21 +262,21 @@ def test_failed_validation_registers_nothing(project: Path, two_runs: tuple[str,
     assert f"data/target/4/{victim.name}" in result.stderr and "empty_file" in result.stderr
     assert len(c.search_model_versions(f"name='{MODEL}'")) == before
     assert (project / "runs" / "broken" / "kfp").is_dir()
-    # with a champion registered, both runners validate the target against its class map
-    kfp_report = next((project / "runs" / "broken").glob("kfp/*/validate-data/report"))
-    assert (
-        "champion_classes.json"
-        in json.loads((kfp_report / "validation.json").read_text())["class_source"]
-    )
-    inprocess_report = project / "runs" / "second" / "target" / "validate_data"
-    assert (
-        "champion_classes.json"
-        in json.loads((inprocess_report / "validation.json").read_text())["class_source"]
-    )
+    # with a champion registered, the target is validated against its class map
+    for run in ("second", "broken"):
+        report = next((project / "runs" / run).glob("kfp/*/validate-data/report"))
+        verdict = json.loads((report / "validation.json").read_text())
+        assert verdict["domain"] == "target"
+        assert verdict["class_source"] == f"the class map of champion {MODEL} v1 (MLflow registry)"
     assert not list((project / "runs" / "broken").glob("kfp/*/train"))  # stopped before training
     latest = c.search_runs(
         [c.get_experiment_by_name("tlops").experiment_id],
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )[0]
-    assert latest.info.status == "FAILED"
+    assert latest.info.status == "FAILED"  # the failure is a run of its own, with its report
+    assert latest.data.tags["failed_step"] == "validate_data"
+    assert {a.path for a in c.list_artifacts(latest.info.run_id, "validate_data")} == {
+        "validate_data/summary.md",
+        "validate_data/validation.json",
+    }

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.conftest import CLASSES, REPO
+from tests.helpers import ingest, run_step, validate
 from tlops.config import load_params
 from tlops.io import read_json
-from tlops.steps import ingest_data, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -32,7 +32,7 @@ def history(path: Path) -> list[dict[str, float]]:
 def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> None:
     root = make_tree(per_class=20, size=16)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["validate_data"]["classes"] = list(CLASSES)
+    raw["validate_data"].update({"classes": list(CLASSES), "min_images_per_split_class": 0})
     raw["model"]["image_size"] = 32
     raw["train"].update({"epochs": 6, "batch_size": 8, "trainable_stages": 2})
     raw["train"]["early_stopping"]["patience"] = 10
@@ -40,14 +40,10 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     params = load_params(params_file)
-    ingest_data.run(params, root, tmp_path / "ingest")
-    train.run(
-        params,
-        tmp_path / "ingest",
-        None,
-        tmp_path / "uninterrupted",
-        checkpoint_dir=tmp_path / "ckpt-a",
-    )
+    ingest(params, root, tmp_path / "ingest")
+    validate(params, tmp_path / "ingest", tmp_path / "report")
+    inputs = {"dataset": tmp_path / "ingest", "report": tmp_path / "report"}
+    run_step("train", params, inputs, {"model": tmp_path / "uninterrupted"})
 
     command = [
         str(BIN / "tlops"),
@@ -55,18 +51,19 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
         "train",
         "--params",
         str(params_file),
-        "--ingest",
+        "--dataset",
         str(tmp_path / "ingest"),
-        "--out",
+        "--report",
+        str(tmp_path / "report"),
+        "--model",
         str(tmp_path / "killed"),
-        "--checkpoint-dir",
-        str(tmp_path / "ckpt-b"),
+        "--checkpoint-root",
+        str(tmp_path / "ckpt"),
     ]
     env = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    checkpoint = tmp_path / "ckpt-b" / "last.pt"
     deadline = time.time() + 180
-    while not checkpoint.exists():
+    while not list((tmp_path / "ckpt").glob("*/last.pt")):
         assert process.poll() is None, "training ended before its first checkpoint"
         assert time.time() < deadline
         time.sleep(0.02)
@@ -78,3 +75,4 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert "resumed after epoch" in resumed.stdout, resumed.stdout
     assert history(tmp_path / "killed") == history(tmp_path / "uninterrupted")
+    assert not list((tmp_path / "ckpt").glob("*/last.pt"))  # the finished run cleaned up

@@ -20,10 +20,15 @@ runner = CliRunner()
     [
         ([], ["data", "step", "run"]),
         (["data", "demo"], ["--drops", "--if-missing", "MNIST", "no-dvc"]),
-        (["step"], ["ingest_data", "validate_data"]),
-        (["step", "ingest_data"], ["--data", "--out", "--params", "--set"]),
-        (["step", "validate_data"], ["--ingest", "--out", "--reference-classes"]),
+        (["step"], ["ingest_data", "validate_data", "train", "register_model"]),
+        (["step", "ingest_data"], ["--domain", "--dataset", "--data-version", "--params", "--set"]),
+        (["step", "validate_data"], ["--dataset", "--report", "--set"]),
+        (
+            ["step", "train"],
+            ["--dataset", "--report", "--features", "--model", "--checkpoint-root"],
+        ),
         (["run"], ["--params", "--out", "--set"]),
+        (["submit"], ["--host", "--set", "--param"]),
     ],
 )
 def test_help(args: list[str], expected: list[str]) -> None:
@@ -57,3 +62,24 @@ def test_importing_tlops_has_no_side_effects(tmp_path: Path) -> None:
             check=True,
         ).stdout
     )  # heavy imports wait until needed
+
+
+def test_unknown_override_key_is_named(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["step", "ingest_data", "--dataset", str(tmp_path / "o"), "-S", "train.lr_typo=1"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1
+    assert "unknown key 'train.lr_typo'" in result.output and "lr" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_override_value_is_not_blamed_on_the_params_file(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["step", "ingest_data", "--dataset", str(tmp_path / "o"), "-S", "train.epochs=0"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1
+    assert "train.epochs" in result.output and "params.yaml" not in result.output

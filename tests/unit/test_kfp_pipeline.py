@@ -1,4 +1,4 @@
-"""The compiled KFP pipeline: golden file, cluster settings in the spec, submit arguments."""
+"""The compiled KFP pipeline: golden file, graph per strategy, caching, cluster settings."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pipelines.cluster import COMPILED, arguments, compile_training, kfp_cron
+from pipelines.cluster import COMPILED, compile_training, kfp_cron
 
 from tests.conftest import REPO
-from tlops.config import Params, load_params
+from tlops.config import Params, apply_overrides, load_params
 
 GOLDEN = COMPILED / "training.yaml"
 
@@ -24,6 +24,18 @@ def params() -> Params:
 @pytest.fixture(scope="module")
 def compiled(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return compile_training(params, tmp_path_factory.mktemp("kfp") / "training.yaml")
+
+
+@pytest.fixture(scope="module")
+def probe(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with_probe = apply_overrides(params, {"train.strategy": "linear_probe"})
+    return compile_training(with_probe, tmp_path_factory.mktemp("kfp") / "probe.yaml")
+
+
+@pytest.fixture(scope="module")
+def scheduled(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kfp") / "scheduled.yaml"
+    return compile_training(params, out, pinned_data=False)
 
 
 def test_golden_file_is_up_to_date(compiled: Path) -> None:
@@ -43,27 +55,57 @@ def _executor(pipeline: dict[str, Any], task: str) -> dict[str, Any]:
     return dict(pipeline["deploymentSpec"]["executors"][executor])
 
 
+def _tasks(path: Path) -> dict[str, Any]:
+    return dict(_documents(path)[0]["root"]["dag"]["tasks"])
+
+
 def test_compiled_spec_loads_back_with_the_sdk() -> None:
     from kfp import components
 
     loaded = components.load_component_from_file(str(GOLDEN))
     assert loaded.name == "tlops-training"
     inputs = loaded.component_spec.inputs or {}
-    assert {"params", "target_dir", "source_dir", "target_data_version", "checkpoint_root"} <= set(
-        inputs
-    )
-    assert set(loaded.component_spec.outputs or {}) >= {"evaluation", "decision", "model"}
+    assert set(inputs) == {
+        "params",
+        "checkpoint_root",
+        "data_version_target",
+        "data_version_source",
+    }
+    assert not inputs["data_version_target"].optional  # each run names its data's version
+    assert set(loaded.component_spec.outputs or {}) == {
+        "dataset_target",
+        "report_target",
+        "model",
+        "evaluation",
+        "decision",
+    }
 
 
-def test_gpu_requests_and_resources(params: Params) -> None:
-    pipeline, _ = _documents(GOLDEN)
-    for task in ("train", "extract-features"):
+def test_graph_holds_only_what_the_strategy_needs(probe: Path) -> None:
+    # finetune trains on images: no features, no source domain
+    assert set(_tasks(GOLDEN)) == {
+        "ingest-data",
+        "validate-data",
+        "train",
+        "evaluate",
+        "register-model",
+    }
+    probe_tasks = _tasks(probe)
+    assert set(probe_tasks) == set(_tasks(GOLDEN)) | {"extract-features"}
+    features = probe_tasks["train"]["inputs"]["artifacts"]["features"]
+    assert features["taskOutputArtifact"]["producerTask"] == "extract-features"
+    assert "validate-data" in probe_tasks["extract-features"]["dependentTasks"]
+
+
+def test_gpu_requests_and_resources(params: Params, probe: Path) -> None:
+    pipeline, _ = _documents(probe)
+    for task in ("train", "extract-features"):  # declared resources="gpu"
         resources = _executor(pipeline, task)["container"]["resources"]
         assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
         assert str(resources["accelerator"]["resourceCount"]) == "1"
         if task == "train":
             assert resources["cpuLimit"] == 8.0 and resources["memoryLimit"] == 32.0
-    for task in ("ingest-data", "evaluate", "register-model"):
+    for task in ("ingest-data", "validate-data", "evaluate", "register-model"):
         assert "accelerator" not in _executor(pipeline, task)["container"].get("resources", {})
     images = {e["container"]["image"] for e in pipeline["deploymentSpec"]["executors"].values()}
     assert images == {params.kfp.base_image}
@@ -95,42 +137,84 @@ def test_node_selector_tolerations_shm_secrets_and_pvc() -> None:
         assert secrets["tlops-s3"]["secret_access_key"] == "AWS_SECRET_ACCESS_KEY"
 
 
-def test_retries_and_caching() -> None:
-    pipeline, _ = _documents(GOLDEN)
-    tasks = pipeline["root"]["dag"]["tasks"]
+def _cached(path: Path) -> dict[str, Any]:
+    return {
+        name: task
+        for name, task in _tasks(path).items()
+        if task.get("cachingOptions", {}).get("enableCache", False)
+    }
+
+
+@pytest.mark.parametrize("which", ["default", "linear_probe"])
+def test_caching_cannot_go_stale(which: str, probe: Path) -> None:
+    path = GOLDEN if which == "default" else probe
+    pipeline, _ = _documents(path)
+    tasks = _tasks(path)
+    cached = _cached(path)
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3
-    for name, task in tasks.items():
-        cached = task.get("cachingOptions", {}).get("enableCache", False)
-        assert cached == name.startswith(("ingest-data", "validate-data", "extract-features")), name
+    assert set(cached) == {"ingest-data"} | ({"extract-features"} if which != "default" else set())
+    for name, task in cached.items():
+        # 1. no cached task takes, creates or returns an MLflow run id
+        component = pipeline["components"][task["componentRef"]["name"]]
+        interface = json.dumps(
+            [component.get("inputDefinitions", {}), component.get("outputDefinitions", {})]
+        )
+        assert "run_id" not in interface and "mlflow" not in interface, name
+        # 2. its cache key holds the data version: directly (a pipeline parameter resolved
+        # before the run), or through every input artifact, made by a task whose key holds it
+        parameters = task["inputs"].get("parameters", {})
+        version = parameters.get("data_version", {}).get("componentInputParameter", "")
+        artifacts = task["inputs"].get("artifacts", {}).values()
+        producers = [a["taskOutputArtifact"]["producerTask"] for a in artifacts]
+        assert version.startswith("data_version_") or (
+            producers and all(p in cached for p in producers)
+        ), name
+    assert tasks["ingest-data"]["inputs"]["parameters"]["data_version"] == {
+        "componentInputParameter": "data_version_target"
+    }
+
+
+def test_a_schedule_caches_no_data_step(scheduled: Path) -> None:
+    # a recurring run cannot know its data's version in advance: nothing may be cached
+    assert _cached(scheduled) == {}
+    pipeline, _ = _documents(scheduled)
+    inputs = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert inputs["data_version_target"]["isOptional"] is True
 
 
 def test_parameter_defaults_are_params_yaml(params: Params) -> None:
     pipeline, _ = _documents(GOLDEN)
     inputs = pipeline["root"]["inputDefinitions"]["parameters"]
     assert json.loads(inputs["params"]["defaultValue"]) == params.model_dump(mode="json")
-    assert inputs["target_dir"]["defaultValue"] == "data/target"
+    assert "target_dir" not in inputs  # where the data is: params data.target, nowhere else
 
 
 def test_validation_gates_training() -> None:
-    pipeline, _ = _documents(GOLDEN)
-    tasks = pipeline["root"]["dag"]["tasks"]
-    assert {"validate-data", "validate-data-2"} <= set(tasks["extract-features"]["dependentTasks"])
+    tasks = _tasks(GOLDEN)
+    report = tasks["train"]["inputs"]["artifacts"]["report"]["taskOutputArtifact"]
+    assert report["producerTask"] == "validate-data"
+    assert (
+        tasks["validate-data"]["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"][
+            "producerTask"
+        ]
+        == "ingest-data"
+    )
 
 
-def test_submit_arguments(params: Params) -> None:
-    args = arguments(params, ["train.lr=0.01", "target_dir=/mnt/data", "model.pretrained=false"])
-    assert args["target_dir"] == "/mnt/data"
-    resolved = json.loads(args["params"])
-    assert resolved["train"]["lr"] == 0.01 and resolved["model"]["pretrained"] is False
-    assert arguments(params, []) == {}
-    for bad, fragment in [
-        ("train.nope=1", "no key 'nope'"),
-        ("nosection.lr=1", "not a section"),
-        ("train.lr", "key=value"),
-        ("train.epochs=0", "epochs"),
-    ]:
-        with pytest.raises(ValueError, match=fragment):
-            arguments(params, [bad])
+def test_source_domain_runs_after_the_target(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # strategies that use the source domain (the transfer-methods issue) get it after the
+    # target, in a fixed order: the tasks of one pipeline never race each other
+    from pipelines import training
+
+    monkeypatch.setattr(training, "domains_used", lambda cfg: ("target", "source"))
+    path = compile_training(params, tmp_path / "both.yaml")
+    tasks = _tasks(path)
+    assert "validate-data" in tasks["ingest-data-2"]["dependentTasks"]
+    assert tasks["ingest-data-2"]["inputs"]["parameters"]["domain"]["runtimeValue"] == {
+        "constant": "source"
+    }
 
 
 def test_cron() -> None:
@@ -138,20 +222,3 @@ def test_cron() -> None:
     assert kfp_cron("30 0 3 * * 1") == "30 0 3 * * 1"
     with pytest.raises(ValueError, match="5 fields"):
         kfp_cron("every monday")
-
-
-def test_one_name_per_step_everywhere() -> None:
-    from components import FUNCTIONS
-
-    from tlops.cli import step_app
-    from tlops.steps import STEPS
-
-    steps = set(STEPS)
-    assert set(FUNCTIONS) == steps
-    assert {command.name for command in step_app.registered_commands} == steps
-    assert set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]) == steps
-    for step in steps:
-        assert (REPO / "components" / f"{step}.py").is_file()
-        assert (REPO / "src" / "tlops" / "steps" / f"{step}.py").is_file()
-    sections = set(yaml.safe_load((REPO / "params.yaml").read_text()))
-    assert steps <= sections  # each step has its params.yaml section

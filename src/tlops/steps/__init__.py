@@ -1,13 +1,6 @@
-"""Pipeline steps: one module per step, each exposing ``run(params, inputs..., outputs...)``.
+"""Pipeline steps: one module per step with ``run(params, io) -> StepResult``.
 
-The names are the same in params.yaml, dvc.yaml, components/ and here.
+Each step is declared once in :mod:`tlops.steps.declarations`; :mod:`tlops.steps.execute` is
+how every runner calls one. The names are the same in params.yaml, dvc.yaml, components/ and
+here.
 """
-
-STEPS: tuple[str, ...] = (
-    "ingest_data",
-    "validate_data",
-    "extract_features",
-    "train",
-    "evaluate",
-    "register_model",
-)

@@ -1,9 +1,9 @@
 """Step ``evaluate``: the trained model (and the champion, if any) on the test split.
 
-Outputs (in ``out_dir``): ``metrics.json`` (flat test metrics, for DVC, plus the champion's
-side by side), ``per_class.csv``, ``predictions.csv``, ``confusion_matrix.png``,
-``reliability.png`` (and ``champion_confusion_matrix.png`` with a champion), ``evaluation.json``
-(everything, including the calibration table).
+Outputs (in the ``evaluation`` directory): ``metrics.json`` (flat test metrics, for DVC, plus
+the champion's side by side), ``per_class.csv``, ``predictions.csv``, ``confusion_matrix.png``,
+``reliability.png`` (and ``champion_confusion_matrix.png`` with a champion), ``comparison.md``
+(candidate vs champion), ``evaluation.json`` (everything, including the calibration table).
 """
 
 from __future__ import annotations
@@ -17,24 +17,20 @@ import numpy as np
 import torch
 
 from tlops.config import Params
+from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.data.tensors import SplitTensors
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
 from tlops.io import atomic_dir, write_json
-from tlops.models.backbones import (
-    TransferModel,
-    load_model,
-    model_from_checkpoint,
-    resolve_init,
-)
-from tlops.steps.common import class_list, ingest_info, load_splits
-from tlops.steps.train import MODEL_FILE
+from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE
+from tlops.models.inference import predict_logits
+from tlops.models.init import load_model, model_from_checkpoint, resolve_init
+from tlops.models.model import TransferModel
+from tlops.runtime import resolve_device
+from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version, champion_uri
-from tlops.tracking.runs import log_artifacts, log_metrics, set_tags
-from tlops.train.loop import predict_logits, resolve_device
 
-METRICS_FILE = "metrics.json"
-EVALUATION_FILE = "evaluation.json"
+COMPARISON_FILE = "comparison.md"
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class EvaluateResult:
 
 def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str, Any]:
     """All metrics of ``model`` on a split."""
-    device = resolve_device(params.train.device)
+    device = resolve_device(params.runtime.device)
     logits = predict_logits(model.to(device), test, params.evaluate.batch_size, device)
     probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
     result = classification_metrics(
@@ -84,27 +80,19 @@ def _champion(params: Params, classes: list[str]) -> tuple[TransferModel | None,
     return model, version, f"champion v{version} evaluated on the same test split{size}"
 
 
-def run(
-    params: Params,
-    ingest_dir: Path,
-    model_dir: Path,
-    out_dir: Path,
-    run_id: str | None = None,
-    compare_champion: bool = True,
-) -> EvaluateResult:
+def run(params: Params, io: StepIO) -> StepResult:
     """Evaluate the trained model, and the champion when one exists, on the test split.
 
     Args:
-        params: Resolved params.
-        ingest_dir: An ``ingest_data`` output (the test split).
-        model_dir: A ``train`` output.
-        out_dir: Output directory (replaced).
-        run_id: MLflow run to log into.
-        compare_champion: Look up ``models:/<name>@champion`` and evaluate it too.
+        params: Resolved params (reads ``evaluate``, ``model``, ``image``, ``runtime``; the
+            registry for ``models:/<register_model.model_name>@champion``).
+        io: Inputs ``dataset`` (the test split) and ``model``; output ``evaluation``.
 
     Returns:
-        Candidate and champion metrics.
+        Candidate and champion metrics (``details``: an :class:`EvaluateResult`).
     """
+    ingest_dir, model_dir = io.inputs["dataset"], io.inputs["model"]
+    out_dir = io.outputs["evaluation"]
     ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
     model = load_model(model_dir / MODEL_FILE)
@@ -114,9 +102,7 @@ def run(
         )
     test = load_splits(params, ingest_dir, classes, ("test",))["test"]
     result = score(model, test, params)
-    champion_model, champion_version, note = (None, None, "champion comparison off")
-    if compare_champion:
-        champion_model, champion_version, note = _champion(params, classes)
+    champion_model, champion_version, note = _champion(params, classes)
     champion = None
     if champion_model is not None:
         size = champion_model.image_size or params.model.image_size
@@ -136,8 +122,10 @@ def run(
     flat = {k: finite_or_none(v) for k, v in overall.items()}
     if champion is not None:
         flat.update({f"champion_{k}": finite_or_none(v) for k, v in champion["metrics"].items()})
+    evaluated = EvaluateResult(flat, result["per_class"], champion, note, out_dir)
     with atomic_dir(out_dir) as staging:
         write_json(staging / METRICS_FILE, flat)
+        (staging / COMPARISON_FILE).write_text(comparison_markdown(evaluated), encoding="utf-8")
         write_json(
             staging / EVALUATION_FILE,
             {
@@ -184,13 +172,33 @@ def run(
                 staging / "champion_confusion_matrix.png",
                 f"champion v{champion_version} · test split",
             )
-    log_metrics(params.tracking, run_id, {f"test_{k}": v for k, v in overall.items()})
-    if champion is not None:
-        log_metrics(
-            params.tracking,
-            run_id,
-            {f"champion_test_{k}": v for k, v in champion["metrics"].items()},
+    if io.run is not None:
+        io.run.metrics({f"test_{k}": v for k, v in overall.items()})
+        if champion is not None:
+            io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
+        io.run.tags({"champion.compared": note})
+        io.run.artifacts(sorted(out_dir.iterdir()), "evaluate")
+    primary = params.register_model.gate.primary_metric
+    return StepResult(
+        f"evaluate: accuracy {flat['accuracy']:.4f}, macro F1 {flat['macro_f1']:.4f}; "
+        f"{note} -> {out_dir}",
+        metadata={"evaluation": {"primary_metric": primary, primary: flat.get(primary)}},
+        metrics={k: v for k, v in flat.items() if v is not None and not k.startswith("champion_")},
+        confusion=(classes, result["confusion_matrix"]),
+        views={"summary": out_dir / COMPARISON_FILE},
+        details=evaluated,
+    )
+
+
+def comparison_markdown(result: EvaluateResult) -> str:
+    """Candidate vs champion on the test split, as a Markdown table."""
+    champion = (result.champion or {}).get("metrics", {})
+    lines = ["| metric | candidate | champion |", "|---|---|---|"]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc_ovr", "log_loss", "ece"):
+        value = result.metrics.get(key)
+        other = champion.get(key)
+        lines.append(
+            f"| {key} | {'-' if value is None else f'{value:.4f}'} | "
+            f"{'-' if other is None else f'{other:.4f}'} |"
         )
-    set_tags(params.tracking, run_id, {"champion.compared": note})
-    log_artifacts(params.tracking, run_id, [p for p in sorted(out_dir.iterdir())], "evaluate")
-    return EvaluateResult(flat, result["per_class"], champion, note, out_dir)
+    return f"## Test split\n\n{result.champion_note}\n\n" + "\n".join(lines) + "\n"

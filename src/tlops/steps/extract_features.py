@@ -1,9 +1,9 @@
 """Step ``extract_features``: a frozen backbone over every split -> features per split.
 
-Outputs (in ``out_dir``): ``<split>.npy`` (float32, N x D), ``<split>_index.csv`` (path, label in
-the same row order) and ``features.json`` (backbone, data version, throughput). Features are
-reused from ``extract_features.cache_dir`` when the data version, backbone and image params are
-unchanged.
+Outputs (in the ``features`` directory): ``<split>.npy`` (float32, N x D),
+``<split>_index.csv`` (path, label in the same row order) and ``features.json`` (backbone,
+data version, throughput). Features are reused from ``extract_features.cache_dir`` when the data
+version, backbone and image params are unchanged.
 """
 
 from __future__ import annotations
@@ -11,23 +11,19 @@ from __future__ import annotations
 import csv
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
 from tlops.config import SPLITS, Params
-from tlops.data.tensors import batches, normalize
-from tlops.io import atomic_dir, read_json, write_json
-from tlops.models.backbones import TransferModel, create_model
-from tlops.steps.common import class_list, fingerprint, ingest_info, load_splits
-from tlops.tracking.runs import log_metrics, set_tags
-from tlops.train.loop import resolve_device
-
-META_FILE = "features.json"
+from tlops.data.dataset import class_list, ingest_info, load_splits
+from tlops.io import atomic_dir, fingerprint, read_json, write_json
+from tlops.layout import FEATURES_FILE
+from tlops.models.inference import pooled_features
+from tlops.models.init import create_model
+from tlops.runtime import resolve_device
+from tlops.steps.spec import StepIO, StepResult
 
 
 @dataclass(frozen=True)
@@ -42,42 +38,20 @@ class FeaturesResult:
     out_dir: Path
 
 
-@torch.no_grad()
-def extract(model: TransferModel, images: Any, batch_size: int, device: torch.device) -> np.ndarray:
-    """Pooled features of uint8 images (a SplitTensors), float32 (N, D)."""
-    model.eval().to(device).to(memory_format=torch.channels_last)
-    chunks = []
-    for batch, _ in batches(images, batch_size, False, None, device):
-        x = normalize(batch, model.mean, model.std).contiguous(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                chunks.append(model.features(x).float().cpu().numpy())
-        else:
-            chunks.append(model.features(x).numpy())
-    if not chunks:
-        return np.zeros((0, model.num_features), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32)
-
-
-def run(
-    params: Params,
-    ingest_dir: Path,
-    out_dir: Path,
-    run_id: str | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> FeaturesResult:
+def run(params: Params, io: StepIO) -> StepResult:
     """Extract features of every split with the frozen ``model.backbone``.
 
+    Features are computed once per (data version, backbone, image params, classes) under
+    ``extract_features.cache_dir`` and copied from there when asked again.
+
     Args:
-        params: Resolved params (reads ``model``, ``image``, ``extract_features``).
-        ingest_dir: An ``ingest_data`` output.
-        out_dir: Output directory (replaced).
-        run_id: MLflow run to log into.
-        progress: Called with 1 per decoded image.
+        params: Resolved params (reads ``model``, ``image``, ``extract_features``, ``runtime``).
+        io: Input ``dataset`` (an ingest_data output); output ``features`` (replaced).
 
     Returns:
-        Counts, feature width and throughput.
+        Counts, feature width and throughput (``details``: a :class:`FeaturesResult`).
     """
+    ingest_dir, out_dir, progress = io.inputs["dataset"], io.outputs["features"], io.progress
     ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
     key = fingerprint(
@@ -89,16 +63,18 @@ def run(
         classes,
     )
     cached = params.extract_features.cache_dir / "features" / key
-    reused = (cached / META_FILE).is_file()
+    reused = (cached / FEATURES_FILE).is_file()
     if not reused:
         splits = load_splits(params, ingest_dir, classes, progress=progress)
-        device = resolve_device(params.train.device)
+        device = resolve_device(params.runtime.device)
         model = create_model(params.model.backbone, classes, params.model.pretrained)
         counts, seconds = {}, 0.0
         with atomic_dir(cached) as staging:
             for split in SPLITS:
                 started = time.perf_counter()
-                features = extract(model, splits[split], params.extract_features.batch_size, device)
+                features = pooled_features(
+                    model, splits[split], params.extract_features.batch_size, device
+                )
                 seconds += time.perf_counter() - started
                 np.save(staging / f"{split}.npy", features)
                 with (staging / f"{split}_index.csv").open(
@@ -111,7 +87,7 @@ def run(
                 counts[split] = len(splits[split])
             total = sum(counts.values())
             write_json(
-                staging / META_FILE,
+                staging / FEATURES_FILE,
                 {
                     "key": key,
                     "backbone": params.model.backbone,
@@ -127,18 +103,30 @@ def run(
                     "device": str(device),
                 },
             )
-    meta = read_json(cached / META_FILE)
+    meta = read_json(cached / FEATURES_FILE)
     with atomic_dir(out_dir) as staging:
         for file in cached.iterdir():
             shutil.copy2(file, staging / file.name)
-        write_json(staging / META_FILE, {**meta, "reused": reused})
-    log_metrics(params.tracking, run_id, {"features_images_per_s": meta["images_per_s"]})
-    set_tags(params.tracking, run_id, {"features.reused": reused, "features.key": key})
-    return FeaturesResult(
+        write_json(staging / FEATURES_FILE, {**meta, "reused": reused})
+    result = FeaturesResult(
         key,
         reused,
         int(meta["num_features"]),
         dict(meta["counts"]),
         float(meta["images_per_s"]),
         out_dir,
+    )
+    return StepResult(
+        f"extract_features: {result.counts} images, {result.num_features} features, "
+        f"{'reused' if reused else 'computed'} ({result.images_per_s:.0f} images/s) -> {out_dir}",
+        metadata={
+            "features": {
+                "backbone": params.model.backbone,
+                "key": key,
+                "reused": reused,
+                "num_features": result.num_features,
+                "data_version": ingest["data_version"],
+            }
+        },
+        details=result,
     )

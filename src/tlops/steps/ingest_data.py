@@ -1,6 +1,6 @@
 """Step ``ingest_data``: an ImageFolder tree -> snapshot, manifest and data version.
 
-Outputs (in ``out_dir``, written all at once or not at all):
+Outputs (in the ``dataset`` directory, written all at once or not at all):
 
 * ``manifest.csv`` - one row per image (see :data:`tlops.data.manifest.MANIFEST_COLUMNS`);
 * ``ingest.json`` - data version, class folders, counts per class and split, skipped files;
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ from tlops.data.images import DecodeStatus
 from tlops.data.manifest import MANIFEST_COLUMNS, ManifestRow, ScanResult, scan_image_folder
 from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
-
-MANIFEST_FILE = "manifest.csv"
-INGEST_FILE = "ingest.json"
-IMAGES_DIR = "images"
+from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE
+from tlops.steps.spec import StepIO, StepResult
 
 
 @dataclass(frozen=True)
@@ -57,26 +54,24 @@ def write_manifest(path: Path, rows: list[ManifestRow]) -> None:
             writer.writerow(row.as_dict())
 
 
-def run(
-    params: Params,
-    data_dir: Path,
-    out_dir: Path,
-    progress: Callable[[int], None] | None = None,
-) -> IngestResult:
-    """Scan ``data_dir`` and write the manifest, the data version and the snapshot.
+def run(params: Params, io: StepIO) -> StepResult:
+    """Scan ``data.<domain>`` and write the manifest, the data version and the snapshot.
 
     Args:
-        params: Resolved parameters (reads ``image`` and ``ingest_data``).
-        data_dir: The ImageFolder tree.
-        out_dir: Output directory (replaced on success, untouched on failure).
-        progress: Called with 1 per scanned file.
+        params: Resolved parameters (reads ``data``, ``image`` and ``ingest_data``).
+        io: Output ``dataset`` (replaced on success, untouched on failure); arguments
+            ``domain`` (an entry of params ``data``) and ``data_version`` (expected, if set).
 
     Returns:
-        Data version, counts and skipped files.
+        The data version, counts and skipped files (``details``: an :class:`IngestResult`).
 
     Raises:
-        tlops.data.manifest.DataDirError: ``data_dir`` is missing, empty or of mixed layout.
+        tlops.data.manifest.DataDirError: The directory is missing, empty or of mixed layout.
+        ValueError: An unknown domain, or the data is not the expected version.
     """
+    domain = io.args["domain"]
+    data_dir = params.data.directory(domain)
+    out_dir = io.outputs["dataset"]
     cfg = params.ingest_data
     with atomic_dir(out_dir) as staging:
         images = staging / IMAGES_DIR
@@ -88,14 +83,34 @@ def run(
             target.write_bytes(data)
 
         scan: ScanResult = scan_image_folder(
-            data_dir, params.image, cfg.split, cfg.salt, progress=progress, sink=sink
+            data_dir, params.image, cfg.split, cfg.salt, progress=io.progress, sink=sink
         )
-        result = _finish(params, data_dir, out_dir, staging, scan)
-    return result
+        result = _finish(params, domain, data_dir, out_dir, staging, scan)
+        expected = io.args.get("data_version")
+        if expected and result.data_version != expected:
+            raise ValueError(
+                f"{data_dir}: data version {result.data_version} differs from the expected "
+                f"{expected} (the data changed after the run was started)"
+            )
+    return StepResult(
+        f"ingest_data: {domain} {data_dir}: {result.n_images} images, {len(result.classes)} "
+        f"classes, {result.n_failed} undecodable, data version {result.data_version} "
+        f"({result.version_source}) -> {out_dir}",
+        metadata={
+            "dataset": {
+                "data_version": result.data_version,
+                "domain": domain,
+                "classes": result.classes,
+                "n_images": result.n_images,
+                "version_source": result.version_source,
+            }
+        },
+        details=result,
+    )
 
 
 def _finish(
-    params: Params, data_dir: Path, out_dir: Path, staging: Path, scan: ScanResult
+    params: Params, domain: str, data_dir: Path, out_dir: Path, staging: Path, scan: ScanResult
 ) -> IngestResult:
     cfg = params.ingest_data
     version: DataVersion = data_version(data_dir, scan.file_md5)
@@ -103,6 +118,7 @@ def _finish(
     failed = [row for row in scan.rows if row.decode_status != DecodeStatus.OK.value]
     summary: dict[str, Any] = {
         "data_dir": str(data_dir),
+        "domain": domain,
         "data_version": version.md5,
         "version_source": version.source,
         "version_note": version.note,

@@ -2,7 +2,8 @@
 
 The new version always gets the ``challenger`` alias; ``champion`` moves to it only when
 :func:`tlops.evaluate.gate.should_promote` says so (the old champion becomes ``previous``).
-Output (in ``out_dir``): ``decision.json`` (the decision, its reasons, the version, aliases).
+Output (in the ``decision`` directory): ``decision.json`` (the decision, its reasons, the
+version, aliases) and ``summary.md``.
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from tlops.config import Params
+from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.evaluate.gate import Decision, ModelScores, should_promote
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.models.backbones import load_model
-from tlops.steps.common import class_list, ingest_info, load_splits
-from tlops.steps.evaluate import EVALUATION_FILE
-from tlops.steps.train import MODEL_FILE, TRAIN_FILE
-from tlops.tracking.registry import (
-    aliases_of,
-    describe,
-    log_and_register,
-    promote,
-    to_pixels,
-)
-from tlops.tracking.runs import git_sha, log_artifacts, log_metrics, set_tags
+from tlops.layout import DECISION_FILE, EVALUATION_FILE, MODEL_FILE, SUMMARY_FILE, TRAIN_FILE
+from tlops.models.init import load_model
+from tlops.steps.spec import StepIO, StepResult
+from tlops.tracking.lifecycle import RunLog
+from tlops.tracking.registry import aliases_of, describe, promote
+from tlops.tracking.runs import git_sha
+from tlops.tracking.serving import log_and_register, to_pixels
 
-DECISION_FILE = "decision.json"
 EXAMPLE_IMAGES = 4
 
 
@@ -58,27 +54,27 @@ def scores(evaluation: dict[str, Any], key: str = "candidate") -> ModelScores | 
     )
 
 
-def run(
-    params: Params,
-    ingest_dir: Path,
-    model_dir: Path,
-    eval_dir: Path,
-    out_dir: Path,
-    run_id: str,
-) -> RegisterResult:
+def run(params: Params, io: StepIO) -> StepResult:
     """Register the trained model and decide on promotion.
 
     Args:
         params: Resolved params (reads ``register_model``, ``tracking``, ``model``).
-        ingest_dir: An ``ingest_data`` output (a few test images become the input example).
-        model_dir: A ``train`` output.
-        eval_dir: An ``evaluate`` output.
-        out_dir: Output directory (replaced).
-        run_id: The pipeline's MLflow run (required: the model is logged there).
+        io: Inputs ``dataset`` (a few test images become the input example), ``model`` and
+            ``evaluation``; output ``decision`` (replaced). The model is logged into the MLflow
+            run of the training that made it.
 
     Returns:
-        The version, its aliases and the decision with reasons.
+        The version, its aliases and the decision with reasons (``details``: a
+        :class:`RegisterResult`).
+
+    Raises:
+        ValueError: The model directory carries no MLflow run (it was not made by ``train``).
     """
+    ingest_dir, model_dir = io.inputs["dataset"], io.inputs["model"]
+    eval_dir, out_dir = io.inputs["evaluation"], io.outputs["decision"]
+    if not isinstance(io.run, RunLog):
+        raise ValueError(f"{model_dir}: no MLflow run recorded there; train it with tlops")
+    run_id = io.run.run_id
     cfg = params.register_model
     evaluation = read_json(eval_dir / EVALUATION_FILE)
     candidate = scores(evaluation)
@@ -106,7 +102,7 @@ def run(
     registered = log_and_register(
         params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
     )
-    log_metrics(params.tracking, run_id, {"model_logging_seconds": time.perf_counter() - started})
+    io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
     previous = None
     if decision.promote:
         previous = promote(params.tracking, cfg.model_name, registered.version)
@@ -125,17 +121,40 @@ def run(
         .get("metrics", {})
         .get(cfg.gate.primary_metric),
     }
+    verdict = "PROMOTED to champion" if decision.promote else "not promoted"
+    reasons = [f"- {reason}" for reason in decision.reasons]
     with atomic_dir(out_dir) as staging:
         write_json(staging / DECISION_FILE, payload)
-    set_tags(
-        params.tracking,
-        run_id,
+        (staging / SUMMARY_FILE).write_text(
+            "\n".join(
+                [f"## {cfg.model_name} version {registered.version}: {verdict}", "", *reasons]
+            )
+            + f"\n\naliases: {', '.join(aliases)}\n",
+            encoding="utf-8",
+        )
+    io.run.tags(
         {
             "gate.promote": str(decision.promote).lower(),
             "gate.reasons": " | ".join(decision.reasons),
             "registered.version": registered.version,
             "registered.aliases": ",".join(aliases),
-        },
+        }
     )
-    log_artifacts(params.tracking, run_id, [out_dir / DECISION_FILE], "register_model")
-    return RegisterResult(cfg.model_name, registered.version, aliases, decision, previous, out_dir)
+    io.run.artifacts([out_dir / DECISION_FILE], "register_model")
+    result = RegisterResult(
+        cfg.model_name, registered.version, aliases, decision, previous, out_dir
+    )
+    return StepResult(
+        f"register_model: {cfg.model_name} v{registered.version} {verdict}; aliases: "
+        f"{', '.join(aliases)}\n" + "\n".join(f"  {reason}" for reason in reasons),
+        metadata={
+            "decision": {
+                "version": registered.version,
+                "aliases": list(aliases),
+                "promote": decision.promote,
+                "model_name": cfg.model_name,
+            }
+        },
+        views={"summary": out_dir / SUMMARY_FILE},
+        details=result,
+    )

@@ -1,23 +1,20 @@
-"""Step ``train``: fit a model with the strategy chosen in params.yaml.
+"""Step ``train``: fit a model with the strategy ``train.strategy`` names.
 
-* ``linear_probe`` - a linear head on the cached features of ``extract_features`` (seconds);
-* ``finetune`` - the pretrained backbone with its top ``train.trainable_stages`` stages
-  unfrozen (gradual unfreezing by ``train.unfreeze_milestones``), discriminative learning rate,
-  warmup + cosine, label smoothing, augmentation, early stopping, optional class weights;
-* ``scratch`` - the same architecture from random init, everything trained: the baseline that
-  shows what the transfer brings.
+The strategy (:mod:`tlops.train.strategies`) says what it trains on: the decoded target images
+(``finetune``, ``scratch``) or the cached features of ``extract_features`` (``linear_probe``).
+The data must have passed validation: the ``report`` input is checked against the dataset.
 
-Outputs (in ``out_dir``): ``model.pt`` (a weights-only tlops checkpoint), ``history.csv`` and
-``history.json`` (one row per epoch, DVC plots), ``training_curves.png``, ``train.json``.
-Fine-tuning writes a checkpoint every epoch to the checkpoint directory; a killed run started
-again with the same data, params and init resumes from it and ends with the same metrics.
+Outputs (in the ``model`` directory): ``model.pt`` (a weights-only tlops checkpoint),
+``history.csv`` and ``history.json`` (one row per epoch, DVC plots), ``training_curves.png``,
+``train.json``. A checkpoint is written every epoch under the checkpoint folder; a killed run
+started again with the same data, params and init resumes from it and ends with the same
+metrics.
 """
 
 from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +23,16 @@ import numpy as np
 import torch
 
 from tlops.config import Params
+from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.evaluate.plots import training_curves_png
-from tlops.io import atomic_dir, read_json, write_json
-from tlops.models.backbones import TransferModel, create_model, resolve_init
-from tlops.steps.common import class_list, fingerprint, ingest_info, load_splits
-from tlops.steps.extract_features import META_FILE
-from tlops.tracking.runs import log_artifacts, log_metrics, set_tags
-from tlops.train.loop import TrainOutcome, finetune, linear_probe, resolve_device, seed_everything
-
-MODEL_FILE = "model.pt"
-TRAIN_FILE = "train.json"
+from tlops.io import atomic_dir, fingerprint, read_json, write_json
+from tlops.layout import FEATURES_FILE, MODEL_FILE, TRAIN_FILE, VALIDATION_FILE
+from tlops.models.init import create_model, resolve_init
+from tlops.models.model import TransferModel
+from tlops.runtime import resolve_device, seed_everything
+from tlops.steps.spec import StepIO, StepResult
+from tlops.train.loop import TrainOutcome, fit
+from tlops.train.strategies import Need, Strategy, TrainData, get_strategy
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class TrainResult:
 
 
 def _features(features_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    meta = read_json(features_dir / META_FILE)
+    meta = read_json(features_dir / FEATURES_FILE)
     if list(meta["classes"]) != classes:
         raise ValueError(
             f"{features_dir}: features were extracted for classes {meta['classes']}, not {classes}"
@@ -65,99 +62,96 @@ def _features(features_dir: Path, split: str, classes: list[str]) -> tuple[np.nd
     return features, np.array([index[label] for label in labels], dtype=np.int64)
 
 
-def _build(params: Params, classes: list[str]) -> TransferModel:
-    spec, strategy = params.model.backbone, params.train.strategy
-    if strategy == "scratch":
-        # the same architecture as the start model, randomly initialised
-        return create_model(
-            resolve_init(spec, False).spec, classes, pretrained=False, dropout=params.model.dropout
+def _validated(report_dir: Path, ingest: dict[str, Any]) -> None:
+    """Refuse data whose validation did not pass, or that is not the data that was validated."""
+    path = report_dir / VALIDATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a validate_data output")
+    report = read_json(path)
+    if not report["passed"]:
+        raise ValueError(f"{path}: the data failed validation; nothing is trained on it")
+    if report["data_version"] != ingest["data_version"]:
+        raise ValueError(
+            f"{path}: validated data version {report['data_version']}, but the dataset is "
+            f"{ingest['data_version']}"
         )
-    return create_model(
-        spec, classes, pretrained=params.model.pretrained, dropout=params.model.dropout
-    )
 
 
-def run(
-    params: Params,
-    ingest_dir: Path,
-    features_dir: Path | None,
-    out_dir: Path,
-    run_id: str | None = None,
-    checkpoint_dir: Path | None = None,
-    progress: Callable[[int], None] | None = None,
-    stop_after_epoch: int | None = None,
-) -> TrainResult:
+def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) -> TrainData:
+    data = TrainData(classes)
+    if Need.IMAGES in strategy.needs:
+        splits = load_splits(params, io.inputs["dataset"], classes, ("train", "val"), io.progress)
+        data.train, data.val = splits["train"], splits["val"]
+    if Need.FEATURES in strategy.needs:
+        features = io.inputs.get("features")
+        if features is None:
+            raise ValueError(
+                f"train.strategy {strategy.name} needs the extract_features output (--features)"
+            )
+        data.train_features = _features(features, "train", classes)
+        data.val_features = _features(features, "val", classes)
+    return data
+
+
+def _build(params: Params, strategy: Strategy, classes: list[str]) -> TransferModel:
+    spec = params.model.backbone
+    if not strategy.pretrained:
+        # the same architecture as the start model, randomly initialised
+        spec = resolve_init(spec, False).spec
+    pretrained = params.model.pretrained and strategy.pretrained
+    model = create_model(spec, classes, pretrained=pretrained, dropout=params.model.dropout)
+    model.image_size = params.model.image_size
+    return model
+
+
+def run(params: Params, io: StepIO) -> StepResult:
     """Train with ``train.strategy`` and write the model.
 
     Args:
-        params: Resolved params (reads ``model``, ``train``, ``image``, ``extract_features``).
-        ingest_dir: An ``ingest_data`` output (images for finetune/scratch).
-        features_dir: An ``extract_features`` output (needed by linear_probe).
-        out_dir: Output directory (replaced on success).
-        run_id: MLflow run to log into.
-        checkpoint_dir: Where per-epoch checkpoints live (default: under the cache dir, keyed
-            by data version, params and init, so only the same run resumes from them).
-        progress: Called with 1 per decoded image.
-        stop_after_epoch: Stop after this epoch's checkpoint, writing no output (tests use it
-            to simulate a killed run).
+        params: Resolved params (reads ``model``, ``train``, ``image``, ``runtime``).
+        io: Inputs ``dataset``, ``report`` and (for strategies on features) ``features``;
+            output ``model`` (replaced on success); argument ``checkpoint_root`` (per-epoch
+            checkpoints, under a key of data version, params and init; default: the cache).
 
     Returns:
-        Summary of the training.
+        Summary of the training (``details``: a :class:`TrainResult`).
     """
     cfg = params.train
+    strategy = get_strategy(cfg)
+    out_dir = io.outputs["model"]
+    ingest = ingest_info(io.inputs["dataset"])
+    _validated(io.inputs["report"], ingest)
     seed_everything(cfg.seed)
-    ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
-    model = _build(params, classes)
-    model.image_size = params.model.image_size
-    run_key = fingerprint(
+    model = _build(params, strategy, classes)
+    key = fingerprint(
         ingest["data_version"],
         classes,
         params.model.model_dump(mode="json"),
         cfg.model_dump(mode="json"),
         params.image.model_dump(mode="json"),
     )
-    tracking = params.tracking
-
-    def on_epoch(row: dict[str, float]) -> None:
-        log_metrics(
-            tracking, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
-        )
-
-    outcome: TrainOutcome
-    finished_checkpoints: Path | None = None
-    if cfg.strategy == "linear_probe":
-        if features_dir is None:
-            raise ValueError("train.strategy linear_probe needs the extract_features output")
-        train_x, train_y = _features(features_dir, "train", classes)
-        val_x, val_y = _features(features_dir, "val", classes)
-        outcome = linear_probe(model, train_x, train_y, val_x, val_y, cfg, on_epoch)
-    else:
-        splits = load_splits(params, ingest_dir, classes, ("train", "val"), progress)
-        device = resolve_device(cfg.device)
-        ckpt = checkpoint_dir or params.extract_features.cache_dir / "checkpoints" / run_key
-        outcome = finetune(
-            model,
-            splits["train"],
-            splits["val"],
-            cfg,
-            ckpt,
-            run_key,
-            device,
-            on_epoch,
-            stop_after_epoch,
-        )
-        if outcome.extra.get("interrupted"):
-            return _result(cfg.strategy, outcome, out_dir)
-        model.cpu()
-        finished_checkpoints = ckpt
+    root = io.args.get("checkpoint_root")
+    checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
+    data = _data(strategy, params, io, classes)
+    outcome: TrainOutcome = fit(
+        strategy,
+        model,
+        data,
+        cfg,
+        checkpoints,
+        key,
+        resolve_device(params.runtime.device),
+        io.run.epoch if io.run is not None else None,
+    )
+    model.cpu()
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
         "backbone": params.model.backbone,
         "init": model.weights,
         "classes": classes,
         "data_version": ingest["data_version"],
-        "run_key": run_key,
+        "run_key": key,
         **{k: v for k, v in asdict(outcome).items() if k != "history"},
     }
     with atomic_dir(out_dir) as staging:
@@ -175,33 +169,21 @@ def run(
                 f"{cfg.strategy} · {params.model.backbone}",
             )
         write_json(staging / TRAIN_FILE, summary)
-    if finished_checkpoints is not None:
-        # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed"
-        # by the next identical run, which should train (and reproduce) for real.
-        shutil.rmtree(finished_checkpoints, ignore_errors=True)
-    set_tags(
-        tracking,
-        run_id,
-        {"strategy": cfg.strategy, "backbone": params.model.backbone, "init": model.weights},
-    )
-    log_metrics(
-        tracking,
-        run_id,
-        {
-            "best_epoch": outcome.best_epoch,
-            "train_seconds": outcome.seconds,
-            "train_images_per_s": outcome.train_images_per_s,
-        },
-    )
-    log_artifacts(
-        tracking, run_id, [out_dir / "training_curves.png", out_dir / "history.csv"], "train"
-    )
-    return _result(cfg.strategy, outcome, out_dir)
-
-
-def _result(strategy: str, outcome: TrainOutcome, out_dir: Path) -> TrainResult:
-    return TrainResult(
-        strategy,
+    # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed" by
+    # the next identical run, which should train (and reproduce) for real.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    if io.run is not None:
+        io.run.tags({"init": model.weights})
+        io.run.metrics(
+            {
+                "best_epoch": outcome.best_epoch,
+                "train_seconds": outcome.seconds,
+                "train_images_per_s": outcome.train_images_per_s,
+            }
+        )
+        io.run.artifacts([out_dir / "training_curves.png", out_dir / "history.csv"], "train")
+    result = TrainResult(
+        cfg.strategy,
         outcome.best_epoch,
         outcome.best_metric,
         len(outcome.history),
@@ -209,4 +191,24 @@ def _result(strategy: str, outcome: TrainOutcome, out_dir: Path) -> TrainResult:
         outcome.seconds,
         outcome.train_images_per_s,
         out_dir,
+    )
+    resumed = (
+        f", resumed after epoch {outcome.resumed_from_epoch - 1}"
+        if outcome.resumed_from_epoch
+        else ""
+    )
+    return StepResult(
+        f"train: {cfg.strategy}, {result.epochs_run} epoch(s), best epoch {result.best_epoch} "
+        f"({result.best_metric:.4f}){resumed} -> {out_dir}",
+        metadata={
+            "model": {
+                "backbone": params.model.backbone,
+                "strategy": cfg.strategy,
+                "classes": classes,
+                "init": model.weights,
+                "data_version": ingest["data_version"],
+                "best_epoch": outcome.best_epoch,
+            }
+        },
+        details=result,
     )

@@ -1,6 +1,6 @@
 """Step ``validate_data``: the Great Expectations suite over an ``ingest_data`` output.
 
-Outputs (in ``out_dir``, written all at once):
+Outputs (in the ``report`` directory, written all at once):
 
 * ``gx_results.json`` - the Great Expectations validation results, one per table;
 * ``data_docs/index.html`` - the Great Expectations Data Docs site;
@@ -21,8 +21,11 @@ from typing import Any
 import pandas as pd
 
 from tlops.config import SPLITS, Params
+from tlops.data.dataset import load_manifest
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.steps.ingest_data import INGEST_FILE, MANIFEST_FILE
+from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, VALIDATION_FILE
+from tlops.steps.spec import StepFailure, StepIO, StepResult
+from tlops.tracking.registry import champion_classes
 from tlops.validate.suite import (
     MAX_LISTED,
     RuleOutcome,
@@ -33,18 +36,11 @@ from tlops.validate.suite import (
 )
 
 RESULTS_FILE = "gx_results.json"
-VALIDATION_FILE = "validation.json"
-SUMMARY_FILE = "summary.md"
-DOCS_DIR = "data_docs"
 MESSAGE_FILE = "message.txt"
 
 
-class DataValidationError(RuntimeError):
+class DataValidationError(StepFailure):
     """The data broke at least one critical rule; the message lists each with its files."""
-
-    def __init__(self, message: str, report_dir: Path) -> None:
-        super().__init__(message)
-        self.report_dir = report_dir
 
 
 @dataclass(frozen=True)
@@ -57,42 +53,6 @@ class ValidationResult:
     failures: list[dict[str, Any]]
     warnings: list[dict[str, Any]]
     out_dir: Path
-
-
-def load_manifest(ingest_dir: Path) -> pd.DataFrame:
-    """Read ``manifest.csv`` of an ingest output with stable dtypes (labels stay strings)."""
-    path = ingest_dir / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found; run ingest_data first")
-    return pd.read_csv(
-        path,
-        dtype={
-            "path": str,
-            "label": str,
-            "split": str,
-            "sha256": str,
-            "mode": str,
-            "decode_status": str,
-            "error": str,
-        },
-        keep_default_na=False,
-        na_values={"width": [""], "height": [""]},
-        encoding="utf-8",
-    ).replace({"mode": {"": None}})
-
-
-def read_reference_classes(path: Path) -> list[str]:
-    """Read a class list: a JSON list, or an object with ``classes`` (a champion's class map).
-
-    Raises:
-        ValueError: The file holds neither.
-    """
-    payload = read_json(path)
-    if isinstance(payload, dict):
-        payload = payload.get("classes")
-    if not isinstance(payload, list) or not all(isinstance(c, str) for c in payload):
-        raise ValueError(f"{path}: expected a JSON list of class names or {{'classes': [...]}}")
-    return list(payload)
 
 
 def _describe(outcome: RuleOutcome, data_dir: str, details: dict[str, str]) -> list[str]:
@@ -123,40 +83,42 @@ def _row_details(manifest: pd.DataFrame) -> dict[str, str]:
     return details
 
 
-def run(
-    params: Params,
-    ingest_dir: Path,
-    out_dir: Path,
-    reference_classes: Path | None = None,
-) -> ValidationResult:
+def expected_classes(params: Params, ingest: dict[str, Any]) -> tuple[list[str], str]:
+    """The class set the data must have, and where it comes from.
+
+    The champion's class map once a champion is registered (a model is only ever compared with,
+    and warm-started from, a champion of the same classes), else ``validate_data.classes``, else
+    the class folders found.
+    """
+    name = params.register_model.model_name
+    champion = champion_classes(params.tracking, name)
+    if champion is not None:
+        classes, version = champion
+        return classes, f"the class map of champion {name} v{version} (MLflow registry)"
+    if params.validate_data.classes is not None:
+        return list(params.validate_data.classes), "params.yaml validate_data.classes"
+    return list(ingest["classes"]), "the class folders found (validate_data.classes is not set)"
+
+
+def run(params: Params, io: StepIO) -> StepResult:
     """Validate an ingested dataset.
 
     Args:
-        params: Resolved parameters (reads ``validate_data``).
-        ingest_dir: Output directory of ``ingest_data``.
-        out_dir: Where the report goes (replaced).
-        reference_classes: A class list that replaces ``validate_data.classes`` (the champion's
-            class map once a champion exists).
+        params: Resolved parameters (reads ``validate_data``, the registry for the champion).
+        io: Input ``dataset`` (an ingest_data output); output ``report`` (replaced).
 
     Returns:
-        The validation result (only when it passed).
+        The validation result (only when it passed; ``details``: a :class:`ValidationResult`).
 
     Raises:
         DataValidationError: A critical rule failed; the report is written first.
-        FileNotFoundError: ``ingest_dir`` is not an ingest output.
+        FileNotFoundError: ``dataset`` is not an ingest output.
     """
+    ingest_dir, out_dir = io.inputs["dataset"], io.outputs["report"]
     cfg = params.validate_data
     ingest: dict[str, Any] = read_json(ingest_dir / INGEST_FILE)
     manifest = load_manifest(ingest_dir)
-    if reference_classes is not None:
-        classes = read_reference_classes(reference_classes)
-        class_source = str(reference_classes)
-    elif cfg.classes is not None:
-        classes = list(cfg.classes)
-        class_source = "params.yaml validate_data.classes"
-    else:
-        classes = list(ingest["classes"])
-        class_source = "the class folders found (validate_data.classes is not set)"
+    classes, class_source = expected_classes(params, ingest)
     tables = {
         "manifest": manifest,
         **derived_tables(manifest, classes, ingest["classes"], bool(ingest["explicit_splits"])),
@@ -171,6 +133,7 @@ def run(
         report = {
             "passed": suite.passed,
             "data_dir": data_dir,
+            "domain": ingest.get("domain", ""),
             "data_version": ingest["data_version"],
             "classes": classes,
             "class_source": class_source,
@@ -187,13 +150,28 @@ def run(
         (staging / MESSAGE_FILE).write_text(message + "\n", encoding="utf-8")
     if failures:
         raise DataValidationError(message, out_dir)
-    return ValidationResult(
+    result = ValidationResult(
         passed=True,
         data_version=str(ingest["data_version"]),
         classes=classes,
         failures=[],
         warnings=report["warnings"],
         out_dir=out_dir,
+    )
+    pages = sorted((out_dir / DOCS_DIR / "validations").rglob("*.html"))
+    return StepResult(
+        f"validate_data: {data_dir} passed, {len(result.warnings)} warning(s), data version "
+        f"{result.data_version} -> {out_dir}",
+        metadata={
+            "report": {
+                "passed": True,
+                "data_version": result.data_version,
+                "domain": ingest.get("domain", ""),
+                "warnings": len(result.warnings),
+            }
+        },
+        views={"summary": out_dir / SUMMARY_FILE, **({"data_docs": pages[0]} if pages else {})},
+        details=result,
     )
 
 

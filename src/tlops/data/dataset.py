@@ -1,26 +1,52 @@
-"""Helpers the model steps share: the class list, the splits as tensors, fingerprints."""
+"""Reading an ``ingest_data`` output: its record, manifest, class list and decoded splits."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from tlops.config import SPLITS, Params
 from tlops.data.tensors import SplitTensors, load_split
 from tlops.io import read_json
-from tlops.steps.ingest_data import IMAGES_DIR, INGEST_FILE
+from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE
 
 
 def ingest_info(ingest_dir: Path) -> dict[str, Any]:
-    """``ingest.json`` of an ``ingest_data`` output."""
+    """``ingest.json`` of an ``ingest_data`` output.
+
+    Raises:
+        FileNotFoundError: The directory is not an ingest_data output.
+    """
     path = ingest_dir / INGEST_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not an ingest_data output")
     info: dict[str, Any] = read_json(path)
     return info
+
+
+def load_manifest(ingest_dir: Path) -> pd.DataFrame:
+    """Read ``manifest.csv`` of an ingest output with stable dtypes (labels stay strings)."""
+    path = ingest_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: manifest not found; run ingest_data first")
+    return pd.read_csv(
+        path,
+        dtype={
+            "path": str,
+            "label": str,
+            "split": str,
+            "sha256": str,
+            "mode": str,
+            "decode_status": str,
+            "error": str,
+        },
+        keep_default_na=False,
+        na_values={"width": [""], "height": [""]},
+        encoding="utf-8",
+    ).replace({"mode": {"": None}})
 
 
 def class_list(params: Params, ingest: dict[str, Any]) -> list[str]:
@@ -42,8 +68,6 @@ def load_splits(
 
     ``image_size`` overrides ``model.image_size`` (a champion is scored at its own resolution).
     """
-    from tlops.steps.validate_data import load_manifest
-
     ingest = ingest_info(ingest_dir)
     manifest = load_manifest(ingest_dir)
     return {
@@ -52,7 +76,7 @@ def load_splits(
             manifest,
             split,
             classes,
-            params.model.image_size,
+            image_size or params.model.image_size,
             params.image,
             params.extract_features.cache_dir / "images",
             str(ingest["data_version"]),
@@ -60,9 +84,3 @@ def load_splits(
         )
         for split in splits
     }
-
-
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-serialisable parts."""
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

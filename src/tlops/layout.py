@@ -1,0 +1,23 @@
+"""The files inside the directories that travel between steps (one place, read by all).
+
+A step reads another step's output by these names, never by importing that step.
+"""
+
+# ingest_data -> dataset
+MANIFEST_FILE = "manifest.csv"
+INGEST_FILE = "ingest.json"
+IMAGES_DIR = "images"
+# validate_data -> report
+VALIDATION_FILE = "validation.json"
+SUMMARY_FILE = "summary.md"
+DOCS_DIR = "data_docs"
+# extract_features -> features
+FEATURES_FILE = "features.json"
+# train -> model
+MODEL_FILE = "model.pt"
+TRAIN_FILE = "train.json"
+# evaluate -> evaluation
+METRICS_FILE = "metrics.json"
+EVALUATION_FILE = "evaluation.json"
+# register_model -> decision
+DECISION_FILE = "decision.json"

@@ -1,0 +1,169 @@
+"""How every runner calls a step: ``tlops step``, dvc.yaml stages and KFP components.
+
+:func:`execute` checks the inputs against the step's declaration, gives the step its MLflow
+run as the declaration says (:mod:`tlops.tracking.lifecycle`), times it, and leaves a record
+next to its outputs. :func:`run_component` maps KFP artifacts onto it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tlops.config import Params
+from tlops.steps.declarations import spec_of
+from tlops.steps.spec import StepFailure, StepIO, StepResult, StepSpec, Tracking
+from tlops.tracking import lifecycle
+
+
+def _check_inputs(spec: StepSpec, inputs: Mapping[str, Path]) -> dict[str, Path]:
+    known = {port.name for port in spec.inputs}
+    unknown = sorted(set(inputs) - known)
+    if unknown:
+        raise ValueError(f"step {spec.name}: no input {unknown[0]!r} (inputs: {sorted(known)})")
+    for port in spec.inputs:
+        path = inputs.get(port.name)
+        if path is None:
+            if not port.optional:
+                raise ValueError(f"step {spec.name}: input {port.name!r} is required")
+            continue
+        if not path.is_dir():
+            producer = f" (an output of {port.producer[0]})" if port.producer else ""
+            raise FileNotFoundError(
+                f"{path}: input {port.name!r} of {spec.name} not found{producer}"
+            )
+    return dict(inputs)
+
+
+def execute(
+    name: str,
+    params: Params,
+    inputs: Mapping[str, Path],
+    outputs: Mapping[str, Path],
+    args: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> StepResult:
+    """Run step ``name`` as its declaration says.
+
+    Args:
+        name: The step.
+        params: Resolved params.
+        inputs: Input port -> directory.
+        outputs: Output directory port -> directory.
+        args: Scalar arguments (declared defaults fill the rest).
+        progress: Progress callback for long loops.
+
+    Returns:
+        The step's result.
+
+    Raises:
+        ValueError: An unknown or missing port or argument.
+        FileNotFoundError: An input directory does not exist.
+        Whatever the step raised, after its MLflow run (if any) is marked FAILED.
+    """
+    spec = spec_of(name)
+    checked = _check_inputs(spec, inputs)
+    missing = [port.name for port in spec.dirs if port.name not in outputs]
+    if missing:
+        raise ValueError(f"step {name}: output {missing[0]!r} is required")
+    declared = {arg.name: arg.default for arg in spec.args}
+    unknown = sorted(set(args or {}) - set(declared))
+    if unknown:
+        raise ValueError(f"step {name}: no argument {unknown[0]!r} (arguments: {sorted(declared)})")
+    resolved_args = {**declared, **(args or {})}
+    module = importlib.import_module(f"tlops.steps.{name}")
+    run: lifecycle.RunLog | None = None
+    if spec.tracking == Tracking.OPENS:
+        run = lifecycle.open_run(params, checked)
+    elif spec.tracking in (Tracking.JOINS, Tracking.CLOSES):
+        run = lifecycle.join_run(params, checked)
+    started = time.perf_counter()
+    io = StepIO(checked, {p.name: outputs[p.name] for p in spec.dirs}, resolved_args, run, progress)
+    try:
+        result: StepResult = module.run(params, io)
+    except BaseException as exc:
+        _record_failure(spec, params, run, exc)
+        raise
+    seconds = time.perf_counter() - started
+    domain = None
+    if spec.per_domain:  # from the argument, or from what the step found in its input
+        found = [md.get("domain") for md in result.metadata.values() if md.get("domain")]
+        domain = resolved_args.get("domain") or (found[0] if found else None)
+    for port in spec.dirs:
+        lifecycle.write_step_record(io.outputs[port.name], name, seconds, domain)
+        if run is not None:
+            run.stamp(io.outputs[port.name])
+    if run is not None:
+        run.metrics({f"step_seconds.{name}": seconds})
+        if spec.tracking == Tracking.CLOSES:
+            run.close(ok=True)
+    return result
+
+
+def _record_failure(
+    spec: StepSpec, params: Params, run: lifecycle.RunLog | None, error: BaseException
+) -> None:
+    """Mark the run FAILED (or record a failed validation), never hiding the step's error."""
+    try:
+        if run is not None:
+            run.fail(error)
+        elif spec.tracking == Tracking.FAILURE and isinstance(error, StepFailure):
+            lifecycle.record_failure(params, spec.name, error, [error.report_dir])
+    except Exception as tracking_error:  # an unreachable server must not mask the cause
+        print(
+            f"warning: could not record the failure of {spec.name} in MLflow: {tracking_error}",
+            file=sys.stderr,
+        )
+
+
+def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **args: str) -> None:
+    """The body of every KFP component: artifacts (``.path``, ``.metadata``) in and out.
+
+    Args:
+        name: The step.
+        params_json: The resolved params.yaml as JSON (the pipeline's ``params``).
+        artifacts: Port -> KFP artifact (None for an optional input not given).
+        **args: The step's scalar arguments.
+    """
+    os.environ.setdefault(lifecycle.RUNNER_ENV, "kfp")
+    spec = spec_of(name)
+    params = Params.model_validate_json(params_json)
+    inputs = {
+        port.name: Path(artifacts[port.name].path)
+        for port in spec.inputs
+        if artifacts.get(port.name) is not None
+    }
+    outputs = {port.name: Path(artifacts[port.name].path) for port in spec.dirs}
+    try:
+        result = execute(name, params, inputs, outputs, args)
+    except StepFailure as exc:
+        _publish_views(spec, artifacts, _failure_views(exc))
+        raise
+    for port, metadata in result.metadata.items():
+        artifacts[port].metadata.update(metadata)
+    _publish_views(spec, artifacts, result)
+
+
+def _failure_views(exc: StepFailure) -> StepResult:
+    summary = exc.report_dir / "summary.md"
+    return StepResult(str(exc), views={"summary": summary} if summary.is_file() else {})
+
+
+def _publish_views(spec: StepSpec, artifacts: Mapping[str, Any], result: StepResult) -> None:
+    for port in spec.outputs:
+        if not port.view:
+            continue
+        artifact = artifacts[port.name]
+        if port.kind == "Metrics":
+            for key, value in result.metrics.items():
+                artifact.log_metric(key, float(value))
+        elif port.kind == "ClassificationMetrics" and result.confusion is not None:
+            artifact.log_confusion_matrix(*result.confusion)
+        elif port.name in result.views:
+            shutil.copy(result.views[port.name], artifact.path)

@@ -1,0 +1,163 @@
+"""The MLflow run of a pipeline run, from start to end: the one module every runner goes through.
+
+One MLflow run per trained model. The step that trains opens it (:func:`open_run`): it logs the
+resolved params, the tags (git sha, backbone, strategy, runner, data versions) and what its
+inputs carry (validation summaries, the seconds each upstream step took); every later step
+finds the run id in the directory it came from (:data:`RUN_FILE`), logs into it
+(:func:`join_run`), and the last one closes it (:meth:`RunLog.close`). Steps that may be cached
+never see a run id, so a cached result can never point at an old run. A step that fails marks
+the run FAILED; a validation failure, which happens before any run exists, is recorded as a
+FAILED run of its own with its report (:func:`record_failure`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlops.config import Params
+from tlops.io import read_json, write_json
+from tlops.layout import INGEST_FILE, SUMMARY_FILE, VALIDATION_FILE
+from tlops.tracking import runs
+
+RUN_FILE = "mlflow_run.json"
+STEP_FILE = "step.json"
+RUNNER_ENV = "TLOPS_RUNNER"
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """An open MLflow run and the tracking params it lives under."""
+
+    params: Params
+    run_id: str
+
+    def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
+        """Log finite metrics."""
+        runs.log_metrics(self.params.tracking, self.run_id, values, step)
+
+    def tags(self, values: Mapping[str, Any]) -> None:
+        """Set tags."""
+        runs.set_tags(self.params.tracking, self.run_id, values)
+
+    def artifacts(self, paths: list[Path], artifact_path: str) -> None:
+        """Upload files (and folders) under ``artifact_path``."""
+        runs.log_artifacts(self.params.tracking, self.run_id, paths, artifact_path)
+
+    def epoch(self, row: Mapping[str, float]) -> None:
+        """Log one epoch's metrics at step = epoch."""
+        self.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+    def close(self, ok: bool) -> None:
+        """End the run as FINISHED or FAILED."""
+        runs.end_run(self.params.tracking, self.run_id, ok)
+
+    def fail(self, error: BaseException) -> None:
+        """End the run as FAILED, with the error's first line as a tag."""
+        self.tags({"error": _first_line(error)})
+        self.close(ok=False)
+
+    def stamp(self, out_dir: Path) -> None:
+        """Leave the run id in an output directory, for the steps downstream of it."""
+        write_json(out_dir / RUN_FILE, {"run_id": self.run_id})
+
+
+def runner() -> str:
+    """Which runner called the step: ``kfp``, ``dvc`` or ``cli`` (``TLOPS_RUNNER`` wins)."""
+    if os.environ.get(RUNNER_ENV):
+        return os.environ[RUNNER_ENV]
+    return "dvc" if os.environ.get("DVC_STAGE") else "cli"  # DVC sets it for stage commands
+
+
+def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
+    """Start the MLflow run of a new model and log what its inputs carry.
+
+    Args:
+        params: Resolved params (all of them are logged, flattened).
+        inputs: The training step's input directories (ingest and validation outputs...).
+    """
+    versions = {
+        f"data_version.{info['domain']}": info["data_version"]
+        for info in (_ingest_info(path) for path in inputs.values())
+        if info is not None
+    }
+    tags = {
+        "git_sha": runs.git_sha(),
+        "backbone": params.model.backbone,
+        "strategy": params.train.strategy,
+        "runner": runner(),
+        **versions,
+    }
+    if "data_version.target" in versions:
+        tags["data_version"] = versions["data_version.target"]
+    name = f"{params.train.strategy} {params.model.backbone.split(':')[-1]}"
+    run = RunLog(params, runs.start_run(params.tracking, name, params.to_flat_dict(), tags))
+    record_inputs(run, inputs)
+    return run
+
+
+def join_run(params: Params, inputs: Mapping[str, Path]) -> RunLog | None:
+    """The run an input directory was stamped with (:meth:`RunLog.stamp`), if any."""
+    for path in inputs.values():
+        if (path / RUN_FILE).is_file():
+            return RunLog(params, str(read_json(path / RUN_FILE)["run_id"]))
+    return None
+
+
+def record_inputs(run: RunLog, inputs: Mapping[str, Path]) -> None:
+    """Log the validation reports and upstream step timings found in ``inputs``."""
+    for path in inputs.values():
+        record = _step_record(path)
+        if record is not None:
+            label = record["step"] + (f".{record['domain']}" if record.get("domain") else "")
+            run.metrics({f"step_seconds.{label}": float(record["seconds"])})
+        report = path / VALIDATION_FILE
+        if report.is_file():
+            domain = read_json(report).get("domain") or "data"
+            run.artifacts([path / SUMMARY_FILE, report], f"validate_data/{domain}")
+
+
+def record_failure(params: Params, step: str, error: BaseException, outputs: list[Path]) -> str:
+    """A FAILED run for a failure before any run exists (a validation that did not pass).
+
+    Returns:
+        The run id.
+    """
+    tags = {"git_sha": runs.git_sha(), "runner": runner(), "failed_step": step}
+    run = RunLog(
+        params, runs.start_run(params.tracking, f"{step} failed", params.to_flat_dict(), tags)
+    )
+    run.tags({"error": _first_line(error)})
+    for out in outputs:
+        files = [out / SUMMARY_FILE, out / VALIDATION_FILE]
+        run.artifacts([f for f in files if f.is_file()], step)
+    run.close(ok=False)
+    return run.run_id
+
+
+def write_step_record(out_dir: Path, step: str, seconds: float, domain: str | None) -> None:
+    """What ran, when and how long, next to a step's output (logged by the run downstream)."""
+    record = {"step": step, "seconds": seconds, "finished": time.time(), "domain": domain}
+    write_json(out_dir / STEP_FILE, record)
+
+
+def _step_record(path: Path) -> dict[str, Any] | None:
+    record = path / STEP_FILE
+    return dict(read_json(record)) if record.is_file() else None
+
+
+def _ingest_info(path: Path) -> dict[str, Any] | None:
+    info = path / INGEST_FILE
+    if not info.is_file():
+        return None
+    payload = read_json(info)
+    return {"data_version": payload["data_version"], "domain": payload.get("domain", "target")}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
