@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint compile repro ui lock clean
+.PHONY: help setup run test lint compile generate repro ui lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	@echo "installing $(LOCK) into $(VENV) (first time: a few minutes)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# components/ and pipelines/ are not in the distribution: put the checkout on the venv's path
+	$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'tlops-checkout.pth').write_text('$(CURDIR)\n')"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -36,12 +38,17 @@ run: setup ## materialize the demo data (once) and run the pipeline on it
 test: setup ## run the whole test suite
 	pytest
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy, the import contract (layers, no circles), generated files up to date
 	ruff check .
 	mypy
+	lint-imports
+	tlops generate --check
 
 compile: setup ## regenerate pipelines/compiled/*.yaml (the golden files a test compares)
 	tlops compile --out pipelines/compiled/training.yaml
+
+generate: setup ## regenerate components/, dvc.yaml and README's step table from the declarations
+	tlops generate
 
 repro: setup ## the same steps through DVC (dvc.yaml)
 	tlops data demo --if-missing
