@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tlops.config import SPLITS, Params
-from tlops.data.tensors import SplitTensors, load_split
 from tlops.io import read_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE
+
+if TYPE_CHECKING:  # torch is imported only by the steps that decode images
+    from tlops.data.tensors import SplitTensors
 
 
 def ingest_info(ingest_dir: Path) -> dict[str, Any]:
@@ -68,6 +70,8 @@ def load_splits(
 
     ``image_size`` overrides ``model.image_size`` (a champion is scored at its own resolution).
     """
+    from tlops.data.tensors import load_split
+
     ingest = ingest_info(ingest_dir)
     manifest = load_manifest(ingest_dir)
     return {

@@ -25,7 +25,7 @@ from tlops.tracking.registry import aliases_of, describe, promote
 from tlops.tracking.runs import git_sha
 from tlops.tracking.serving import log_and_register, to_pixels
 
-EXAMPLE_IMAGES = 4
+EXAMPLE_IMAGES = 1  # the input example is JSON: each 64 px image adds ~100 KB to write and validate
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ from tlops.train.strategies.base import Batch, Need, Schedule, Strategy, TrainDa
 
 
 class LinearProbe(Strategy):
-    """Full-batch AdamW on frozen features (seconds); the best val epoch is kept.
+    """A new linear head, trained by full-batch AdamW on frozen features (seconds).
 
     No early stopping: full-batch epochs are tiny steps, so a few flat epochs say little; the
-    best epoch is still the one returned. Only the head is checkpointed (the backbone never
+    best val epoch is the one returned. Only the head is checkpointed (the backbone never
     changes).
     """
 
@@ -30,7 +30,11 @@ class LinearProbe(Strategy):
         return Schedule(probe.epochs, probe.lr, probe.weight_decay, 0.0, early_stopping=False)
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
-        """The loss, and the features as float tensors on ``device``."""
+        """A fresh head drawn from ``train.seed``, the loss, the features on ``device``."""
+        # the probe is a new linear classifier on frozen features: the same seed gives the same
+        # head whatever the model's construction drew from the random stream before
+        torch.manual_seed(self.cfg.seed)
+        model.head.reset_parameters()
         super().prepare(model, data, device)
         assert data.train_features is not None and data.val_features is not None
         x, y = data.train_features
