@@ -191,3 +191,33 @@ def test_gradual_unfreezing_and_class_weights(tiny: Tiny, tmp_path: Path) -> Non
     assert train(tiny, tmp_path / "g", params).epochs_run == 3
     strategy = get_strategy(params.train)
     assert [strategy.trainable_stages(epoch) for epoch in range(3)] == [2, 4, None]
+
+
+def test_a_new_strategy_with_its_own_module_needs_no_change_to_the_loop(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    from torch import nn
+
+    from tlops.data.tensors import normalize
+    from tlops.train.strategies.supervised import FineTune
+
+    class WithCritic(FineTune):  # the shape of a domain-adaptation strategy: an extra module
+        name = "with_critic"
+
+        def __init__(self, cfg: TrainConfig) -> None:
+            super().__init__(cfg)
+            self.extra["critic"] = nn.Linear(1280, 1)
+
+        def loss(self, model: Any, batch: Any, generator: torch.Generator) -> torch.Tensor:
+            x = normalize(batch[0], model.mean, model.std)
+            critic = self.extra["critic"](model.features(x)).pow(2).mean()
+            return super().loss(model, batch, generator) + 0.1 * critic
+
+    params, dataset, _ = tiny
+    strategy, model, data, cfg = _loop(params, dataset)
+    with_critic = WithCritic(cfg)
+    before = with_critic.extra["critic"].weight.detach().clone()
+    fit(with_critic, model, data, cfg, tmp_path / "ckpt", "critic", torch.device("cpu"))
+    assert not torch.equal(before, with_critic.extra["critic"].weight)  # optimised by the loop
+    saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    assert "modules.critic.weight" in saved["state"]  # and checkpointed, so resume is exact

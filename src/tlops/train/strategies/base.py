@@ -76,6 +76,9 @@ class Strategy(ABC):
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.criterion: nn.Module = nn.CrossEntropyLoss()
+        # extra trainable modules (a domain discriminator, ...): a subclass adds them here, so
+        # that modules() is the same object for the optimiser, the checkpoints and the loss
+        self.extra = nn.ModuleDict()
 
     def schedule(self) -> Schedule:
         """Epochs, learning rate, weight decay and warmup (``train`` params by default)."""
@@ -91,8 +94,8 @@ class Strategy(ABC):
         )
 
     def modules(self) -> nn.ModuleDict:
-        """Extra trainable modules beside the model (a domain discriminator, ...): none here."""
-        return nn.ModuleDict()
+        """Extra trainable modules beside the model (none for the supervised strategies)."""
+        return self.extra
 
     @abstractmethod
     def param_groups(self, model: TransferModel) -> list[dict[str, Any]]:
