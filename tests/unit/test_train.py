@@ -214,7 +214,7 @@ def test_a_new_strategy_with_its_own_module_needs_no_change_to_the_loop(
             return super().loss(model, batch, generator) + 0.1 * critic
 
     params, dataset, _ = tiny
-    strategy, model, data, cfg = _loop(params, dataset)
+    _, model, data, cfg = _loop(params, dataset)
     with_critic = WithCritic(cfg)
     before = with_critic.extra["critic"].weight.detach().clone()
     fit(with_critic, model, data, cfg, tmp_path / "ckpt", "critic", torch.device("cpu"))
