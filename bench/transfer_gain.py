@@ -133,9 +133,9 @@ def run_probe(
 
 def source_model(params: Params, work: Path) -> Path:
     """Fine-tune ImageNet Lite0 on the MNIST source domain (2 epochs, all layers)."""
-    ingest = work / "source_ingest"
-    ingest(params, work / "source", ingest)
-    splits = load_splits(params, ingest, CLASSES, ("train", "val"))
+    ingested = work / "source_ingest"
+    ingest(params, work / "source", ingested)
+    splits = load_splits(params, ingested, CLASSES, ("train", "val"))
     cfg = params.train.model_copy(update={"epochs": 2, "trainable_stages": None, "batch_size": 64})
     seed_everything(0)
     model = create_model(LITE0, CLASSES, pretrained=True, dropout=params.model.dropout)
