@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -429,10 +429,15 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _is_open_mapping(parents: list[str]) -> bool:
-    """Sections whose keys are free (a dict field), where a new key is allowed."""
-    open_fields = {
-        ("kfp", "resources"),
-        ("kfp", "secrets"),
-        ("train", "unfreeze_milestones"),
-    }
-    return tuple(parents[:2]) in open_fields and len(parents) == 2
+    """True when ``parents`` names a dict field of :class:`Params` (its keys are free)."""
+    model: type[BaseModel] = Params
+    for depth, part in enumerate(parents):
+        field = model.model_fields.get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+            continue
+        return depth == len(parents) - 1 and get_origin(annotation) is dict
+    return False
