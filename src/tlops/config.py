@@ -8,17 +8,44 @@ never change the configuration another step sees.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 class ConfigError(ValueError):
     """A params file that is missing, unreadable or breaks a rule."""
+
+
+NUMERICS_FORMS = (
+    "auto | fp32 | bf16 | fp16 | <fp32|bf16|fp16>+<channels_last|contiguous>+<eager|compile>"
+)
+_NUMERICS = re.compile(
+    r"auto|fp32|bf16|fp16|(fp32|bf16|fp16)\+(channels_last|contiguous)\+(eager|compile)"
+)
+
+
+def _numerics(value: str) -> str:
+    if not _NUMERICS.fullmatch(value):
+        raise ValueError(f"{value!r} is not a numerics setting: expected {NUMERICS_FORMS}")
+    return value
+
+
+# How a model step computes (see tlops.models.numerics): auto measures, the rest pin.
+NumericsSetting = Annotated[str, AfterValidator(_numerics)]
 
 
 class _Section(BaseModel):
@@ -151,6 +178,7 @@ class ExtractConfig(_Section):
 
     batch_size: int = Field(default=256, ge=1)
     cache_dir: Path = Path(".cache/tlops")
+    numerics: NumericsSetting = "auto"
 
 
 class AugmentConfig(_Section):
@@ -195,6 +223,7 @@ class TrainConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
+    numerics: NumericsSetting = "auto"
     seed: int = 0
 
 
@@ -209,6 +238,7 @@ class EvaluateConfig(_Section):
 
     batch_size: int = Field(default=256, ge=1)
     calibration_bins: int = Field(default=15, ge=2)
+    numerics: NumericsSetting = "auto"
 
 
 class GatePolicy(_Section):

@@ -144,6 +144,10 @@ def test_run_logs_params_curves_plots_and_decision(
     for tag in ("git_sha", "data_version", "backbone", "strategy", "init", "gate.promote"):
         assert tag in run.data.tags, tag
     assert run.data.tags["runner"] == "kfp"
+    # the numerics each model step computed with, and why (a demo this small is not calibrated)
+    assert run.data.tags["numerics"] == "fp32+channels_last+eager"
+    assert run.data.tags["numerics.source"] == "default"
+    assert run.data.tags["numerics.evaluate"] == "fp32+channels_last+eager"
     for step in ("ingest_data.target", "validate_data.target", "train", "evaluate"):
         assert f"step_seconds.{step}" in run.data.metrics, step
     assert len(c.get_metric_history(run.info.run_id, "val_accuracy")) == 2

@@ -221,3 +221,18 @@ def test_a_new_strategy_with_its_own_module_needs_no_change_to_the_loop(
     assert not torch.equal(before, with_critic.extra["critic"].weight)  # optimised by the loop
     saved = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert "modules.critic.weight" in saved["state"]  # and checkpointed, so resume is exact
+
+
+def test_the_numerics_choice_is_recorded_with_the_model(tiny: Tiny, tmp_path: Path) -> None:
+    params, _, _ = tiny
+    pinned = train(tiny, tmp_path / "p", _with(params, numerics="fp32+contiguous+eager"))
+    assert (pinned.numerics.source, pinned.numerics.numerics.spec) == (
+        "pinned",
+        "fp32+contiguous+eager",
+    )
+    summary = read_json(tmp_path / "p" / "train.json")
+    assert summary["numerics"] == "fp32+contiguous+eager"
+    assert summary["numerics_choice"]["source"] == "pinned"
+    auto = train(tiny, tmp_path / "a")  # 3 epochs of 3 batches: not worth calibrating
+    assert auto.numerics.source == "default" and "too short" in auto.numerics.reason
+    assert read_json(tmp_path / "a" / "train.json")["numerics"] == "fp32+channels_last+eager"

@@ -144,6 +144,7 @@ STEPS: tuple[StepSpec, ...] = (
             "image",
             "validate_data.classes",
             "register_model.model_name",
+            "extract_features.cache_dir",
             "runtime",
             "tracking",
         ),

@@ -23,9 +23,10 @@ from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
 from tlops.io import atomic_dir, write_json
 from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE
-from tlops.models.inference import predict_logits
+from tlops.models.inference import inference_numerics, predict_logits
 from tlops.models.init import load_model, model_from_checkpoint, resolve_init
 from tlops.models.model import TransferModel
+from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version, champion_uri
@@ -47,13 +48,23 @@ class EvaluateResult:
 def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str, Any]:
     """All metrics of ``model`` on a split."""
     device = resolve_device(params.runtime.device)
-    logits = predict_logits(model.to(device), test, params.evaluate.batch_size, device)
+    batch_size = params.evaluate.batch_size
+    choice = inference_numerics(
+        params.evaluate.numerics,
+        model,
+        [test],
+        batch_size,
+        device,
+        params.extract_features.cache_dir / CACHE_FILE,
+    )
+    logits = predict_logits(model.to(device), test, batch_size, device, choice.numerics)
     probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
     result = classification_metrics(
         probs, test.labels, model.classes, params.evaluate.calibration_bins
     )
     result["predicted"] = probs.argmax(axis=1).tolist() if len(probs) else []
     result["confidence"] = probs.max(axis=1).tolist() if len(probs) else []
+    result["numerics"] = choice.as_dict()
     return result
 
 
@@ -138,6 +149,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "champion": champion,
                 "champion_note": note,
                 "model": str(model_dir / MODEL_FILE),
+                "numerics": result["numerics"],
             },
         )
         with (staging / "per_class.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -176,7 +188,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         io.run.metrics({f"test_{k}": v for k, v in overall.items()})
         if champion is not None:
             io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
-        io.run.tags({"champion.compared": note})
+        io.run.tags(
+            {"champion.compared": note, "numerics.evaluate": result["numerics"]["numerics"]}
+        )
         io.run.artifacts(sorted(out_dir.iterdir()), "evaluate")
     primary = params.register_model.gate.primary_metric
     return StepResult(

@@ -20,8 +20,9 @@ from tlops.config import SPLITS, Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import FEATURES_FILE
-from tlops.models.inference import pooled_features
+from tlops.models.inference import inference_numerics, pooled_features
 from tlops.models.init import create_model
+from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
 
@@ -61,6 +62,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         params.model.image_size,
         params.image.model_dump(mode="json"),
         classes,
+        params.extract_features.numerics,  # the setting: auto's choice is in features.json
     )
     cached = params.extract_features.cache_dir / "features" / key
     reused = (cached / FEATURES_FILE).is_file()
@@ -68,12 +70,22 @@ def run(params: Params, io: StepIO) -> StepResult:
         splits = load_splits(params, ingest_dir, classes, progress=progress)
         device = resolve_device(params.runtime.device)
         model = create_model(params.model.backbone, classes, params.model.pretrained)
+        batch_size = params.extract_features.batch_size
+        choice = inference_numerics(
+            params.extract_features.numerics,
+            model,
+            [splits[s] for s in SPLITS],
+            batch_size,
+            device,
+            params.extract_features.cache_dir / CACHE_FILE,
+            features=True,
+        )
         counts, seconds = {}, 0.0
         with atomic_dir(cached) as staging:
             for split in SPLITS:
                 started = time.perf_counter()
                 features = pooled_features(
-                    model, splits[split], params.extract_features.batch_size, device
+                    model, splits[split], batch_size, device, choice.numerics
                 )
                 seconds += time.perf_counter() - started
                 np.save(staging / f"{split}.npy", features)
@@ -101,6 +113,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                     "seconds": seconds,
                     "images_per_s": total / seconds if seconds else 0.0,
                     "device": str(device),
+                    "numerics": choice.as_dict(),
                 },
             )
     meta = read_json(cached / FEATURES_FILE)
@@ -118,7 +131,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
     return StepResult(
         f"extract_features: {result.counts} images, {result.num_features} features, "
-        f"{'reused' if reused else 'computed'} ({result.images_per_s:.0f} images/s) -> {out_dir}",
+        f"{'reused' if reused else 'computed'} ({result.images_per_s:.0f} images/s, "
+        f"{meta.get('numerics', {}).get('numerics', 'fp32')}) -> {out_dir}",
         metadata={
             "features": {
                 "backbone": params.model.backbone,

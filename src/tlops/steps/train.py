@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,11 @@ from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import FEATURES_FILE, MODEL_FILE, TRAIN_FILE, VALIDATION_FILE
 from tlops.models.init import create_model, resolve_init
 from tlops.models.model import TransferModel
+from tlops.models.numerics import CACHE_FILE, Choice, fall_back
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps.spec import StepIO, StepResult
 from tlops.train.loop import TrainOutcome, fit
+from tlops.train.numerics import training_numerics
 from tlops.train.strategies import Need, Strategy, TrainData, get_strategy
 
 
@@ -46,6 +49,7 @@ class TrainResult:
     resumed_from_epoch: int | None
     seconds: float
     train_images_per_s: float
+    numerics: Choice
     out_dir: Path
 
 
@@ -124,16 +128,20 @@ def run(params: Params, io: StepIO) -> StepResult:
     seed_everything(cfg.seed)
     classes = class_list(params, ingest)
     model = _build(params, strategy, classes)
+    data = _data(strategy, params, io, classes)
+    device = resolve_device(params.runtime.device)
+    cache_file = params.extract_features.cache_dir / CACHE_FILE
+    choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     key = fingerprint(
         ingest["data_version"],
         classes,
         params.model.model_dump(mode="json"),
         cfg.model_dump(mode="json"),
         params.image.model_dump(mode="json"),
+        choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
     )
     root = io.args.get("checkpoint_root")
     checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
-    data = _data(strategy, params, io, classes)
     outcome: TrainOutcome = fit(
         strategy,
         model,
@@ -141,9 +149,13 @@ def run(params: Params, io: StepIO) -> StepResult:
         cfg,
         checkpoints,
         key,
-        resolve_device(params.runtime.device),
+        device,
         io.run.epoch if io.run is not None else None,
+        choice.numerics,
     )
+    if outcome.fallback:
+        sys.stderr.write(f"train: {outcome.fallback}\n")
+        fall_back(choice, outcome.fallback, cache_file)
     model.cpu()
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
@@ -153,6 +165,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         "data_version": ingest["data_version"],
         "run_key": key,
         **{k: v for k, v in asdict(outcome).items() if k != "history"},
+        "numerics_choice": choice.as_dict(),
     }
     with atomic_dir(out_dir) as staging:
         torch.save(model.checkpoint(), staging / MODEL_FILE)
@@ -173,12 +186,25 @@ def run(params: Params, io: StepIO) -> StepResult:
     # the next identical run, which should train (and reproduce) for real.
     shutil.rmtree(checkpoints, ignore_errors=True)
     if io.run is not None:
-        io.run.tags({"init": model.weights})
+        io.run.tags(
+            {
+                "init": model.weights,
+                "numerics": outcome.numerics,
+                "numerics.source": choice.source,
+                "numerics.reason": choice.reason,
+                **({"numerics.fallback": outcome.fallback} if outcome.fallback else {}),
+            }
+        )
         io.run.metrics(
             {
                 "best_epoch": outcome.best_epoch,
                 "train_seconds": outcome.seconds,
                 "train_images_per_s": outcome.train_images_per_s,
+                "numerics.calibration_seconds": choice.spent_seconds,
+                **{
+                    f"numerics.step_ms.{spec.replace('+', '.')}": 1000 * seconds
+                    for spec, seconds in choice.timings.items()
+                },
             }
         )
         io.run.artifacts([out_dir / "training_curves.png", out_dir / "history.csv"], "train")
@@ -190,6 +216,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         outcome.resumed_from_epoch,
         outcome.seconds,
         outcome.train_images_per_s,
+        choice,
         out_dir,
     )
     resumed = (
@@ -199,7 +226,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
     return StepResult(
         f"train: {cfg.strategy}, {result.epochs_run} epoch(s), best epoch {result.best_epoch} "
-        f"({result.best_metric:.4f}){resumed} -> {out_dir}",
+        f"({result.best_metric:.4f}){resumed}, {choice.describe()} -> {out_dir}",
         metadata={
             "model": {
                 "backbone": params.model.backbone,

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from tlops.config import TrainConfig
-from tlops.models.inference import autocast
+from tlops.models.inference import FP32
 from tlops.models.model import TransferModel
+from tlops.models.numerics import Numerics
 from tlops.train.strategies import Strategy, TrainData
 
 CHECKPOINT = "last.pt"
@@ -40,6 +41,12 @@ class TrainOutcome:
     resumed_from_epoch: int | None
     seconds: float
     train_images_per_s: float
+    numerics: str  # the spec of what trained (fp32 after a fallback)
+    fallback: str | None = None  # why reduced precision was abandoned, if it was
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite."""
 
 
 def val_metrics(logits: torch.Tensor, labels: np.ndarray, n_classes: int) -> dict[str, float]:
@@ -109,8 +116,13 @@ def fit(
     fingerprint: str,
     device: torch.device,
     on_epoch: EpochCallback | None = None,
+    numerics: Numerics = FP32,
 ) -> TrainOutcome:
     """Train ``model`` with ``strategy``; checkpoint every epoch and resume exactly.
+
+    A loss that turns non-finite under bf16/fp16 autocast restarts the training from its
+    initial state in fp32 (same layout), which then ends exactly as a run pinned to fp32 would;
+    ``TrainOutcome.fallback`` says why. A non-finite loss in fp32 is an error.
 
     Args:
         strategy: What to train on and how (its loss, parameter groups, freezing).
@@ -122,18 +134,52 @@ def fit(
             another fingerprint is ignored, never resumed.
         device: Where to train.
         on_epoch: Called with the metrics of every ``strategy.log_every``-th epoch and the last.
+        numerics: Precision, memory layout and compilation (see :mod:`tlops.models.numerics`).
 
     Returns:
         The history and best epoch; ``model`` holds the best epoch's weights.
+
+    Raises:
+        NonFiniteLoss: The loss is NaN or infinite in fp32.
     """
     started = time.perf_counter()
+    model.to(device).to(memory_format=numerics.memory_format)
+    strategy.numerics = numerics
+    strategy.modules().to(device)
+    strategy.prepare(model, data, device)
+    initial = {k: v.detach().clone() for k, v in strategy.state(model).items()}
+    if numerics.compile:
+        model.compile()  # in place: the state dict keeps its keys
+    try:
+        outcome = _fit(strategy, model, data, cfg, checkpoint_dir, fingerprint, device, on_epoch)
+    except NonFiniteLoss as exc:
+        if numerics.precision == "fp32":
+            raise
+        numerics = Numerics("fp32", numerics.channels_last, numerics.compile)
+        strategy.numerics = numerics
+        strategy.load_state(model, initial)
+        strategy.prepare(model, data, device)
+        outcome = _fit(strategy, model, data, cfg, checkpoint_dir, fingerprint, device, on_epoch)
+        outcome.fallback = f"{exc}; trained again from the start in fp32"
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _fit(
+    strategy: Strategy,
+    model: TransferModel,
+    data: TrainData,
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    fingerprint: str,
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+) -> TrainOutcome:
+    """:func:`fit` with the model and strategy prepared, in ``strategy.numerics``."""
+    numerics = strategy.numerics
     n_classes = len(model.classes)
     plan = strategy.schedule()
-    # channels-last on CPU too: oneDNN's convolutions (depthwise ones above all) run 2-3x
-    # faster on NHWC than on NCHW here (bench/throughput.py)
-    model.to(device).to(memory_format=torch.channels_last)
-    extra = strategy.modules().to(device)
-    strategy.prepare(model, data, device)
+    extra = strategy.modules()
     groups = strategy.param_groups(model)
     if len(extra):
         groups.append({"params": list(extra.parameters()), "lr": plan.lr})
@@ -152,7 +198,7 @@ def fit(
     last = checkpoint_dir / CHECKPOINT
     if last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fingerprint:
+        if state.get("fingerprint") == fingerprint and state.get("numerics") == numerics.spec:
             strategy.load_state(model, state["state"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -164,8 +210,7 @@ def fit(
             )
             best_state = state["best_state"]
             start_epoch = resumed = state["epoch"] + 1
-    scaler_needed = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=scaler_needed)
+    scaler = torch.amp.GradScaler(device.type, enabled=numerics.needs_scaler)
     trained, train_seconds = 0, 0.0
     patience = cfg.early_stopping.patience
     stopped_early = plan.early_stopping and bad_epochs >= patience
@@ -179,16 +224,22 @@ def fit(
         extra.train()
         epoch_start = time.perf_counter()
         running, seen = 0.0, 0
-        for batch in strategy.batches(data, generator, device):
-            with autocast(device):
+        for step, batch in enumerate(strategy.batches(data, generator, device)):
+            with numerics.autocast(device):
                 loss = strategy.loss(model, batch, generator)
+            value = loss.item()  # the one sync per step the running mean needs anyway
+            if not math.isfinite(value):
+                raise NonFiniteLoss(
+                    f"loss is {value} at epoch {epoch}, step {step} in {numerics.precision}"
+                    + ("" if numerics.precision != "fp32" else ": lower train.lr")
+                )
             optimizer.zero_grad(set_to_none=True)
             scaled: Any = scaler.scale(loss)  # torch's backward() is untyped
             scaled.backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            running += loss.item() * len(batch[1])
+            running += value * len(batch[1])
             seen += len(batch[1])
         epoch_seconds = time.perf_counter() - epoch_start
         trained += seen
@@ -216,6 +267,7 @@ def fit(
         _save_atomic(
             {
                 "fingerprint": fingerprint,
+                "numerics": numerics.spec,
                 "epoch": epoch,
                 "state": strategy.state(model),
                 "optimizer": optimizer.state_dict(),
@@ -238,6 +290,7 @@ def fit(
         best_metric=best_metric,
         stopped_early=stopped_early,
         resumed_from_epoch=resumed,
-        seconds=time.perf_counter() - started,
+        seconds=0.0,  # set by fit, which also counts the preparation
         train_images_per_s=trained / train_seconds if train_seconds else 0.0,
+        numerics=numerics.spec,
     )

@@ -21,6 +21,7 @@ from torch import nn
 from tlops.config import TrainConfig
 from tlops.data.tensors import SplitTensors
 from tlops.models.model import TransferModel
+from tlops.models.numerics import Numerics
 
 
 class Need(StrEnum):
@@ -79,6 +80,9 @@ class Strategy(ABC):
         # extra trainable modules (a domain discriminator, ...): a subclass adds them here, so
         # that modules() is the same object for the optimiser, the checkpoints and the loss
         self.extra = nn.ModuleDict()
+        # precision and memory layout: the loop sets them before the first batch (and for a
+        # calibration copy); batches and validation follow them
+        self.numerics = Numerics()
 
     def schedule(self) -> Schedule:
         """Epochs, learning rate, weight decay and warmup (``train`` params by default)."""

@@ -74,7 +74,9 @@ class LinearProbe(Strategy):
     ) -> tuple[torch.Tensor, np.ndarray]:
         """The head on the val features."""
         assert data.val_features is not None
-        return model.head(self.val_x).float().cpu(), data.val_features[1]
+        with self.numerics.autocast(device):
+            logits = model.head(self.val_x)
+        return logits.float().cpu(), data.val_features[1]
 
     def state(self, model: TransferModel) -> dict[str, torch.Tensor]:
         """The head's weights."""

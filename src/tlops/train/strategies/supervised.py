@@ -67,7 +67,7 @@ class FineTune(Strategy):
             generator,
         )
         loss: torch.Tensor = self.criterion(
-            model(x.contiguous(memory_format=torch.channels_last)), labels
+            model(x.contiguous(memory_format=self.numerics.memory_format)), labels
         )
         return loss
 
@@ -76,7 +76,8 @@ class FineTune(Strategy):
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Logits of the val split."""
         assert data.val is not None
-        return predict_logits(model, data.val, self.cfg.eval_batch_size, device), data.val.labels
+        logits = predict_logits(model, data.val, self.cfg.eval_batch_size, device, self.numerics)
+        return logits, data.val.labels
 
 
 class Scratch(FineTune):

@@ -1,0 +1,392 @@
+"""The numerics a step computes with: precision, memory layout, torch.compile; pinned or timed.
+
+No fixed rule is fastest: on a CPU with bf16 units (AMX, AVX512-BF16) bf16 autocast speeds up
+a ResNet's training steps ~2x but slows EfficientNet's depthwise convolutions down; on a CPU
+without them bf16 is emulated and slower everywhere; on a GPU bf16/fp16 wins but by how much
+depends on the model and the input size. So ``auto`` measures.
+
+A setting (``train.numerics``, ``extract_features.numerics``, ``evaluate.numerics``) is
+``auto``, a precision (``fp32``, ``bf16``, ``fp16``: channels-last, eager) or a full choice as
+logged by an earlier run, ``<precision>+<channels_last|contiguous>+<eager|compile>``, which
+pins it for exact reproduction.
+
+``auto`` (:func:`choose`):
+
+1. A choice cached for the same key (model, image size, batch, strategy, machine) is reused:
+   no calibration.
+2. A step shorter than ``2 * (WARMUP + TIMED) / BUDGET_FRACTION`` (160) steps or batches
+   keeps the device default, untimed. Otherwise the default is timed (``WARMUP`` untimed
+   steps, then the median of ``TIMED`` steps), which also estimates the step's compute time.
+   The calibration budget is ``BUDGET_FRACTION`` (5 %) of that estimate, the default's own
+   timing included; a candidate whose estimated cost does not fit in what is left of it is
+   not tried (if none is, the run keeps the default and says so).
+3. Coordinate search, each stage from the best so far: the precisions the device supports
+   (bf16 autocast on CPUs with bf16 units and GPUs that have it, else fp16 with a gradient
+   scaler on GPUs), then the other memory layout, then ``torch.compile`` (tried only when
+   ``COMPILE_SECONDS`` fits in the budget: compiling EfficientNet's training step takes
+   40-100 s on a 2-core CPU). A candidate replaces the best when its time over the whole step
+   (compile time included) is ``MARGIN`` (3 %) lower: timing noise does not flip choices.
+4. The choice and every candidate's timing are cached and returned for MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlops.config import NUMERICS_FORMS
+
+AUTO = "auto"
+PRECISIONS = ("fp32", "bf16", "fp16")
+LAYOUTS = {"channels_last": True, "contiguous": False}
+MODES = {"eager": False, "compile": True}
+BUDGET_FRACTION = 0.05
+MARGIN = 0.03
+COMPILE_SECONDS = 60.0
+WARMUP = 1
+TIMED = 3
+CACHE_FILE = "numerics.json"
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How a model computes: autocast precision, memory layout of its inputs, compiled or not."""
+
+    precision: str = "fp32"
+    channels_last: bool = True
+    compile: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The pinnable form, e.g. ``bf16+channels_last+eager``."""
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return f"{self.precision}+{layout}+{'compile' if self.compile else 'eager'}"
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The memory format of the model and its input batches."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 gradients underflow without a loss scaler; bf16 has fp32's range."""
+        return self.precision == "fp16"
+
+    def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        """The autocast context for this precision on ``device`` (disabled for fp32)."""
+        if self.precision == "fp32":
+            return torch.autocast(device.type, enabled=False)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+
+
+def parse(setting: str) -> Numerics | None:
+    """The pinned :class:`Numerics` of a setting, None for ``auto``.
+
+    Raises:
+        ValueError: Not a setting (the message lists the accepted forms).
+    """
+    if setting == AUTO:
+        return None
+    parts = setting.split("+")
+    if len(parts) == 1 and parts[0] in PRECISIONS:
+        return Numerics(parts[0])
+    if len(parts) == 3 and parts[0] in PRECISIONS and parts[1] in LAYOUTS and parts[2] in MODES:
+        return Numerics(parts[0], LAYOUTS[parts[1]], MODES[parts[2]])
+    raise ValueError(f"numerics {setting!r}: expected {NUMERICS_FORMS}")
+
+
+def bf16_units(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CPU: AMX or AVX512-BF16; CUDA: Ampere+)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def default_numerics(device: torch.device) -> Numerics:
+    """What a step uses without calibration: mixed precision on CUDA, fp32 on CPU."""
+    if device.type == "cuda":
+        return Numerics("bf16" if bf16_units(device) else "fp16")
+    return Numerics("fp32")
+
+
+def precisions(device: torch.device) -> list[str]:
+    """The precisions worth timing on ``device`` (emulated bf16 never wins, so it is not)."""
+    if device.type == "cuda":
+        return ["fp32", "bf16" if bf16_units(device) else "fp16"]
+    return ["fp32", "bf16"] if bf16_units(device) else ["fp32"]
+
+
+def can_compile(device: torch.device) -> bool:
+    """Whether ``torch.compile``'s inductor backend can build kernels for ``device`` here."""
+    if device.type == "cpu":
+        return shutil.which(os.environ.get("CXX", "g++")) is not None
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return bool(has_triton())
+    return False
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What makes timings of one machine differ from another's (part of the cache key)."""
+    info: dict[str, Any] = {"torch": torch.__version__, "device": device.type}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        info["gpu"] = torch.cuda.get_device_name(index)
+        info["capability"] = list(torch.cuda.get_device_capability(index))
+    else:
+        info["cpu"] = _cpu_model()
+        info["isa"] = torch.backends.cpu.get_cpu_capability()
+        info["bf16_units"] = bf16_units(device)
+        info["threads"] = torch.get_num_threads()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One candidate timed: seconds per step (median) and the one-off setup (compile) time."""
+
+    step_seconds: float
+    setup_seconds: float = 0.0
+
+
+@dataclass
+class Choice:
+    """The numerics a step runs with, why, and what was measured to decide."""
+
+    numerics: Numerics
+    source: str  # pinned | cache | calibrated | default
+    reason: str
+    timings: dict[str, float] = field(default_factory=dict)  # spec -> seconds per step
+    setup: dict[str, float] = field(default_factory=dict)  # spec -> compile seconds
+    skipped: dict[str, str] = field(default_factory=dict)  # spec -> why it was not timed
+    budget_seconds: float = 0.0
+    spent_seconds: float = 0.0
+    fallback: str | None = None  # set when reduced precision diverged and fp32 took over
+    key: str | None = None  # the cache entry (None for a pinned choice)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with ``numerics`` as its spec."""
+        return {**asdict(self), "numerics": self.numerics.spec}
+
+    def describe(self) -> str:
+        """One line for the console and the logs."""
+        return f"numerics {self.numerics.spec} ({self.source}: {self.reason})"
+
+
+@dataclass(frozen=True)
+class Search:
+    """What may be tried on a device for a step."""
+
+    precisions: tuple[str, ...]
+    layouts: bool  # image inputs: channels-last vs contiguous matters
+    compile: bool
+
+    @classmethod
+    def on(cls, device: torch.device, images: bool, compile_: bool = True) -> Search:
+        """The search on ``device``; ``images``: the model eats image batches (layout matters)."""
+        return cls(tuple(precisions(device)), images, compile_ and can_compile(device))
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A stable short key of the cache entry's parts."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def read_cache(cache_file: Path | None, key: str) -> dict[str, Any] | None:
+    """The cached entry for ``key``, None when absent or unreadable."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    try:
+        entry = json.loads(cache_file.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None  # a corrupt cache costs a calibration, never a failed run
+    return entry if isinstance(entry, dict) else None
+
+
+def write_cache(cache_file: Path | None, key: str, entry: dict[str, Any]) -> None:
+    """Add or replace one entry (atomically: concurrent steps never read half a file)."""
+    if cache_file is None:
+        return
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        entries = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        entries = {}
+    entries[key] = entry
+    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(cache_file)
+
+
+def _stages(search: Search) -> Iterator[Callable[[Numerics], list[Numerics]]]:
+    yield lambda b: [replace(b, precision=p) for p in search.precisions if p != b.precision]
+    if search.layouts:
+        yield lambda b: [replace(b, channels_last=not b.channels_last)]
+    if search.compile:
+        yield lambda b: [] if b.compile else [replace(b, compile=True)]
+
+
+def choose(
+    setting: str,
+    device: torch.device,
+    units: int,
+    measure: Callable[[Numerics], Measurement],
+    search: Search,
+    cache_file: Path | None,
+    key_parts: dict[str, Any],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Choice:
+    """Resolve a numerics setting (see the module docstring for ``auto``).
+
+    Args:
+        setting: The params value (``auto`` or a pinned form).
+        device: Where the step computes (its default and supported precisions).
+        units: Steps (or batches) the whole step will run: the budget is a fraction of it.
+        measure: Times one candidate (``WARMUP`` + ``TIMED`` units).
+        search: The candidates allowed here.
+        cache_file: Where choices are cached (None: no cache).
+        key_parts: What the choice depends on besides the machine (model, size, batch...).
+        clock: Seconds (tests pass a fake one).
+
+    Returns:
+        The choice with its source, reason and the timings behind it.
+    """
+    pinned = parse(setting)
+    if pinned is not None:
+        return Choice(pinned, "pinned", f"numerics: {setting}")
+    key = cache_key({**key_parts, "machine": machine(device)})
+    entry = read_cache(cache_file, key)
+    if entry is not None:
+        cached = parse(entry["numerics"])
+        assert cached is not None
+        return Choice(
+            cached,
+            "cache",
+            f"calibrated earlier on this machine: {entry.get('reason', '')}",
+            timings=dict(entry.get("timings", {})),
+            setup=dict(entry.get("setup", {})),
+            fallback=entry.get("fallback"),
+            key=key,
+        )
+    default = default_numerics(device)
+    candidates = [c for stage in _stages(search) for c in stage(default)]
+    if not candidates:
+        return Choice(default, "default", "the only candidate on this device", key=key)
+    if units * BUDGET_FRACTION < 2 * (WARMUP + TIMED):
+        # timing the default and one candidate alone would cost more than the budget
+        return Choice(
+            default,
+            "default",
+            f"too short to calibrate: {units} steps, timing 2 candidates within "
+            f"{BUDGET_FRACTION:.0%} needs {math.ceil(2 * (WARMUP + TIMED) / BUDGET_FRACTION)}",
+            key=key,
+        )
+    start = clock()
+    first = measure(default)
+    choice = Choice(default, "default", "", key=key)
+    choice.timings[default.spec] = first.step_seconds
+    choice.budget_seconds = BUDGET_FRACTION * first.step_seconds * units
+
+    def total(spec: str) -> float:  # the whole step's compute time with this candidate
+        return choice.timings[spec] * units + choice.setup.get(spec, 0.0)
+
+    best = default
+    for stage in _stages(search):
+        for candidate in stage(best):
+            if candidate.spec in choice.timings:
+                continue
+            cost = (WARMUP + TIMED) * choice.timings[best.spec]
+            cost += COMPILE_SECONDS if candidate.compile else 0.0
+            if clock() - start + cost > choice.budget_seconds:
+                choice.skipped[candidate.spec] = (
+                    f"estimated {cost:.1f} s exceeds what is left of the "
+                    f"{choice.budget_seconds:.1f} s budget"
+                )
+                continue
+            measured = measure(candidate)
+            choice.timings[candidate.spec] = measured.step_seconds
+            if candidate.compile:
+                choice.setup[candidate.spec] = measured.setup_seconds
+            if total(candidate.spec) < total(best.spec) * (1 - MARGIN):
+                best = candidate
+    choice.spent_seconds = clock() - start
+    if len(choice.timings) == 1:
+        choice.reason = (
+            f"too short to calibrate within {BUDGET_FRACTION:.0%} of its "
+            f"~{first.step_seconds * units:.0f} s: the device default"
+        )
+        return choice
+    choice.numerics, choice.source = best, "calibrated"
+    ratio = total(default.spec) / total(best.spec)
+    choice.reason = (
+        f"fastest of {len(choice.timings)} timed, {ratio:.2f}x the default "
+        f"{default.spec}, calibration {choice.spent_seconds:.1f} s"
+    )
+    _remember(cache_file, choice, {"parts": key_parts, "machine": machine(device)})
+    return choice
+
+
+def _remember(cache_file: Path | None, choice: Choice, context: dict[str, Any]) -> None:
+    if choice.key is not None:
+        entry = {k: v for k, v in choice.as_dict().items() if k not in ("source", "key")}
+        write_cache(cache_file, choice.key, {**entry, **context})
+
+
+def fall_back(choice: Choice, why: str, cache_file: Path | None) -> None:
+    """Switch a choice to fp32 after a non-finite loss and cache that (``auto`` choices only).
+
+    Later ``auto`` runs with the same key then train in fp32 from the start, and a run resumed
+    after a kill finds the fp32 checkpoint it was writing.
+    """
+    choice.fallback = why
+    if choice.source == "pinned":
+        return  # the params say what to try; the next run tries it again
+    choice.reason = f"fp32 after a non-finite loss in {choice.numerics.precision}"
+    choice.numerics = replace(choice.numerics, precision="fp32")
+    entry = read_cache(cache_file, choice.key) if choice.key else None
+    _remember(
+        cache_file, choice, {k: v for k, v in (entry or {}).items() if k in ("parts", "machine")}
+    )
+
+
+def median_seconds(times: list[float]) -> float:
+    """The median of timed steps (robust to one slow step on a shared machine)."""
+    return statistics.median(times) if times else float("nan")
+
+
+@contextmanager
+def synchronized(device: torch.device) -> Iterator[None]:
+    """Wait for queued device work before and after (CUDA is asynchronous)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
