@@ -27,6 +27,7 @@ from tlops.models.numerics import (
     median_seconds,
     synchronized,
 )
+from tlops.train.loop import adamw
 from tlops.train.strategies import Need, Strategy, TrainData
 from tlops.train.strategies.base import Batch
 
@@ -46,7 +47,8 @@ def _measure(
         groups = s.param_groups(m)
         if len(extra):
             groups.append({"params": list(extra.parameters())})
-        optimizer = torch.optim.AdamW(groups, lr=s.schedule().lr)
+        plan = s.schedule()
+        optimizer = adamw(groups, plan.lr, plan.weight_decay, device)
         scaler = torch.amp.GradScaler(device.type, enabled=numerics.needs_scaler)
         generator = torch.Generator().manual_seed(0)
         first: list[Batch] = list(
