@@ -188,8 +188,19 @@ def run(params: Params, io: StepIO) -> StepResult:
         io.run.metrics({f"test_{k}": v for k, v in overall.items()})
         if champion is not None:
             io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
+        numerics = result["numerics"]
         io.run.tags(
-            {"champion.compared": note, "numerics.evaluate": result["numerics"]["numerics"]}
+            {
+                "champion.compared": note,
+                "numerics.evaluate": numerics["numerics"],
+                "numerics.evaluate.reason": f"{numerics['source']}: {numerics['reason']}",
+            }
+        )
+        io.run.metrics(
+            {
+                f"numerics.evaluate.batch_ms.{spec.replace('+', '.')}": 1000 * seconds
+                for spec, seconds in numerics["timings"].items()
+            }
         )
         io.run.artifacts(sorted(out_dir.iterdir()), "evaluate")
     primary = params.register_model.gate.primary_metric

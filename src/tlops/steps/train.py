@@ -186,6 +186,10 @@ def run(params: Params, io: StepIO) -> StepResult:
     # the next identical run, which should train (and reproduce) for real.
     shutil.rmtree(checkpoints, ignore_errors=True)
     if io.run is not None:
+        extracted = io.inputs.get("features")
+        if extracted is not None:  # what extract_features computed with (it has no run)
+            meta = read_json(extracted / FEATURES_FILE).get("numerics", {})
+            io.run.tags({"numerics.extract_features": meta.get("numerics", "")})
         io.run.tags(
             {
                 "init": model.weights,
