@@ -173,6 +173,11 @@ def test_a_corrupt_cache_costs_a_calibration_not_a_run(tmp_path: Path) -> None:
     write_cache(cache, "x", {"numerics": "fp32"})
     assert read_cache(cache, "x") == {"numerics": "fp32"}
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1})
+    timer = Timer({"fp32+channels_last+eager": 1.0, "bf16+channels_last+eager": 0.5})
+    good = pick(timer, units=180, cache=cache)
+    write_cache(cache, good.key, {"numerics": "fp8"})  # hand-edited
+    again = pick(Timer(timer.step), units=180, cache=cache)
+    assert (again.source, again.numerics.spec) == ("calibrated", "bf16+channels_last+eager")
 
 
 # --- the loop's fallback, on a real model and tiny data --------------------------------------

@@ -285,9 +285,11 @@ def choose(
         return Choice(pinned, "pinned", f"numerics: {setting}")
     key = cache_key({**key_parts, "machine": machine(device)})
     entry = read_cache(cache_file, key)
-    if entry is not None:
-        cached = parse(entry["numerics"])
-        assert cached is not None
+    try:
+        cached = parse(str(entry["numerics"])) if entry is not None else None
+    except (KeyError, ValueError):
+        cached = None  # an entry no version of tlops wrote: calibrate again
+    if entry is not None and cached is not None:
         return Choice(
             cached,
             "cache",
