@@ -5,8 +5,8 @@ digits train split, decoded once to uint8 tensors at the row's resolution), batc
 augmentation (tlops' per-sample affine warp), the same optimiser (AdamW) and trains every layer:
 
 - **tlops (auto)**: ``fit`` with the numerics ``train.numerics: auto`` picks for a
-  ``--run-epochs``-epoch run of this data (calibrated once on this machine, then cached: its
-  calibration seconds are printed; a later run pays nothing);
+  ``--run-epochs``-epoch run on the whole train split (calibrated once on this machine, then
+  cached: its calibration seconds are printed; the timed runs, as every later run, pay nothing);
 - **plain fp32**: a tuned 30-line PyTorch loop: channels-last model and batches, decoded
   tensors, ``zero_grad(set_to_none=True)``, fp32 (PyTorch's default numerics);
 - **Lightning**: PyTorch Lightning's ``Trainer`` (CPU or GPU accelerator, ``precision`` 32 or
@@ -18,7 +18,7 @@ Images/s are steady-state: the first epoch (warm-up: oneDNN primitive creation, 
 is not counted, nor is validation. Inference: the whole split in eval mode, batch 256, after a
 warm-up pass. Also printed: the machine's 2048x2048 matmul GFLOP/s in fp32 and bf16.
 
-    .venv/bin/python bench/train_speed.py [--images 640] [--epochs 4] [--sizes 64 128]
+    .venv/bin/python bench/train_speed.py [--images 256] [--epochs 2] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -268,18 +268,21 @@ def lightning_infer(spec: str, split: SplitTensors, device: torch.device) -> flo
     return timed_pass(lambda: trainer.predict(module, loader), len(split))
 
 
-def interleaved(runners: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
-    """Median images/s of each runner over ``rounds`` rounds, the order rotated every round.
+def interleaved(
+    runners: dict[str, Callable[[], float]], rounds: int
+) -> dict[str, tuple[float, float, float]]:
+    """(median, min, max) images/s of each runner over ``rounds`` rounds, order rotated.
 
-    This shared machine's speed drifts between minutes: interleaving gives every runner the
-    same share of slow and fast moments.
+    This shared machine's speed drifts between minutes (the same loop measured 79 and 104
+    images/s ten minutes apart): interleaving gives every runner the same share of slow and
+    fast moments, and min/max show the spread.
     """
     names = list(runners)
     results: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             results[name].append(runners[name]())
-    return {name: statistics.median(values) for name, values in results.items()}
+    return {name: (statistics.median(v), min(v), max(v)) for name, v in results.items()}
 
 
 def row(
@@ -313,8 +316,9 @@ def row(
     model = make_model(spec)
     model.image_size = size
     long_run = cfg.model_copy(update={"epochs": args.run_epochs})
+    whole = TrainData(CLASSES, full, SplitTensors(full.images[:0], full.labels[:0], []))
     calibrated = training_numerics(
-        "auto", get_strategy(long_run), model, data, device, work / CACHE_FILE
+        "auto", get_strategy(long_run), model, whole, device, work / CACHE_FILE
     )
     result["choice"] = calibrated.numerics.spec
     result["calibration_s"] = calibrated.spent_seconds
@@ -349,6 +353,11 @@ def row(
     return result
 
 
+def spread(stats: tuple[float, float, float]) -> str:
+    median, low, high = stats
+    return f"{median:.1f} ({low:.0f}-{high:.0f})"
+
+
 def report(rows: list[dict[str, Any]], device: torch.device, args: argparse.Namespace) -> None:
     print(f"machine: {describe()}")
     print(
@@ -357,20 +366,23 @@ def report(rows: list[dict[str, Any]], device: torch.device, args: argparse.Name
         f"bf16 {matmul_gflops(torch.bfloat16, device):.0f} GFLOP/s\n"
     )
     print(
-        "| model | px | tlops (auto) train img/s | plain fp32 | Lightning | tlops / best peer "
+        "| model | px | tlops (auto) train img/s, median (min-max) | plain fp32 | Lightning "
+        "| tlops / best peer "
         "| tlops bf16 (pinned) | auto's choice (calibration s) | inference img/s tlops / plain "
         "/ Lightning | tlops / best peer |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        t, i = r["train"], r["infer"]
+        t = {k: v[0] for k, v in r["train"].items()}
+        i = {k: v[0] for k, v in r["infer"].items()}
         best_t = max(t["plain fp32"], t["Lightning"])
         best_i = max(i["plain fp32"], i["Lightning"])
         bf16 = r.get("tlops bf16 (pinned)")
         print(
-            f"| {r['model']} | {r['size']} | {t['tlops (auto)']:.1f} | {t['plain fp32']:.1f} "
-            f"| {t['Lightning']:.1f} | **{t['tlops (auto)'] / best_t:.2f}x** "
-            f"| {f'{bf16:.1f}' if bf16 else '-'} | {r['choice']} ({r['calibration_s']:.1f}) "
+            f"| {r['model']} | {r['size']} | {spread(r['train']['tlops (auto)'])} "
+            f"| {spread(r['train']['plain fp32'])} | {spread(r['train']['Lightning'])} "
+            f"| **{t['tlops (auto)'] / best_t:.2f}x** | {f'{bf16:.1f}' if bf16 else '-'} "
+            f"| {r['choice']} ({r['calibration_s']:.1f}) "
             f"| {i['tlops (auto)']:.0f} / {i['plain fp32']:.0f} / {i['Lightning']:.0f} "
             f"| **{i['tlops (auto)'] / best_i:.2f}x** |"
         )
@@ -405,9 +417,9 @@ def main() -> None:
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=int, default=384, help="training images per row")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per runner (first: warm-up)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--images", type=int, default=256, help="training images per row")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per runner (first: warm-up)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--run-epochs", type=int, default=30, help="run length auto calibrates for")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
