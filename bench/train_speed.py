@@ -273,9 +273,8 @@ def interleaved(
 ) -> dict[str, tuple[float, float, float]]:
     """(median, min, max) images/s of each runner over ``rounds`` rounds, order rotated.
 
-    This shared machine's speed drifts between minutes (the same loop measured 79 and 104
-    images/s ten minutes apart): interleaving gives every runner the same share of slow and
-    fast moments, and min/max show the spread.
+    This shared machine's speed drifts between minutes: interleaving gives every runner the same
+    share of slow and fast moments, and min/max show the spread.
     """
     names = list(runners)
     results: dict[str, list[float]] = {name: [] for name in names}

@@ -23,10 +23,10 @@ pins it for exact reproduction.
 3. Coordinate search, each stage from the best so far: the precisions the device supports (bf16
    autocast on CPUs with bf16 units and GPUs that have it, else fp16 with a gradient scaler on
    GPUs), then the other memory layout, then ``torch.compile`` (tried only when
-   ``COMPILE_SECONDS`` fits in the budget: compiling the training step of ResNet-18 or
-   EfficientNet-Lite0 took 36-105 s on a 2-core CPU). A candidate replaces the best when its
-   time over the whole step (compile time included) is ``MARGIN`` (3 %) lower: timing noise does
-   not flip choices.
+   ``COMPILE_SECONDS`` fits in the budget: a cold compile of the training step took 44 s
+   (ResNet-18) and 84 s (EfficientNet-Lite0) on a 2-core CPU: bench/step_parts.py). A candidate
+   replaces the best when its time over the whole step (compile time included) is ``MARGIN`` (3
+   %) lower: timing noise does not flip choices.
 4. The choice and every candidate's timing are cached and returned for MLflow.
 """
 
