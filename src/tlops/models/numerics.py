@@ -1,9 +1,9 @@
 """The numerics a step computes with: precision, memory layout, torch.compile; pinned or timed.
 
-No fixed rule is fastest: on a CPU with bf16 units (AMX, AVX512-BF16) bf16 autocast speeds up
-a ResNet's training steps ~2x but slows EfficientNet's depthwise convolutions down; on a CPU
-without them bf16 is emulated and slower everywhere; on a GPU bf16/fp16 wins but by how much
-depends on the model and the input size. So ``auto`` measures.
+No fixed rule is fastest: on a CPU with bf16 units (AMX, AVX512-BF16) bf16 autocast can speed
+a ResNet up yet slow depthwise convolutions down; on a CPU without them bf16 is emulated and
+slower everywhere (bench/train_speed.py); on a GPU the gain depends on the model and the input
+size. So ``auto`` measures.
 
 A setting (``train.numerics``, ``extract_features.numerics``, ``evaluate.numerics``) is
 ``auto``, a precision (``fp32``, ``bf16``, ``fp16``: channels-last, eager) or a full choice as
