@@ -14,7 +14,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint compile generate repro ui lock clean
+.PHONY: help setup run test lint compile generate repro ui lock clean retrain-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ run: setup ## materialize the demo data (once) and run the pipeline on it
 	tlops data demo --if-missing
 	tlops run
 
+retrain-demo: setup ## the retraining story on the demo data, in runs/retrain-demo (its own git, DVC, MLflow)
+	tlops retrain-demo --workdir runs/retrain-demo
+
 test: setup ## run the whole test suite
 	pytest
 
@@ -45,7 +48,8 @@ lint: setup ## ruff, mypy, the import contract (layers, no circles), generated f
 	tlops generate --check
 
 compile: setup ## regenerate pipelines/compiled/*.yaml (the golden files a test compares)
-	tlops compile --out pipelines/compiled/training.yaml
+	tlops compile --pipeline training
+	tlops compile --pipeline retraining
 
 generate: setup ## regenerate components/, dvc.yaml and README's step table from the declarations
 	tlops generate

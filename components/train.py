@@ -15,6 +15,7 @@ def train(
     model: Output[Model],
     checkpoint_root: str = "",
     features: Optional[Input[Dataset]] = None,
+    change: Optional[Input[Artifact]] = None,
 ) -> None:
     """Run step ``train`` in a KFP task.
 
@@ -28,6 +29,8 @@ def train(
         checkpoint_root: Folder for per-epoch checkpoints (a PVC on a cluster; default: under
             extract_features.cache_dir).
         features: Output of extract_features (strategies that train on features).
+        change: Output of detect_change (retraining): warm start from the champion it names, logging
+            into the run it opened.
     """
     from tlops.steps.execute import run_component
 
@@ -38,6 +41,7 @@ def train(
             "dataset": dataset,
             "report": report,
             "features": features,
+            "change": change,
             "model": model,
         },
         checkpoint_root=checkpoint_root,

@@ -10,16 +10,36 @@ from typing import Any
 from tlops.config import Params
 
 COMPILED = Path(__file__).parent / "compiled"
+PIPELINES = ("training", "retraining")
 
 
 def compile_training(params: Params, path: Path, pinned_data: bool = True) -> Path:
     """Compile the training pipeline for ``params`` to ``path`` (YAML)."""
+    return compile_pipeline(params, path, "training", pinned_data)
+
+
+def compile_pipeline(
+    params: Params, path: Path, pipeline: str = "training", pinned_data: bool = True
+) -> Path:
+    """Compile the ``training`` or ``retraining`` pipeline for ``params`` to ``path`` (YAML).
+
+    Raises:
+        ValueError: An unknown pipeline name.
+    """
     from kfp import compiler
 
-    from pipelines.training import build_training_pipeline
+    if pipeline == "training":
+        from pipelines.training import build_training_pipeline
 
+        built = build_training_pipeline(params, pinned_data)
+    elif pipeline == "retraining":
+        from pipelines.retraining import build_retraining_pipeline
+
+        built = build_retraining_pipeline(params)  # never pinned: it runs on whatever is new
+    else:
+        raise ValueError(f"--pipeline {pipeline!r}: expected one of {', '.join(PIPELINES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_training_pipeline(params, pinned_data), str(path))
+    compiler.Compiler().compile(built, str(path))
     return path
 
 
@@ -112,18 +132,24 @@ def schedule(
     job_name: str,
     experiment: str,
     namespace: str | None = None,
+    pipeline: str = "training",
 ) -> str:
     """Create a recurring run (one at a time, no catch-up); returns its id.
 
     A recurring run cannot know the version of the data it will find, so it is compiled with
     the data steps uncached (``pinned_data=False``): new data can never hit a stale cache.
+    ``pipeline="retraining"`` schedules the retraining pipeline (detect_change first).
     """
     import tempfile
 
+    if pipeline not in PIPELINES:  # before any request
+        raise ValueError(f"--pipeline {pipeline!r}: expected one of {', '.join(PIPELINES)}")
     client = _client(host, namespace)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_training(params, Path(tmp) / "training.yaml", pinned_data=False)
+        package = compile_pipeline(
+            params, Path(tmp) / f"{pipeline}.yaml", pipeline, pinned_data=False
+        )
         job = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=job_name,

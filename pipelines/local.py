@@ -79,30 +79,38 @@ def run_local(
     params: Params,
     run_dir: Path,
     echo: Callable[[str], None] = print,
+    pipeline_name: str = "training",
 ) -> LocalRun:
-    """Compile the training pipeline for ``params`` and run it with KFP's SubprocessRunner.
+    """Compile a pipeline for ``params`` and run it with KFP's SubprocessRunner.
 
     Args:
         params: Resolved params (the pipeline's defaults).
         run_dir: Where KFP writes every task's artifacts (``<run_dir>/kfp``) and its log.
         echo: Receives one line per finished task.
+        pipeline_name: ``training`` or ``retraining``.
 
     Returns:
-        The artifact paths of the pipeline's outputs.
+        The artifact paths of the pipeline's outputs (retraining: detect_change's ``change``
+        and, when it retrained, the outputs of the steps inside its condition).
 
     Raises:
         RuntimeError: A task failed (its log is in ``<run_dir>/kfp.log``).
     """
     from kfp import local
 
-    from pipelines.training import build_training_pipeline
-
     arguments = {
         # the data as it is now (edited after `dvc add` or not): ingest checks it is unchanged
         **data_versions(params, from_dvc_file=False),
         "checkpoint_root": str((params.extract_features.cache_dir / "checkpoints").resolve()),
     }
-    pipeline = build_training_pipeline(params)
+    if pipeline_name == "retraining":
+        from pipelines.retraining import build_retraining_pipeline
+
+        pipeline = build_retraining_pipeline(params)
+    else:
+        from pipelines.training import build_training_pipeline
+
+        pipeline = build_training_pipeline(params)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "kfp.log"
     local.init(
@@ -117,8 +125,35 @@ def run_local(
     except RuntimeError as exc:
         _raise_failure(run_dir, log, exc)
     seconds = time.perf_counter() - started
-    outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
+    if pipeline_name == "retraining":
+        outputs = _conditional_outputs(Path(task.outputs["Output"].path))
+    else:
+        outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
     return LocalRun(run_dir, outputs, seconds, log)
+
+
+# KFP's local runner writes <pipeline root>/<run>/<task>/<output>; a pipeline cannot return the
+# outputs of tasks inside a dsl.If, so the retraining run's are found where the runner put them
+RETRAINING_OUTPUTS = {
+    "model": ("train", "model"),
+    "evaluation": ("evaluate", "evaluation"),
+    "decision": ("register-model", "decision"),
+}
+
+
+def _conditional_outputs(change: Path) -> dict[str, Path]:
+    from tlops.io import read_json
+
+    run = change.parent.parent
+    outputs = {"change": change}
+    for dataset in sorted(run.glob("ingest-data*/dataset")):
+        info = dataset / "ingest.json"
+        if info.is_file():
+            outputs[f"dataset_{read_json(info).get('domain', 'target')}"] = dataset
+    for name, (task, port) in RETRAINING_OUTPUTS.items():
+        if (run / task / port).is_dir():
+            outputs[name] = run / task / port
+    return outputs
 
 
 def _raise_failure(run_dir: Path, log: Path, exc: RuntimeError) -> None:

@@ -29,7 +29,7 @@ def uses_features(cfg: Params) -> bool:
     return Need.FEATURES in STRATEGIES[cfg.train.strategy].needs
 
 
-def _cluster(task: Any, step: str, cfg: Params, cache: bool) -> None:
+def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
     """Resources, caching, GPU scheduling, /dev/shm and secrets of one task."""
     from kfp import kubernetes
 
@@ -57,6 +57,72 @@ def _cluster(task: Any, step: str, cfg: Params, cache: bool) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
 
 
+def ingest_and_validate(
+    steps: dict[str, Any], params: Any, domain: str, version: Any, after: Any = None
+) -> tuple[Any, Any]:
+    """The ingest_data and validate_data tasks of one domain (after ``after``, if given)."""
+    ingest = steps["ingest_data"](
+        params=params, domain=domain, data_version=version
+    ).set_display_name(f"ingest_data {domain}")
+    if after is not None:
+        ingest.after(after)  # one domain after the other, target first
+    check = steps["validate_data"](
+        params=params, dataset=ingest.outputs["dataset"]
+    ).set_display_name(f"validate_data {domain}")
+    return ingest, check
+
+
+def train_evaluate_register(
+    steps: dict[str, Any],
+    cfg: Params,
+    params: Any,
+    checkpoint_root: Any,
+    target: tuple[Any, Any],
+    after: Any,
+    change: Any = None,
+) -> dict[str, Any]:
+    """[extract_features ->] train -> evaluate -> register_model on the target's data.
+
+    Args:
+        steps: The components.
+        cfg: Resolved params (strategy, cluster settings).
+        params: The pipeline's ``params`` parameter.
+        checkpoint_root: The pipeline's ``checkpoint_root`` parameter.
+        target: The target's ingest_data and validate_data tasks.
+        after: The task the model steps wait for (the last validation).
+        change: detect_change's output (retraining: warm start, the run it opened).
+
+    Returns:
+        Step name -> its task.
+    """
+    from kfp import kubernetes
+
+    dataset = target[0].outputs["dataset"]
+    train_inputs = {"dataset": dataset, "report": target[1].outputs["report"]}
+    if change is not None:
+        train_inputs["change"] = change
+    tasks: dict[str, Any] = {}
+    if uses_features(cfg):
+        tasks["extract_features"] = steps["extract_features"](params=params, dataset=dataset).after(
+            after
+        )
+        train_inputs["features"] = tasks["extract_features"].outputs["features"]
+    trained = steps["train"](params=params, checkpoint_root=checkpoint_root, **train_inputs)
+    trained.after(after)
+    trained.set_retry(
+        cfg.kfp.train_retries, backoff_duration=cfg.kfp.retry_backoff, backoff_factor=2.0
+    )
+    if cfg.kfp.checkpoint_pvc:
+        kubernetes.mount_pvc(trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+    model = trained.outputs["model"]
+    evaluated = steps["evaluate"](params=params, dataset=dataset, model=model)
+    tasks["train"], tasks["evaluate"] = trained, evaluated
+    tasks["register_model"] = steps["register_model"](
+        params=params, dataset=dataset, model=model, evaluation=evaluated.outputs["evaluation"]
+    )
+    return tasks
+
+
 def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
     """The training pipeline for these params (defaults, strategy and cluster settings).
 
@@ -71,7 +137,7 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
         A KFP pipeline function.
     """
     from components import build_components
-    from kfp import dsl, kubernetes
+    from kfp import dsl
     from kfp.dsl import Artifact, Dataset, Model
 
     steps = build_components(cfg.kfp.base_image)
@@ -90,53 +156,33 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
         tasks: dict[str, list[Any]] = {name: [] for name in SPECS}
         ingested, validated, previous = {}, {}, None
         for domain in domains:
-            ingest = steps["ingest_data"](
-                params=params, domain=domain, data_version=versions[domain]
-            ).set_display_name(f"ingest_data {domain}")
-            if previous is not None:
-                ingest.after(previous)  # one domain after the other, target first
-            check = steps["validate_data"](
-                params=params, dataset=ingest.outputs["dataset"]
-            ).set_display_name(f"validate_data {domain}")
+            ingest, check = ingest_and_validate(steps, params, domain, versions[domain], previous)
             ingested[domain], validated[domain], previous = ingest, check, check
             tasks["ingest_data"].append(ingest)
             tasks["validate_data"].append(check)
-        dataset = ingested["target"].outputs["dataset"]
-        train_inputs = {"dataset": dataset, "report": validated["target"].outputs["report"]}
-        features = None
-        if features_needed:
-            features = steps["extract_features"](params=params, dataset=dataset).after(previous)
-            tasks["extract_features"].append(features)
-            train_inputs["features"] = features.outputs["features"]
-        trained = steps["train"](params=params, checkpoint_root=checkpoint_root, **train_inputs)
-        trained.after(previous)
-        trained.set_retry(
-            cfg.kfp.train_retries, backoff_duration=cfg.kfp.retry_backoff, backoff_factor=2.0
+        model_steps = train_evaluate_register(
+            steps,
+            cfg,
+            params,
+            checkpoint_root,
+            (ingested["target"], validated["target"]),
+            previous,
         )
-        if cfg.kfp.checkpoint_pvc:
-            kubernetes.mount_pvc(
-                trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT
-            )
-        model = trained.outputs["model"]
-        evaluated = steps["evaluate"](params=params, dataset=dataset, model=model)
-        registered = steps["register_model"](
-            params=params,
-            dataset=dataset,
-            model=model,
-            evaluation=evaluated.outputs["evaluation"],
-        )
-        tasks["train"].append(trained)
-        tasks["evaluate"].append(evaluated)
-        tasks["register_model"].append(registered)
+        for step, task in model_steps.items():
+            tasks[step].append(task)
         for step, group in tasks.items():
             for task in group:
-                _cluster(task, step, cfg, cache=pinned_data)
+                cluster_settings(task, step, cfg, cache=pinned_data)
         outputs: list[Any] = []
         for domain in domains:
             outputs += [ingested[domain].outputs["dataset"], validated[domain].outputs["report"]]
-        if features is not None:
-            outputs.append(features.outputs["features"])
-        outputs += [model, evaluated.outputs["evaluation"], registered.outputs["decision"]]
+        if "extract_features" in model_steps:
+            outputs.append(model_steps["extract_features"].outputs["features"])
+        outputs += [
+            model_steps["train"].outputs["model"],
+            model_steps["evaluate"].outputs["evaluation"],
+            model_steps["register_model"].outputs["decision"],
+        ]
         return Outputs(*outputs)
 
     # KFP reads the pipeline's parameters from the signature. With pinned data, each run must

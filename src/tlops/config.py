@@ -154,6 +154,9 @@ class ValidateConfig(_Section):
     modes: tuple[str, ...] = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I")
     max_imbalance_ratio: float = Field(default=5.0, ge=1.0)
     fail_on_duplicates: bool = False
+    # False: once a champion exists, the data must have its classes (a changed class set fails);
+    # True: validate against `classes` and let a retrain change the class map (new head)
+    allow_class_change: bool = False
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> ValidateConfig:
@@ -250,11 +253,28 @@ class GatePolicy(_Section):
     max_class_regression: float = Field(default=0.05, ge=0.0, le=1.0)
 
 
+class DetectChangeConfig(_Section):
+    """When the ``detect_change`` step asks for a retrain (see :mod:`tlops.evaluate.change`)."""
+
+    min_new_images: int = Field(default=100, ge=1)
+    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
+    max_label_shift: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_drift_images: int = Field(default=20, ge=2)
+    permutations: int = Field(default=1000, ge=100)
+    max_samples: int = Field(default=1000, ge=50)
+    batch_size: int = Field(default=256, ge=1)
+    force: bool = False
+    warm_start: bool = True
+    seed: int = 0
+
+
 class RegisterConfig(_Section):
     """Parameters of the ``register_model`` step."""
 
     model_name: str = "tlops-digits"
     gate: GatePolicy = GatePolicy()
+    lock_timeout_s: float = Field(default=300.0, gt=0.0)  # wait this long for the promotion lock
+    lock_lease_s: float = Field(default=600.0, gt=0.0)  # a lock older than this is stale
 
 
 class TrackingConfig(_Section):
@@ -329,6 +349,7 @@ class Params(_Section):
     extract_features: ExtractConfig = ExtractConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    detect_change: DetectChangeConfig = DetectChangeConfig()
     register_model: RegisterConfig = RegisterConfig()
     tracking: TrackingConfig = TrackingConfig()
     runtime: RuntimeConfig = RuntimeConfig()

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tlops.steps.declarations import STEPS
+from tlops.steps.declarations import SPECS, STEPS
 from tlops.steps.spec import Port, StepSpec, Tracking
 from tlops.tracking.lifecycle import RUN_FILE, STEP_FILE
 
@@ -77,6 +77,8 @@ def component_source(spec: StepSpec) -> str:
     if len(line) > 100:
         line = "from kfp.dsl import (\n" + "".join(f"    {k},\n" for k in kinds) + ")"
     imports.append(line)
+    returns = "str" if spec.returns else "None"
+    result_doc = ["", "    Returns:", f"        {spec.returns}"] if spec.returns else []
     lines = [
         f'"""KFP component ``{spec.name}``: the step\'s declaration as a typed KFP signature.',
         "",
@@ -88,7 +90,7 @@ def component_source(spec: StepSpec) -> str:
         "",
         f"def {spec.name}(",
         *signature,
-        ") -> None:",
+        f") -> {returns}:",
         f'    """Run step ``{spec.name}`` in a KFP task.',
         "",
         textwrap.fill(spec.help, 100, initial_indent="    ", subsequent_indent="    "),
@@ -100,10 +102,11 @@ def component_source(spec: StepSpec) -> str:
             )
             for name, text in docs
         ),
+        *result_doc,
         '    """',
         "    from tlops.steps.execute import run_component",
         "",
-        "    run_component(",
+        f"    {'return ' if spec.returns else ''}run_component(",
         *call,
         "    )",
         "",
@@ -140,6 +143,8 @@ def dvc_stage(spec: StepSpec) -> dict[str, Any]:
     cmd = [f"tlops step {spec.name}"]
     deps: list[str] = ["${item}"] if spec.name == "ingest_data" else []
     for port in spec.inputs:
+        if port.producer and not SPECS[port.producer[0]].dvc:
+            continue  # an input only the retraining pipeline gives
         path = _producer_dir(port, spec.per_domain)
         cmd.append(f"--{port.name.replace('_', '-')} {path}")
         deps.append(path)
@@ -191,7 +196,8 @@ def dvc_yaml() -> str:
         "# declared per domain run once per entry of params.yaml `data` (source and target).\n"
         "# Run with `make repro` (or `dvc repro` with .venv/bin on PATH).\n"
     )
-    body = {"stages": {spec.name: dvc_stage(spec) for spec in STEPS}, "plots": DVC_PLOTS}
+    stages = {spec.name: dvc_stage(spec) for spec in STEPS if spec.dvc}
+    body = {"stages": stages, "plots": DVC_PLOTS}
     return header + yaml.safe_dump(body, sort_keys=False, width=100)
 
 
@@ -219,6 +225,8 @@ def step_table() -> str:
         ins += [f"`{a.name}`" for a in spec.args]
         outs = ", ".join(f"`{p.name}` ({p.kind})" for p in spec.outputs)
         cluster = f"{spec.resources.upper()}, {'cached' if spec.cacheable else 'not cached'}"
+        if not spec.dvc:
+            cluster += "; retraining pipeline only (not in dvc.yaml)"
         rows.append(
             f"| `{spec.name}` | {', '.join(f'`{p}`' for p in spec.params)} | "
             f"{', '.join(ins)} | {outs} | {cluster} | {TRACKING_WORDS[spec.tracking]} |"

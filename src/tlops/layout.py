@@ -21,3 +21,7 @@ METRICS_FILE = "metrics.json"
 EVALUATION_FILE = "evaluation.json"
 # register_model -> decision
 DECISION_FILE = "decision.json"
+# detect_change -> change
+CHANGE_FILE = "change.json"
+# register_model: the training manifest logged with each model (what detect_change compares with)
+MANIFEST_ARTIFACT = "data/manifest.csv"

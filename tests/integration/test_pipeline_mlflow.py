@@ -172,10 +172,23 @@ def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
     promote(params.tracking, MODEL, "2")
     c = client(project)
     assert str(c.get_model_version_by_alias(MODEL, "previous").version) == "1"
-    out = sh(project, "tlops", "rollback")
+    empty = sh(project, "tlops", "rollback", "--reason", " ", check=False)
+    assert empty.returncode == 1 and "give the reason" in empty.stderr
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    out = sh(project, "tlops", "rollback", "--reason", "v2 mislabels 7s in production")
     assert "champion is version 1 again" in out.stdout
     assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "1"
-    again = sh(project, "tlops", "rollback", check=False)
+    demoted = c.get_model_version(MODEL, "2")
+    assert demoted.tags["rollback.reason"] == "v2 mislabels 7s in production"
+    assert demoted.tags["rolled_back"] == "true"
+    run = c.search_runs(
+        [c.get_experiment_by_name("tlops").experiment_id],
+        filter_string="tags.`rollback.demoted` = '2'",
+    )[0]
+    assert run.data.tags["rollback.reason"] == "v2 mislabels 7s in production"
+    assert run.data.tags["rollback.restored"] == "1" and run.info.status == "FINISHED"
+    assert not [m for m in c.search_registered_models() if m.name.endswith(".promotion-lock")]
+    again = sh(project, "tlops", "rollback", "--reason", "again", check=False)
     assert again.returncode == 1 and "no 'previous' version" in again.stderr
 
 

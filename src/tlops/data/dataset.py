@@ -10,7 +10,7 @@ import pandas as pd
 
 from tlops.config import SPLITS, Params
 from tlops.io import read_json
-from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE
+from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, VALIDATION_FILE
 
 if TYPE_CHECKING:  # torch is imported only by the steps that decode images
     from tlops.data.tensors import SplitTensors
@@ -27,6 +27,26 @@ def ingest_info(ingest_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: not an ingest_data output")
     info: dict[str, Any] = read_json(path)
     return info
+
+
+def require_validated(report_dir: Path, ingest: dict[str, Any]) -> None:
+    """Refuse data whose validation did not pass, or that is not the data that was validated.
+
+    Raises:
+        FileNotFoundError: ``report_dir`` is not a validate_data output.
+        ValueError: The validation failed, or was of another data version.
+    """
+    path = report_dir / VALIDATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a validate_data output")
+    report = read_json(path)
+    if not report["passed"]:
+        raise ValueError(f"{path}: the data failed validation; nothing is trained on it")
+    if report["data_version"] != ingest["data_version"]:
+        raise ValueError(
+            f"{path}: validated data version {report['data_version']}, but the dataset is "
+            f"{ingest['data_version']}"
+        )
 
 
 def load_manifest(ingest_dir: Path) -> pd.DataFrame:

@@ -5,7 +5,11 @@
 
 The target set is cut into drops that arrive one by one, to exercise retraining: ``drops=k``
 writes the images of drops 1..k. Which image belongs to which drop is fixed by the seed and is
-stratified by class, so every drop holds every class.
+stratified by class, so every drop holds every class. Two more kinds of drop exercise drift
+detection and unlabeled data: ``drift=True`` adds a **drifted drop**, the images of the last
+drop as a new scanner would deliver them (inverted contrast: light digits on a dark ground),
+in the class folders, named ``drift_*``; :func:`write_unlabeled` writes the last drop without
+class folders (images whose labels nobody has yet).
 """
 
 from __future__ import annotations
@@ -85,18 +89,29 @@ def _write_tree(
     prefix: str,
     keep: NDArray[np.bool_],
     progress: Callable[[int], None] | None,
+    extra: tuple[NDArray[np.uint8], NDArray[np.bool_], str] | None = None,
 ) -> int:
-    """Write the kept images to ``out_dir`` atomically: all of them, or nothing."""
+    """Write the kept images to ``out_dir`` atomically: all of them, or nothing.
+
+    ``extra``: other versions of the same images (same labels), the ones to keep, their prefix.
+    """
     written = 0
+    sets = [(images, keep, prefix)] + ([extra] if extra is not None else [])
     with atomic_dir(out_dir) as staging:
         for label in np.unique(labels):
             (staging / str(label)).mkdir()
-        for index in np.flatnonzero(keep):
-            _save_png(images[index], staging / str(labels[index]) / f"{prefix}_{index:05d}.png")
-            written += 1
-            if progress is not None:
-                progress(1)
+        for pixels, kept, name in sets:
+            for index in np.flatnonzero(kept):
+                _save_png(pixels[index], staging / str(labels[index]) / f"{name}_{index:05d}.png")
+                written += 1
+                if progress is not None:
+                    progress(1)
     return written
+
+
+def drifted(images: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """The drifted version of digit images: inverted contrast (deterministic)."""
+    return (255 - images).astype(np.uint8)
 
 
 def write_demo(
@@ -105,6 +120,7 @@ def write_demo(
     drops: int = TARGET_DROPS,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    drift: bool = False,
 ) -> DemoSummary:
     """Write the source (MNIST) and target (UCI digits, drops 1..``drops``) trees.
 
@@ -114,6 +130,7 @@ def write_demo(
         drops: How many of the target drops to include, 1..3.
         seed: Seed of the drop assignment.
         progress: Called with 1 after each written image.
+        drift: Add the drifted drop (the last drop's images, inverted) to the target.
 
     Returns:
         Counts of what was written.
@@ -128,12 +145,32 @@ def write_demo(
         source_dir, src_images, src_labels, "mnist", np.ones(len(src_labels), bool), progress
     )
     tgt_images, tgt_labels = digits_target()
-    keep = drop_of(tgt_labels, TARGET_DROPS, seed) < drops
-    n_target = _write_tree(target_dir, tgt_images, tgt_labels, "digits", keep, progress)
+    drop = drop_of(tgt_labels, TARGET_DROPS, seed)
+    keep = drop < drops
+    extra = None
+    if drift:
+        extra = (drifted(tgt_images), drop == TARGET_DROPS - 1, "drift_digits")
+    n_target = _write_tree(target_dir, tgt_images, tgt_labels, "digits", keep, progress, extra)
     return DemoSummary(source_dir, target_dir, n_source, n_target, drops)
 
 
-def demo_size(drops: int = TARGET_DROPS, seed: int = 0) -> int:
+def write_unlabeled(out_dir: Path, seed: int = 0) -> int:
+    """Write the last target drop without class folders (an unlabeled drop); returns the count.
+
+    The folder is replaced atomically; file names carry no label.
+    """
+    images, labels = digits_target()
+    chosen = np.flatnonzero(drop_of(labels, TARGET_DROPS, seed) == TARGET_DROPS - 1)
+    with atomic_dir(out_dir) as staging:
+        for index in chosen:
+            _save_png(images[index], staging / f"unlabeled_{index:05d}.png")
+    return len(chosen)
+
+
+def demo_size(drops: int = TARGET_DROPS, seed: int = 0, drift: bool = False) -> int:
     """Number of images :func:`write_demo` writes (the total of its progress bar)."""
     _, tgt_labels = digits_target()
-    return 5000 + int((drop_of(tgt_labels, TARGET_DROPS, seed) < drops).sum())
+    drop = drop_of(tgt_labels, TARGET_DROPS, seed)
+    return (
+        5000 + int((drop < drops).sum()) + (int((drop == TARGET_DROPS - 1).sum()) if drift else 0)
+    )

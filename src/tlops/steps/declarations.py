@@ -110,6 +110,14 @@ STEPS: tuple[StepSpec, ...] = (
                 producer=("extract_features", "features"),
                 optional=True,
             ),
+            Port(
+                "change",
+                "Artifact",
+                "Output of detect_change (retraining): warm start from the champion it names, "
+                "logging into the run it opened.",
+                producer=("detect_change", "change"),
+                optional=True,
+            ),
         ),
         outputs=(
             Port(
@@ -209,6 +217,43 @@ STEPS: tuple[StepSpec, ...] = (
         ),
         code=("tlops.evaluate.gate", "tlops.tracking.registry"),
         tracking=Tracking.CLOSES,
+    ),
+    StepSpec(
+        name="detect_change",
+        help="Compare the target data with the champion's: new, removed and changed images per "
+        "class, drift in the champion's feature space (MMD permutation test), label shift; "
+        "decide whether to retrain (params detect_change).",
+        params=(
+            "detect_change",
+            "image",
+            "register_model.model_name",
+            "extract_features.cache_dir",
+            "runtime",
+            "tracking",
+        ),
+        inputs=(
+            Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+            Port(
+                "report",
+                "Artifact",
+                "Output of validate_data (it must have passed).",
+                producer=REPORT,
+                domain="target",
+            ),
+        ),
+        outputs=(
+            Port("change", "Artifact", "change.json (decision, reasons, statistics), summary.md"),
+            Port("summary", "Markdown", "The decision and its reasons.", view=True),
+        ),
+        code=(
+            "tlops.evaluate.change",
+            "tlops.evaluate.drift",
+            "tlops.models.embed",
+            "tlops.tracking.registry",
+        ),
+        tracking=Tracking.OPENS,
+        returns='"true" when the data calls for a retrain, else "false".',
+        dvc=False,
     ),
 )
 

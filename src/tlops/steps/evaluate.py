@@ -29,7 +29,7 @@ from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
-from tlops.tracking.registry import CHAMPION, alias_version, champion_uri
+from tlops.tracking.registry import CHAMPION, alias_version
 
 COMPARISON_FILE = "comparison.md"
 
@@ -68,15 +68,18 @@ def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str,
     return result
 
 
-def _champion(params: Params, classes: list[str]) -> tuple[TransferModel | None, str | None, str]:
+def _champion(
+    params: Params, classes: list[str], version: str | None = None
+) -> tuple[TransferModel | None, str | None, str]:
     name = params.register_model.model_name
-    try:
-        version = alias_version(params.tracking, name, CHAMPION)
-    except Exception as exc:  # no registry yet, server unreachable...: no comparison
-        return None, None, f"no champion: registry not readable ({exc.__class__.__name__})"
     if version is None:
-        return None, None, f"no champion yet for {name}"
-    payload = resolve_init(champion_uri(name)).checkpoint or {}
+        try:
+            version = alias_version(params.tracking, name, CHAMPION)
+        except Exception as exc:  # no registry yet, server unreachable...: no comparison
+            return None, None, f"no champion: registry not readable ({exc.__class__.__name__})"
+        if version is None:
+            return None, None, f"no champion yet for {name}"
+    payload = resolve_init(f"models:/{name}/{version}").checkpoint or {}
     if list(payload.get("classes", [])) != classes:
         return (
             None,
@@ -89,6 +92,46 @@ def _champion(params: Params, classes: list[str]) -> tuple[TransferModel | None,
     model = model_from_checkpoint(payload)
     size = f" at its own {model.image_size} px" if model.image_size else ""
     return model, version, f"champion v{version} evaluated on the same test split{size}"
+
+
+def champion_scores(
+    params: Params,
+    ingest_dir: Path,
+    classes: list[str],
+    test: SplitTensors,
+    version: str | None = None,
+) -> tuple[dict[str, Any] | None, str | None, str]:
+    """The champion's scores on the test split (``test`` is at ``model.image_size``).
+
+    Args:
+        params: Resolved params.
+        ingest_dir: The ingest output (the split is decoded again at the champion's own
+            resolution when it differs).
+        classes: The candidate's classes; a champion with others is not comparable.
+        test: The decoded test split.
+        version: That version of ``register_model.model_name``; None: the ``champion`` alias.
+
+    Returns:
+        ``({"version", "metrics", "per_class", "confusion_matrix"} or None, the version found,
+        a note for the report)``.
+    """
+    champion_model, champion_version, note = _champion(params, classes, version)
+    if champion_model is None:
+        return None, champion_version, note
+    size = champion_model.image_size or params.model.image_size
+    champion_test = (
+        test
+        if size == params.model.image_size
+        else load_splits(params, ingest_dir, classes, ("test",), image_size=size)["test"]
+    )
+    champion_result = score(champion_model, champion_test, params)
+    champion = {
+        "version": champion_version,
+        "metrics": champion_result["overall"],
+        "per_class": champion_result["per_class"],
+        "confusion_matrix": champion_result["confusion_matrix"],
+    }
+    return champion, champion_version, note
 
 
 def run(params: Params, io: StepIO) -> StepResult:
@@ -113,22 +156,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         )
     test = load_splits(params, ingest_dir, classes, ("test",))["test"]
     result = score(model, test, params)
-    champion_model, champion_version, note = _champion(params, classes)
-    champion = None
-    if champion_model is not None:
-        size = champion_model.image_size or params.model.image_size
-        champion_test = (
-            test
-            if size == params.model.image_size
-            else load_splits(params, ingest_dir, classes, ("test",), image_size=size)["test"]
-        )
-        champion_result = score(champion_model, champion_test, params)
-        champion = {
-            "version": champion_version,
-            "metrics": champion_result["overall"],
-            "per_class": champion_result["per_class"],
-            "confusion_matrix": champion_result["confusion_matrix"],
-        }
+    champion, champion_version, note = champion_scores(params, ingest_dir, classes, test)
     overall = result["overall"]
     flat = {k: finite_or_none(v) for k, v in overall.items()}
     if champion is not None:
@@ -148,6 +176,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "calibration": result["calibration"],
                 "champion": champion,
                 "champion_note": note,
+                "champion_version": champion_version,
                 "model": str(model_dir / MODEL_FILE),
                 "numerics": result["numerics"],
             },

@@ -80,7 +80,12 @@ def execute(
     module = importlib.import_module(f"tlops.steps.{name}")
     run: lifecycle.RunLog | None = None
     if spec.tracking == Tracking.OPENS:
-        run = lifecycle.open_run(params, checked)
+        # a run already opened upstream (the retraining pipeline's detect_change) is continued
+        run = lifecycle.join_run(params, checked)
+        if run is None:
+            run = lifecycle.open_run(params, checked)
+        else:
+            lifecycle.record_inputs(run, checked)
     elif spec.tracking in (Tracking.JOINS, Tracking.CLOSES):
         run = lifecycle.join_run(params, checked)
     started = time.perf_counter()
@@ -101,7 +106,7 @@ def execute(
             run.stamp(io.outputs[port.name])
     if run is not None:
         run.metrics({f"step_seconds.{name}": seconds})
-        if spec.tracking == Tracking.CLOSES:
+        if spec.tracking == Tracking.CLOSES or result.finished:
             run.close(ok=True)
     return result
 
@@ -122,7 +127,7 @@ def _record_failure(
         )
 
 
-def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **args: str) -> None:
+def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **args: str) -> str:
     """The body of every KFP component: artifacts (``.path``, ``.metadata``) in and out.
 
     Args:
@@ -130,6 +135,9 @@ def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **a
         params_json: The resolved params.yaml as JSON (the pipeline's ``params``).
         artifacts: Port -> KFP artifact (None for an optional input not given).
         **args: The step's scalar arguments.
+
+    Returns:
+        The step's ``value`` (what a component declared with ``returns`` gives the pipeline).
     """
     os.environ.setdefault(lifecycle.RUNNER_ENV, "kfp")
     spec = spec_of(name)
@@ -148,6 +156,7 @@ def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **a
     for port, metadata in result.metadata.items():
         artifacts[port].metadata.update(metadata)
     _publish_views(spec, artifacts, result)
+    return result.value
 
 
 def _failure_views(exc: StepFailure) -> StepResult:

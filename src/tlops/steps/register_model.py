@@ -1,7 +1,11 @@
 """Step ``register_model``: log the model to MLflow, register a version, apply the gate.
 
 The new version always gets the ``challenger`` alias; ``champion`` moves to it only when
-:func:`tlops.evaluate.gate.should_promote` says so (the old champion becomes ``previous``).
+:func:`tlops.evaluate.gate.should_promote` says so (the old champion becomes ``previous``), as a
+compare-and-set under the registry's promotion lock (:mod:`tlops.tracking.promotion`): when
+another run moved the champion since ``evaluate``, the gate is re-run against the new one on the
+same test split. The training manifest is logged with the model (``data/manifest.csv``), so
+``detect_change`` can later tell what is new to it.
 Output (in the ``decision`` directory): ``decision.json`` (the decision, its reasons, the
 version, aliases) and ``summary.md``.
 """
@@ -17,12 +21,22 @@ from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.evaluate.gate import Decision, ModelScores, should_promote
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.layout import DECISION_FILE, EVALUATION_FILE, MODEL_FILE, SUMMARY_FILE, TRAIN_FILE
+from tlops.layout import (
+    DECISION_FILE,
+    EVALUATION_FILE,
+    MANIFEST_ARTIFACT,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    SUMMARY_FILE,
+    TRAIN_FILE,
+)
 from tlops.models.init import load_model
+from tlops.steps.evaluate import champion_scores
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.lifecycle import RunLog
-from tlops.tracking.registry import aliases_of, describe, promote
-from tlops.tracking.runs import git_sha
+from tlops.tracking.promotion import promote_guarded
+from tlops.tracking.registry import aliases_of, describe
+from tlops.tracking.runs import client, git_sha
 from tlops.tracking.serving import log_and_register, to_pixels
 
 EXAMPLE_IMAGES = 1  # the input example is JSON: each 64 px image adds ~100 KB to write and validate
@@ -103,9 +117,41 @@ def run(params: Params, io: StepIO) -> StepResult:
         params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
     )
     io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
-    previous = None
-    if decision.promote:
-        previous = promote(params.tracking, cfg.model_name, registered.version)
+    # the training manifest, so detect_change can later tell what is new to this model
+    io.run.artifacts([ingest_dir / MANIFEST_FILE], MANIFEST_ARTIFACT.rpartition("/")[0])
+    champion_info = evaluation.get("champion") or {}
+    compared_with = evaluation.get("champion_version", champion_info.get("version"))
+
+    def regate(found: str | None) -> Decision:
+        """The gate against the champion in place now (it moved since evaluate)."""
+        if found is None:
+            return should_promote(candidate, None, cfg.gate)
+        fresh, _, _note = champion_scores(params, ingest_dir, classes, test, found)
+        if fresh is None:
+            return should_promote(candidate, None, cfg.gate)
+        return should_promote(candidate, scores({"champion": fresh}, "champion"), cfg.gate)
+
+    promotion = promote_guarded(
+        params.tracking,
+        cfg.model_name,
+        registered.version,
+        compared_with,
+        decision,
+        regate,
+        cfg.lock_timeout_s,
+        cfg.lock_lease_s,
+    )
+    decision, previous = promotion.decision, promotion.previous
+    if promotion.regated:  # the version's gate tags say what was decided in the end
+        final = {
+            "gate.promote": str(decision.promote).lower(),
+            "gate.reasons": " | ".join(decision.reasons),
+            "gate.regated": f"champion {compared_with} -> {promotion.found}",
+        }
+        for key, value in final.items():
+            client(params.tracking).set_model_version_tag(
+                cfg.model_name, registered.version, key, value
+            )
     aliases = aliases_of(params.tracking, cfg.model_name, registered.version)
     payload = {
         **decision.as_dict(),
@@ -113,6 +159,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         "version": registered.version,
         "aliases": list(aliases),
         "previous_champion": previous,
+        "compared_with": compared_with,
+        "champion_at_promotion": promotion.found,
+        "regated": promotion.regated,
         "model_uri": registered.model_uri,
         "run_id": run_id,
         "primary_metric": cfg.gate.primary_metric,

@@ -91,6 +91,10 @@ class StepSpec:
     resources: Literal["cpu", "gpu"] = "cpu"
     tracking: Tracking = Tracking.NONE
     per_domain: bool = False  # runs once per data domain (dvc.yaml foreach over params `data`)
+    # a string the KFP component returns, for the pipeline's control flow (dsl.If); its help
+    returns: str | None = None
+    # a stage of dvc.yaml; False for steps of the retraining pipeline only (DVC has no dsl.If)
+    dvc: bool = True
 
     def port(self, name: str) -> Port:
         """The input or output port called ``name``."""
@@ -135,6 +139,8 @@ class StepResult:
         confusion: ``(classes, matrix)`` for a ``ClassificationMetrics`` view.
         views: View port -> a file whose content the view shows (HTML or Markdown).
         details: Anything else the caller may want (the step's own result object).
+        value: What the KFP component returns (steps declared with ``returns``).
+        finished: The step ended the pipeline's MLflow run (nothing downstream will run).
     """
 
     summary: str
@@ -143,3 +149,5 @@ class StepResult:
     confusion: tuple[list[str], list[list[int]]] | None = None
     views: dict[str, Path] = field(default_factory=dict)
     details: Any = None
+    value: str = ""
+    finished: bool = False

@@ -24,15 +24,16 @@ import numpy as np
 import torch
 
 from tlops.config import Params
-from tlops.data.dataset import class_list, ingest_info, load_splits
+from tlops.data.dataset import class_list, ingest_info, load_splits, require_validated
 from tlops.evaluate.plots import training_curves_png
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
-from tlops.layout import FEATURES_FILE, MODEL_FILE, TRAIN_FILE, VALIDATION_FILE
+from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, TRAIN_FILE
 from tlops.models.init import create_model, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps.spec import StepIO, StepResult
+from tlops.tracking.runs import client
 from tlops.train.loop import TrainOutcome, fit
 from tlops.train.numerics import training_numerics
 from tlops.train.strategies import Need, Strategy, TrainData, get_strategy
@@ -66,21 +67,6 @@ def _features(features_dir: Path, split: str, classes: list[str]) -> tuple[np.nd
     return features, np.array([index[label] for label in labels], dtype=np.int64)
 
 
-def _validated(report_dir: Path, ingest: dict[str, Any]) -> None:
-    """Refuse data whose validation did not pass, or that is not the data that was validated."""
-    path = report_dir / VALIDATION_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a validate_data output")
-    report = read_json(path)
-    if not report["passed"]:
-        raise ValueError(f"{path}: the data failed validation; nothing is trained on it")
-    if report["data_version"] != ingest["data_version"]:
-        raise ValueError(
-            f"{path}: validated data version {report['data_version']}, but the dataset is "
-            f"{ingest['data_version']}"
-        )
-
-
 def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) -> TrainData:
     data = TrainData(classes)
     if Need.IMAGES in strategy.needs:
@@ -97,8 +83,26 @@ def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) ->
     return data
 
 
-def _build(params: Params, strategy: Strategy, classes: list[str]) -> TransferModel:
-    spec = params.model.backbone
+def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:
+    """The champion version a retrain starts from (``models:/<name>/<version>``), or None.
+
+    From ``detect_change``'s output, when ``detect_change.warm_start`` is on and the strategy
+    fine-tunes pretrained weights on images. A strategy on cached features does not: its
+    features are the backbone's, not the champion's. The version, not the alias, so a champion
+    promoted by a concurrent run while this one trains changes nothing here.
+    """
+    if change_dir is None or not params.detect_change.warm_start:
+        return None
+    if not strategy.pretrained or Need.IMAGES not in strategy.needs:
+        return None
+    champion = read_json(change_dir / CHANGE_FILE).get("champion")
+    return str(champion["uri"]) if champion else None
+
+
+def _build(
+    params: Params, strategy: Strategy, classes: list[str], start: str | None = None
+) -> TransferModel:
+    spec = start or params.model.backbone
     if not strategy.pretrained:
         # the same architecture as the start model, randomly initialised
         spec = resolve_init(spec, False).spec
@@ -124,10 +128,13 @@ def run(params: Params, io: StepIO) -> StepResult:
     strategy = get_strategy(cfg)
     out_dir = io.outputs["model"]
     ingest = ingest_info(io.inputs["dataset"])
-    _validated(io.inputs["report"], ingest)
+    require_validated(io.inputs["report"], ingest)
     seed_everything(cfg.seed)
     classes = class_list(params, ingest)
-    model = _build(params, strategy, classes)
+    start = warm_start(params, strategy, io.inputs.get("change"))
+    if start is not None:
+        client(params.tracking)  # the champion is read through the configured store
+    model = _build(params, strategy, classes, start)
     data = _data(strategy, params, io, classes)
     device = resolve_device(params.runtime.device)
     cache_file = params.extract_features.cache_dir / CACHE_FILE
@@ -139,6 +146,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         cfg.model_dump(mode="json"),
         params.image.model_dump(mode="json"),
         choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
+        start,
     )
     root = io.args.get("checkpoint_root")
     checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key

@@ -88,10 +88,13 @@ def expected_classes(params: Params, ingest: dict[str, Any]) -> tuple[list[str],
 
     The champion's class map once a champion is registered (a model is only ever compared with,
     and warm-started from, a champion of the same classes), else ``validate_data.classes``, else
-    the class folders found.
+    the class folders found. With ``validate_data.allow_class_change`` the champion's map is not
+    imposed (a retrain may then add or drop classes, with a new head).
     """
     name = params.register_model.model_name
-    champion = champion_classes(params.tracking, name)
+    champion = None
+    if not params.validate_data.allow_class_change:
+        champion = champion_classes(params.tracking, name)
     if champion is not None:
         classes, version = champion
         return classes, f"the class map of champion {name} v{version} (MLflow registry)"

@@ -9,6 +9,8 @@ Aliases:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tlops.config import TrackingConfig
@@ -83,6 +85,48 @@ def champion_classes(cfg: TrackingConfig, model_name: str) -> tuple[list[str], s
     if not classes:
         return None
     return classes.split(","), str(version.version)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version: its number, the run that logged it and its tags."""
+
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+
+    @property
+    def uri(self) -> str:
+        """``models:/<name>/<version>``: this version, even after an alias moves."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def version_with_alias(cfg: TrackingConfig, model_name: str, alias: str) -> VersionInfo | None:
+    """The version holding ``alias`` (None: no store yet, no such model or alias)."""
+    import mlflow
+
+    if not store_exists(cfg):
+        return None
+    try:
+        found = client(cfg).get_model_version_by_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return VersionInfo(model_name, str(found.version), str(found.run_id), dict(found.tags or {}))
+
+
+def run_artifact(cfg: TrackingConfig, run_id: str, path: str, dst: Path) -> Path | None:
+    """Download one artifact of a run into ``dst``; None when the run has no such artifact."""
+    import mlflow
+
+    client(cfg)  # sets the tracking URI the download goes through
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=path, dst_path=str(dst)
+        )
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None
+    return Path(local) if Path(local).exists() else None
 
 
 def champion_uri(model_name: str) -> str:

@@ -1,0 +1,153 @@
+"""What changed in the target data since the champion's, and whether that calls for a retrain.
+
+:func:`compare_manifests` counts added, removed and changed images per class between the
+champion's manifest and the current one; :func:`decide` applies the policy of params.yaml
+``detect_change`` to those counts and to the drift statistics of :mod:`tlops.evaluate.drift`.
+Both are pure functions, so the policy is unit-tested without data, models or a registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tlops.config import DetectChangeConfig
+from tlops.evaluate.drift import LabelShift, MMDResult
+
+NO_NEW_DATA = "no new data"
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    """Images added, removed and changed (same path, other content) between two manifests."""
+
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    new_content: int  # images whose content the reference never had (added or changed)
+    per_class: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        """True when anything differs."""
+        return bool(self.added or self.removed or self.changed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def _usable(manifest: pd.DataFrame) -> pd.DataFrame:
+    return manifest[manifest["decode_status"] == "ok"]
+
+
+def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeCounts:
+    """Count what changed from ``reference`` (the champion's data) to ``current``.
+
+    Images are matched by relative path; an image is *new content* when its sha256 is not
+    anywhere in the reference (a renamed copy of a known image is not new).
+    """
+    ref, cur = _usable(reference), _usable(current)
+    ref_by_path = dict(zip(ref["path"], zip(ref["sha256"], ref["label"], strict=True), strict=True))
+    cur_by_path = dict(zip(cur["path"], zip(cur["sha256"], cur["label"], strict=True), strict=True))
+    known = set(ref["sha256"])
+    per_class: dict[str, dict[str, int]] = {}
+
+    def bump(label: str, kind: str) -> None:
+        counts = per_class.setdefault(label, {"added": 0, "removed": 0, "changed": 0})
+        counts[kind] += 1
+
+    added = removed = changed = unchanged = 0
+    for path, (sha, label) in cur_by_path.items():
+        before = ref_by_path.get(path)
+        if before is None:
+            added += 1
+            bump(label, "added")
+        elif before[0] != sha:
+            changed += 1
+            bump(label, "changed")
+        else:
+            unchanged += 1
+    for path, (_, label) in ref_by_path.items():
+        if path not in cur_by_path:
+            removed += 1
+            bump(label, "removed")
+    new_content = int((~cur["sha256"].isin(known)).sum())
+    return ChangeCounts(
+        added, removed, changed, unchanged, new_content, dict(sorted(per_class.items()))
+    )
+
+
+@dataclass(frozen=True)
+class ChangeDecision:
+    """Whether to retrain, and every check that was made (the first reasons decided it)."""
+
+    retrain: bool
+    reasons: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+def decide(
+    cfg: DetectChangeConfig,
+    champion: str | None,
+    counts: ChangeCounts | None,
+    drift: MMDResult | None,
+    shift: LabelShift | None,
+    same_version: bool = False,
+) -> ChangeDecision:
+    """Apply the retraining policy.
+
+    Args:
+        cfg: The policy (params.yaml ``detect_change``).
+        champion: The champion's version, or None when there is none.
+        counts: What changed since the champion's data (None: the champion's manifest is not
+            known, only whether the data version differs).
+        drift: The MMD test of new against reference images (None: not run).
+        shift: The label-distribution shift (None: not measurable).
+        same_version: The data version is the one the champion was trained on.
+
+    Returns:
+        The decision; ``reasons`` lists the triggers first, then the checks that passed.
+    """
+    triggers: list[str] = []
+    checks: list[str] = []
+    if cfg.force:
+        triggers.append("forced (detect_change.force)")
+    if champion is None:
+        triggers.append("no champion yet")
+        return ChangeDecision(True, triggers)
+    if same_version or (counts is not None and not counts.any):
+        checks.append(f"{NO_NEW_DATA}: the data is what champion v{champion} was trained on")
+        return ChangeDecision(bool(triggers), triggers + checks)
+    if counts is None:
+        triggers.append(
+            f"data version differs from champion v{champion}'s (its image list is unknown)"
+        )
+    else:
+        summary = f"{counts.added} added, {counts.changed} changed, {counts.removed} removed"
+        if counts.new_content >= cfg.min_new_images:
+            triggers.append(f"{counts.new_content} new images >= {cfg.min_new_images} ({summary})")
+        else:
+            checks.append(f"{counts.new_content} new images < {cfg.min_new_images} ({summary})")
+    if drift is not None:
+        text = f"drift p-value {drift.p_value:.4f} (MMD^2 {drift.mmd2:.4g}, {drift.n_new} new"
+        text += f" vs {drift.n_reference} reference images)"
+        if drift.p_value < cfg.alpha:
+            triggers.append(f"drift detected: {text} < alpha {cfg.alpha}")
+        else:
+            checks.append(f"no drift: {text} >= alpha {cfg.alpha}")
+    elif counts is not None and counts.new_content:
+        checks.append(f"drift not tested: {counts.new_content} new images < {cfg.min_drift_images}")
+    if shift is not None:
+        text = f"label shift {shift.total_variation:.3f} (total variation)"
+        if shift.total_variation > cfg.max_label_shift:
+            triggers.append(f"{text} > {cfg.max_label_shift}")
+        else:
+            checks.append(f"{text} <= {cfg.max_label_shift}")
+    return ChangeDecision(bool(triggers), triggers + checks)

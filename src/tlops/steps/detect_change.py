@@ -1,0 +1,237 @@
+"""Step ``detect_change``: is there reason to retrain the champion on the target data now?
+
+The first step of the ``retraining`` pipeline, after the data is ingested and validated. It
+compares the data with what the champion was trained on: the data version (a tag of the
+champion's model version), then image by image against the manifest logged with the champion
+(added, removed and changed images per class), then in the champion's own feature space. The
+drift test compares the new images with the champion's **held-out** images (its val and test
+splits): the champion was fitted to its training images, so their features sit tighter than
+those of any unseen image, and a test against them would flag drift in data that has none.
+Features are cached per image content hash (:mod:`tlops.models.embed`), so a check with
+nothing new costs a registry lookup and a manifest read.
+
+The step opens the pipeline's MLflow run and logs the decision, its reasons and the
+statistics. With no retrain it closes the run (a reviewer sees why nothing was trained);
+otherwise ``train`` continues it. Output (``change``): ``change.json`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tlops.config import Params
+from tlops.data.dataset import ingest_info, load_manifest, require_validated
+from tlops.evaluate.change import ChangeCounts, compare_manifests, decide
+from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
+from tlops.io import atomic_dir, fingerprint, write_json
+from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
+from tlops.steps.spec import StepIO, StepResult
+from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
+
+HELD_OUT = ("val", "test")
+
+
+def _champion_manifest(params: Params, champion: VersionInfo) -> pd.DataFrame | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        found = run_artifact(params.tracking, champion.run_id, MANIFEST_ARTIFACT, Path(tmp))
+        if found is None:
+            return None
+        if found.is_dir():
+            found = found / MANIFEST_FILE
+        return load_manifest(found.parent) if found.is_file() else None
+
+
+def _drift(
+    params: Params,
+    champion: VersionInfo,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    images_root: Path,
+) -> tuple[MMDResult | None, dict[str, Any]]:
+    """The MMD test of the new images against the champion's held-out ones."""
+    from tlops.models.embed import embed_images
+    from tlops.models.init import model_from_checkpoint, resolve_init
+    from tlops.runtime import resolve_device
+
+    cfg = params.detect_change
+    usable = current[current["decode_status"] == "ok"]
+    known = set(reference["sha256"])
+    new_rows = usable[~usable["sha256"].isin(known)]
+    held_out = reference[reference["split"].isin(HELD_OUT) & (reference["decode_status"] == "ok")]
+    # reference images are decoded from the current snapshot (or come from the cache)
+    where = dict(zip(usable["sha256"], usable["path"], strict=True))
+    ref_pairs = [(sha, images_root / where[sha]) for sha in held_out["sha256"] if sha in where]
+    new_pairs = [
+        (sha, images_root / path)
+        for sha, path in zip(new_rows["sha256"], new_rows["path"], strict=True)
+    ]
+    info: dict[str, Any] = {
+        "reference_images": len(ref_pairs),
+        "reference_missing": int(len(held_out) - len(ref_pairs)),
+        "new_images": len(new_pairs),
+    }
+    if len(new_pairs) < cfg.min_drift_images or len(ref_pairs) < 2:
+        return None, info
+    payload = resolve_init(champion.uri).checkpoint or {}
+    model = model_from_checkpoint(payload)
+    device = resolve_device(params.runtime.device)
+    key = fingerprint(
+        champion.name, champion.version, champion.run_id, params.image.model_dump(mode="json")
+    )
+    cache_file = params.extract_features.cache_dir / "drift" / f"{key}.npz"
+    started = time.perf_counter()
+    ref_features, ref_embedded = embed_images(
+        model, ref_pairs, params.image, cache_file, cfg.batch_size, device
+    )
+    new_features, new_embedded = embed_images(
+        model, new_pairs, params.image, cache_file, cfg.batch_size, device
+    )
+    info.update(
+        embedded=ref_embedded + new_embedded,
+        embed_seconds=time.perf_counter() - started,
+    )
+    started = time.perf_counter()
+    result = mmd_test(ref_features, new_features, cfg.permutations, cfg.seed, cfg.max_samples)
+    info["test_seconds"] = time.perf_counter() - started
+    return result, info
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    verdict = "RETRAIN" if payload["retrain"] else "skip: no retrain"
+    champion = payload["champion"]
+    lines = [
+        f"## detect_change: {verdict}",
+        "",
+        f"data version {payload['data_version']}; champion "
+        + (f"v{champion['version']} (data {champion['data_version']})" if champion else "none"),
+        "",
+        *[f"- {reason}" for reason in payload["reasons"]],
+    ]
+    counts = payload.get("counts")
+    if counts and counts["per_class"]:
+        lines += ["", "| class | added | changed | removed |", "|---|---:|---:|---:|"]
+        lines += [
+            f"| {label} | {c['added']} | {c['changed']} | {c['removed']} |"
+            for label, c in counts["per_class"].items()
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def run(params: Params, io: StepIO) -> StepResult:
+    """Decide whether the target data calls for a retrain.
+
+    Args:
+        params: Resolved params (reads ``detect_change``, ``register_model.model_name``,
+            ``image``, ``tracking``, ``runtime``, ``extract_features.cache_dir``).
+        io: Inputs ``dataset`` and ``report`` (the target's ingest and passed validation);
+            output ``change`` (replaced).
+
+    Returns:
+        The decision (``value``: ``"true"`` or ``"false"``; ``details``: the change.json payload).
+    """
+    started = time.perf_counter()
+    cfg = params.detect_change
+    ingest_dir = io.inputs["dataset"]
+    ingest = ingest_info(ingest_dir)
+    require_validated(io.inputs["report"], ingest)
+    current = load_manifest(ingest_dir)
+    name = params.register_model.model_name
+    champion = version_with_alias(params.tracking, name, CHAMPION)
+    counts: ChangeCounts | None = None
+    drift: MMDResult | None = None
+    shift: LabelShift | None = None
+    drift_info: dict[str, Any] = {}
+    same_version = False
+    if champion is not None:
+        same_version = champion.tags.get("data_version") == ingest["data_version"]
+        if not same_version:
+            reference = _champion_manifest(params, champion)
+            if reference is not None:
+                counts = compare_manifests(reference, current)
+                new = current[
+                    (current["decode_status"] == "ok")
+                    & ~current["sha256"].isin(set(reference["sha256"]))
+                ]
+                ok = reference[reference["decode_status"] == "ok"]
+                classes = sorted(set(ok["label"]) | set(new["label"]))
+                shift = label_shift(list(ok["label"]), list(new["label"]), classes)
+                if counts.new_content:
+                    drift, drift_info = _drift(
+                        params, champion, reference, current, ingest_dir / IMAGES_DIR
+                    )
+    decision = decide(
+        cfg, champion.version if champion else None, counts, drift, shift, same_version
+    )
+    payload: dict[str, Any] = {
+        "retrain": decision.retrain,
+        "reasons": decision.reasons,
+        "data_version": ingest["data_version"],
+        "model_name": name,
+        "champion": (
+            {
+                "version": champion.version,
+                "run_id": champion.run_id,
+                "data_version": champion.tags.get("data_version"),
+                "uri": champion.uri,
+            }
+            if champion
+            else None
+        ),
+        "counts": counts.as_dict() if counts else None,
+        "drift": drift.as_dict() if drift else None,
+        "drift_info": drift_info,
+        "label_shift": shift.as_dict() if shift else None,
+        "policy": cfg.model_dump(mode="json"),
+        "seconds": time.perf_counter() - started,
+    }
+    out_dir = io.outputs["change"]
+    with atomic_dir(out_dir) as staging:
+        write_json(staging / CHANGE_FILE, payload)
+        (staging / SUMMARY_FILE).write_text(_summary(payload), encoding="utf-8")
+    if io.run is not None:
+        _log(io, payload, decision.retrain)
+    verdict = "retrain" if decision.retrain else "no retrain"
+    return StepResult(
+        f"detect_change: {verdict}\n" + "\n".join(f"  - {r}" for r in decision.reasons),
+        metadata={"change": {"retrain": decision.retrain, "reasons": decision.reasons}},
+        views={"summary": out_dir / SUMMARY_FILE},
+        details=payload,
+        value="true" if decision.retrain else "false",
+        finished=not decision.retrain,
+    )
+
+
+def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
+    """The decision and its statistics on the pipeline's MLflow run."""
+    champion = payload["champion"]
+    tags: dict[str, Any] = {
+        "detect_change.retrain": str(retrain).lower(),
+        "detect_change.reasons": " | ".join(payload["reasons"]),
+        "detect_change.champion": champion["version"] if champion else "none",
+    }
+    if not retrain:
+        tags["mlflow.runName"] = f"retraining check: skipped ({payload['reasons'][0]})"[:250]
+    io.run.tags(tags)
+    metrics: dict[str, float] = {"detect_change.seconds": payload["seconds"]}
+    if payload["counts"]:
+        counts = payload["counts"]
+        metrics.update(
+            {
+                f"detect_change.{k}": counts[k]
+                for k in ("added", "removed", "changed", "new_content")
+            }
+        )
+    if payload["drift"]:
+        metrics["detect_change.drift_p_value"] = payload["drift"]["p_value"]
+        metrics["detect_change.mmd2"] = payload["drift"]["mmd2"]
+    if payload["label_shift"]:
+        metrics["detect_change.label_shift_tv"] = payload["label_shift"]["total_variation"]
+    io.run.metrics(metrics)
+    io.run.artifacts(
+        [io.outputs["change"] / CHANGE_FILE, io.outputs["change"] / SUMMARY_FILE], "detect_change"
+    )
