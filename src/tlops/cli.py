@@ -340,6 +340,62 @@ def retrain(
     _guard(body)
 
 
+@app.command("retrain-demo")
+def retrain_demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the story runs (replaced): its own git, DVC, MLflow.")
+    ] = Path("runs/retrain-demo"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """The retraining story on the demo data: first champion, new data, nothing new, drift.
+
+    Each step is a real `tlops retrain` in a project of its own: drop 1 (first champion), drop
+    2 added and committed (retrain, promoted or not), the same again (skipped: no new data),
+    the drifted drop (drift detected, retrain). Ends with a table of the runs.
+    """
+
+    def body() -> None:
+        from pipelines.retrain_demo import run_story
+
+        _params(params)  # a broken params file fails here, not in the third subprocess
+        chapters = run_story(workdir, params, lambda line: console.print(line, highlight=False))
+        table = Table(title=f"retraining story ({workdir})", title_justify="left")
+        for column in (
+            "step",
+            "data version",
+            "detect_change",
+            "drift p",
+            "model version",
+            "aliases then",
+            "macro F1 (champion)",
+        ):
+            table.add_column(column)
+        for chapter in chapters:
+            decided = ("retrain: " if chapter.retrain else "skipped: ") + chapter.reasons[0]
+            metric = "-"
+            if chapter.metric is not None:
+                metric = f"{chapter.metric:.4f}"
+                if chapter.champion_metric is not None:
+                    metric += f" ({chapter.champion_metric:.4f})"
+            table.add_row(
+                chapter.name,
+                chapter.data_version[:12],
+                decided,
+                "-" if chapter.drift_p is None else f"{chapter.drift_p:.4f}",
+                "-"
+                if chapter.version is None
+                else (f"v{chapter.version} " + ("promoted" if chapter.promoted else "kept out")),
+                chapter.aliases or "-",
+                metric,
+            )
+        console.print(table)
+        console.print(
+            f"MLflow store: {workdir / 'mlflow.db'} (to browse it: cd {workdir} && tlops ui)"
+        )
+
+    _guard(body)
+
+
 # the record each pipeline output carries, by the kind of output (its name's first word)
 OUTPUT_RECORDS = {
     "dataset": "ingest.json",

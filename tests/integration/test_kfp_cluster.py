@@ -158,6 +158,27 @@ def test_schedule_creates_a_weekly_recurring_run(
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
 
 
+def test_schedule_the_retraining_pipeline(
+    endpoint: tuple[str, list[tuple[str, str, Any]]],
+) -> None:
+    host, requests = endpoint
+    result = tlops(
+        "schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "retraining"
+    )
+    assert result.returncode == 0, result.stderr
+    job = [
+        body
+        for method, path, body in requests
+        if method == "POST" and path.endswith("/apis/v2beta1/recurringruns")
+    ][-1]
+    spec = job["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "tlops-retraining"
+    assert "detect-change" in spec["root"]["dag"]["tasks"]
+    assert str(job["max_concurrency"]) == "1" and job["no_catchup"] is True
+    bad = tlops("schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "nightly")
+    assert bad.returncode == 1 and "expected one of training, retraining" in bad.stderr
+
+
 def test_bad_override_fails_before_any_request(
     endpoint: tuple[str, list[tuple[str, str, Any]]],
 ) -> None:

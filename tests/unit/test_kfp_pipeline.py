@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from pipelines.cluster import COMPILED, compile_training, kfp_cron
+from pipelines.cluster import COMPILED, compile_pipeline, compile_training, kfp_cron
 
 from tests.conftest import REPO
 from tlops.config import Params, apply_overrides, load_params
@@ -42,6 +42,41 @@ def test_golden_file_is_up_to_date(compiled: Path) -> None:
     assert compiled.read_text() == GOLDEN.read_text(), (
         "pipelines/compiled/training.yaml is stale: run `make compile` and commit it"
     )
+
+
+@pytest.fixture(scope="module")
+def retraining(params: Params, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kfp") / "retraining.yaml"
+    return compile_pipeline(params, out, "retraining")
+
+
+def test_retraining_golden_file_is_up_to_date(retraining: Path) -> None:
+    assert retraining.read_text() == (COMPILED / "retraining.yaml").read_text(), (
+        "pipelines/compiled/retraining.yaml is stale: run `make compile` and commit it"
+    )
+
+
+def test_retraining_trains_only_when_detect_change_says_so(retraining: Path) -> None:
+    pipeline, _ = _documents(retraining)
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert set(tasks) == {"ingest-data", "validate-data", "detect-change", "condition-1"}
+    check = tasks["detect-change"]["inputs"]["artifacts"]
+    assert check["report"]["taskOutputArtifact"]["producerTask"] == "validate-data"
+    condition = tasks["condition-1"]
+    assert "detect-change" in condition["dependentTasks"]
+    assert "== 'true'" in condition["triggerPolicy"]["condition"]
+    inner = pipeline["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert {"train", "evaluate", "register-model"} <= set(inner)
+    # train continues detect_change's MLflow run and warm-starts from the champion it names
+    change = inner["train"]["inputs"]["artifacts"]["change"]
+    assert change["componentInputArtifact"].startswith("pipelinechannel--detect-change-change")
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
+    assert pipeline["pipelineInfo"]["name"] == "tlops-retraining"
+
+
+def test_unknown_pipeline_is_refused(params: Params, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected one of training, retraining"):
+        compile_pipeline(params, tmp_path / "x.yaml", "nightly")
 
 
 def _documents(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

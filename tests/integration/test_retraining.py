@@ -1,0 +1,105 @@
+"""The retraining pipeline through KFP local against a real MLflow store, as a user runs it.
+
+A throwaway project starts with the first target drop. `tlops retrain` (a subprocess) then runs
+three times: no champion -> trains, first champion; the same data -> skipped, "no new data",
+still an MLflow run with the decision; the drifted drop added -> drift detected, retrained
+warm-started from the champion, compared with it on the updated test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+MODEL = "tlops-digits"
+
+
+def _tlops(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "COLUMNS": "200",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
+    result = subprocess.run(
+        ["tlops", *args], cwd=project, env=env, text=True, capture_output=True, check=False
+    )
+    assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _change(project: Path, run: str) -> dict:  # type: ignore[type-arg]
+    (found,) = (project / "runs" / run).glob("kfp/*/detect-change/change/change.json")
+    return dict(json.loads(found.read_text()))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tlops.data.demo import write_demo
+
+    root = tmp_path_factory.mktemp("retraining")
+    write_demo(root / "unused_source", root / "data" / "target", drops=1)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"source": "data/target", "target": "data/target"}
+    params["model"]["image_size"] = 32
+    params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from tlops.data.demo import write_demo
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    first = _tlops(project, "retrain", "--out", "runs/first")
+    assert "detect_change: RETRAIN" in first.stdout and "no champion yet" in first.stdout
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
+    v1 = client.get_model_version(MODEL, "1")
+    run = client.get_run(v1.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["detect_change.retrain"] == "true"
+    assert [a.path for a in client.list_artifacts(v1.run_id, "data")] == ["data/manifest.csv"]
+
+    # nothing new: skipped, and the run says why
+    second = _tlops(project, "retrain", "--out", "runs/second")
+    assert "detect_change: no retrain" in second.stdout and "no new data" in second.stdout
+    assert not list((project / "runs" / "second").glob("kfp/*/train"))
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == 1
+    experiment = client.get_experiment_by_name("tlops")
+    latest = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"]
+    )[0]
+    assert latest.info.status == "FINISHED"
+    assert latest.data.tags["detect_change.retrain"] == "false"
+    assert latest.data.tags["mlflow.runName"].startswith("retraining check: skipped")
+    assert "no new data" in latest.data.tags["detect_change.reasons"]
+
+    # the drifted drop: drift detected in v1's feature space, retrained from v1
+    write_demo(project / "unused_source", project / "data" / "target", drops=1, drift=True)
+    third = _tlops(project, "retrain", "--out", "runs/third")
+    change = _change(project, "third")
+    assert change["retrain"] and change["champion"]["version"] == "1"
+    assert change["counts"]["added"] == change["counts"]["new_content"] > 0
+    assert change["counts"]["removed"] == 0
+    assert change["drift"]["p_value"] < 0.01
+    assert any(reason.startswith("drift detected") for reason in change["reasons"])
+    (train_json,) = (project / "runs" / "third").glob("kfp/*/train/model/train.json")
+    assert json.loads(train_json.read_text())["init"] == f"checkpoint:models:/{MODEL}/1"
+    assert "champion v1 on the same test split" in third.stdout
+    v2 = client.get_model_version(MODEL, "2")
+    trained = client.get_run(v2.run_id)
+    assert trained.data.tags["detect_change.champion"] == "1"
+    assert trained.data.metrics["detect_change.drift_p_value"] < 0.01

@@ -1,0 +1,96 @@
+"""What changed since the champion's data, and the retraining policy (pure functions)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tlops.config import DetectChangeConfig
+from tlops.evaluate.change import NO_NEW_DATA, compare_manifests, decide
+from tlops.evaluate.drift import LabelShift, MMDResult
+
+
+def _manifest(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"path": p, "label": label, "sha256": sha, "split": "train", "decode_status": "ok"}
+            for p, label, sha in rows
+        ]
+    )
+
+
+def test_counts_added_removed_changed_per_class() -> None:
+    before = _manifest([("0/a.png", "0", "h1"), ("0/b.png", "0", "h2"), ("1/c.png", "1", "h3")])
+    after = _manifest(
+        [
+            ("0/a.png", "0", "h1"),  # unchanged
+            ("0/b.png", "0", "h9"),  # changed content
+            ("1/d.png", "1", "h4"),  # added
+            ("1/e.png", "1", "h3"),  # a renamed copy of c: added by path, not new content
+        ]
+    )
+    counts = compare_manifests(before, after)
+    assert (counts.added, counts.removed, counts.changed, counts.unchanged) == (2, 1, 1, 1)
+    assert counts.new_content == 2  # h9 and h4
+    assert counts.per_class == {
+        "0": {"added": 0, "removed": 0, "changed": 1},
+        "1": {"added": 2, "removed": 1, "changed": 0},
+    }
+    assert not compare_manifests(before, before).any
+
+
+def test_undecodable_rows_do_not_count() -> None:
+    before = _manifest([("0/a.png", "0", "h1")])
+    after = pd.concat(
+        [before, _manifest([("0/x.png", "0", "")]).assign(decode_status="truncated")]
+    )
+    assert not compare_manifests(before, after).any
+
+
+def _mmd(p: float) -> MMDResult:
+    return MMDResult(0.01, p, 1.0, 100, 100, 1000, False)
+
+
+def _counts(new: int) -> object:
+    before = _manifest([("0/a.png", "0", "h0")])
+    after = _manifest([("0/a.png", "0", "h0")] + [(f"0/{i}.png", "0", f"n{i}") for i in range(new)])
+    return compare_manifests(before, after)
+
+
+CFG = DetectChangeConfig(min_new_images=100, alpha=0.01, max_label_shift=0.1)
+
+
+def test_no_champion_retrains() -> None:
+    decision = decide(CFG, None, None, None, None)
+    assert decision.retrain and decision.reasons == ["no champion yet"]
+
+
+def test_same_data_is_skipped_as_no_new_data() -> None:
+    decision = decide(CFG, "3", None, None, None, same_version=True)
+    assert not decision.retrain and decision.reasons[0].startswith(NO_NEW_DATA)
+    forced = decide(CFG.model_copy(update={"force": True}), "3", None, None, None, True)
+    assert forced.retrain and forced.reasons[0].startswith("forced")
+
+
+def test_enough_new_images_retrain() -> None:
+    many = decide(CFG, "3", _counts(120), _mmd(0.5), None)  # type: ignore[arg-type]
+    assert many.retrain and many.reasons[0].startswith("120 new images >= 100")
+    assert any(r.startswith("no drift") for r in many.reasons)
+    few = decide(CFG, "3", _counts(30), _mmd(0.5), None)  # type: ignore[arg-type]
+    assert not few.retrain and few.reasons[0].startswith("30 new images < 100")
+
+
+def test_drift_alone_retrains() -> None:
+    decision = decide(CFG, "3", _counts(30), _mmd(0.001), None)  # type: ignore[arg-type]
+    assert decision.retrain and decision.reasons[0].startswith("drift detected")
+
+
+def test_label_shift_alone_retrains() -> None:
+    shift = LabelShift(0.25, 0.001, {"0": 0.5, "1": 0.5}, {"0": 0.75, "1": 0.25})
+    decision = decide(CFG, "3", _counts(30), None, shift)  # type: ignore[arg-type]
+    assert decision.retrain and decision.reasons[0].startswith("label shift 0.250")
+    assert any("drift not tested" in r for r in decision.reasons)
+
+
+def test_unknown_image_list_retrains_on_a_new_version() -> None:
+    decision = decide(CFG, "3", None, None, None)
+    assert decision.retrain and "its image list is unknown" in decision.reasons[0]
