@@ -162,9 +162,7 @@ def test_schedule_the_retraining_pipeline(
     endpoint: tuple[str, list[tuple[str, str, Any]]],
 ) -> None:
     host, requests = endpoint
-    result = tlops(
-        "schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "retraining"
-    )
+    result = tlops("schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "retraining")
     assert result.returncode == 0, result.stderr
     job = [
         body

@@ -121,9 +121,11 @@ def test_a_dead_holders_lock_is_broken_after_its_lease(tmp_path: Path) -> None:
     # a holder that died inside its critical section: its lock stays behind
     dead = promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep)
     dead.__enter__()
-    with pytest.raises(LockTimeout, match="promotion lock .* is held by"):
-        with promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep):
-            pass
+    with (
+        pytest.raises(LockTimeout, match=r"promotion lock .* is held by"),
+        promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep),
+    ):
+        pass
     now[0] += 31  # its lease is over
     with promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep) as holder:
         import mlflow

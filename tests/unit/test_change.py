@@ -40,9 +40,7 @@ def test_counts_added_removed_changed_per_class() -> None:
 
 def test_undecodable_rows_do_not_count() -> None:
     before = _manifest([("0/a.png", "0", "h1")])
-    after = pd.concat(
-        [before, _manifest([("0/x.png", "0", "")]).assign(decode_status="truncated")]
-    )
+    after = pd.concat([before, _manifest([("0/x.png", "0", "")]).assign(decode_status="truncated")])
     assert not compare_manifests(before, after).any
 
 
