@@ -41,6 +41,7 @@ class Chapter:
     data_version: str
     retrain: bool
     reasons: list[str]
+    why: str  # the reasons that decided, short
     drift_p: float | None
     version: str | None
     promoted: bool | None
@@ -102,11 +103,17 @@ def _chapter(name: str, run_dir: Path) -> Chapter:
     decisions = sorted(run_dir.glob("kfp/*/register-model/decision/decision.json"))
     decision = _read(decisions[-1]) if decisions else None
     drift = change.get("drift") or {}
+    reasons = list(change["reasons"])
+    decisive = reasons[: change.get("triggers", 0)] or reasons[:1]
+    why = "; ".join(reason.split(" (")[0] for reason in decisive)
+    if not change["retrain"]:
+        why = why.split(":")[0]
     return Chapter(
         name,
         str(change["data_version"]),
         bool(change["retrain"]),
-        list(change["reasons"]),
+        reasons,
+        why,
         drift.get("p_value"),
         decision["version"] if decision else None,
         decision["promote"] if decision else None,
@@ -142,3 +149,17 @@ def run_story(
             echo(f"    v{chapter.version} {outcome}: {'; '.join(chapter.gate_reasons)}")
         chapters.append(chapter)
     return chapters
+
+
+def registry_now(workdir: Path) -> list[tuple[str, list[str], str]]:
+    """Every version of the demo's model: (version, aliases, data version), oldest first."""
+    import mlflow
+
+    uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = yaml.safe_load((workdir / "params.yaml").read_text())["register_model"]["model_name"]
+    versions = client.search_model_versions(f"name='{name}'")
+    return [
+        (str(v.version), sorted(v.aliases), str(v.tags.get("data_version", "?")))
+        for v in sorted(versions, key=lambda v: int(v.version))
+    ]

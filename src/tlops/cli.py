@@ -355,10 +355,12 @@ def retrain_demo(
     """
 
     def body() -> None:
-        from pipelines.retrain_demo import run_story
+        from pipelines.retrain_demo import registry_now, run_story
 
         _params(params)  # a broken params file fails here, not in the third subprocess
-        chapters = run_story(workdir, params, lambda line: console.print(line, highlight=False))
+        chapters = run_story(
+            workdir, params, lambda line: console.print(line, highlight=False, soft_wrap=True)
+        )
         table = Table(title=f"retraining story ({workdir})", title_justify="left")
         for column in (
             "step",
@@ -367,11 +369,11 @@ def retrain_demo(
             "drift p",
             "model version",
             "aliases then",
-            "macro F1 (champion)",
+            "primary metric (champion's)",
         ):
             table.add_column(column)
         for chapter in chapters:
-            decided = ("retrain: " if chapter.retrain else "skipped: ") + chapter.reasons[0]
+            decided = ("retrain: " if chapter.retrain else "skipped: ") + chapter.why
             metric = "-"
             if chapter.metric is not None:
                 metric = f"{chapter.metric:.4f}"
@@ -388,7 +390,18 @@ def retrain_demo(
                 chapter.aliases or "-",
                 metric,
             )
-        console.print(table)
+        # piped output has no terminal width: do not squeeze the table into 80 columns
+        wide = console if console.is_terminal else Console(width=200)
+        wide.print(table)
+        wide.print(
+            "registry now: "
+            + ", ".join(
+                f"v{version} [{', '.join(aliases) or 'no alias'}] data {data[:12]}"
+                for version, aliases, data in registry_now(workdir)
+            ),
+            highlight=False,
+            markup=False,
+        )
         console.print(
             f"MLflow store: {workdir / 'mlflow.db'} (to browse it: cd {workdir} && tlops ui)"
         )

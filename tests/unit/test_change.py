@@ -71,15 +71,19 @@ def test_same_data_is_skipped_as_no_new_data() -> None:
 
 def test_enough_new_images_retrain() -> None:
     many = decide(CFG, "3", _counts(120), _mmd(0.5), None)  # type: ignore[arg-type]
-    assert many.retrain and many.reasons[0].startswith("120 new images >= 100")
+    assert many.retrain and many.triggers == 1
+    assert many.reasons[0].startswith("120 new images >= 100")
     assert any(r.startswith("no drift") for r in many.reasons)
     few = decide(CFG, "3", _counts(30), _mmd(0.5), None)  # type: ignore[arg-type]
-    assert not few.retrain and few.reasons[0].startswith("30 new images < 100")
+    assert not few.retrain and few.triggers == 0
+    assert any(r.startswith("30 new images < 100") for r in few.reasons)
 
 
 def test_drift_alone_retrains() -> None:
     decision = decide(CFG, "3", _counts(30), _mmd(0.001), None)  # type: ignore[arg-type]
-    assert decision.retrain and decision.reasons[0].startswith("drift detected")
+    assert decision.retrain and decision.reasons[0].startswith("drift detected: p-value 0.0010")
+    both = decide(CFG, "3", _counts(150), _mmd(0.001), None)  # type: ignore[arg-type]
+    assert both.triggers == 2 and both.reasons[0].startswith("drift detected")
 
 
 def test_label_shift_alone_retrains() -> None:

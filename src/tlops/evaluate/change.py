@@ -87,6 +87,7 @@ class ChangeDecision:
 
     retrain: bool
     reasons: list[str]
+    triggers: int = 0  # the first ``triggers`` reasons are what called for the retrain
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -113,7 +114,8 @@ def decide(
         same_version: The data version is the one the champion was trained on.
 
     Returns:
-        The decision; ``reasons`` lists the triggers first, then the checks that passed.
+        The decision; ``reasons`` lists the triggers first (drift before counts: it is the
+        stronger signal), then the checks that passed.
     """
     triggers: list[str] = []
     checks: list[str] = []
@@ -121,10 +123,21 @@ def decide(
         triggers.append("forced (detect_change.force)")
     if champion is None:
         triggers.append("no champion yet")
-        return ChangeDecision(True, triggers)
+        return ChangeDecision(True, triggers, len(triggers))
     if same_version or (counts is not None and not counts.any):
         checks.append(f"{NO_NEW_DATA}: the data is what champion v{champion} was trained on")
-        return ChangeDecision(bool(triggers), triggers + checks)
+        return ChangeDecision(bool(triggers), triggers + checks, len(triggers))
+    if drift is not None:
+        text = f"p-value {drift.p_value:.4f}"
+        sizes = (
+            f"(MMD^2 {drift.mmd2:.4g}, {drift.n_new} new vs {drift.n_reference} reference images)"
+        )
+        if drift.p_value < cfg.alpha:
+            triggers.append(f"drift detected: {text} < alpha {cfg.alpha} {sizes}")
+        else:
+            checks.append(f"no drift: {text} >= alpha {cfg.alpha} {sizes}")
+    elif counts is not None and counts.new_content:
+        checks.append(f"drift not tested: {counts.new_content} new images < {cfg.min_drift_images}")
     if counts is None:
         triggers.append(
             f"data version differs from champion v{champion}'s (its image list is unknown)"
@@ -135,19 +148,10 @@ def decide(
             triggers.append(f"{counts.new_content} new images >= {cfg.min_new_images} ({summary})")
         else:
             checks.append(f"{counts.new_content} new images < {cfg.min_new_images} ({summary})")
-    if drift is not None:
-        text = f"drift p-value {drift.p_value:.4f} (MMD^2 {drift.mmd2:.4g}, {drift.n_new} new"
-        text += f" vs {drift.n_reference} reference images)"
-        if drift.p_value < cfg.alpha:
-            triggers.append(f"drift detected: {text} < alpha {cfg.alpha}")
-        else:
-            checks.append(f"no drift: {text} >= alpha {cfg.alpha}")
-    elif counts is not None and counts.new_content:
-        checks.append(f"drift not tested: {counts.new_content} new images < {cfg.min_drift_images}")
     if shift is not None:
         text = f"label shift {shift.total_variation:.3f} (total variation)"
         if shift.total_variation > cfg.max_label_shift:
             triggers.append(f"{text} > {cfg.max_label_shift}")
         else:
             checks.append(f"{text} <= {cfg.max_label_shift}")
-    return ChangeDecision(bool(triggers), triggers + checks)
+    return ChangeDecision(bool(triggers), triggers + checks, len(triggers))

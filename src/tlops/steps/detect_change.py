@@ -170,6 +170,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     payload: dict[str, Any] = {
         "retrain": decision.retrain,
         "reasons": decision.reasons,
+        "triggers": decision.triggers,
         "data_version": ingest["data_version"],
         "model_name": name,
         "champion": (
