@@ -310,3 +310,30 @@ def test_an_unreachable_tracking_server_does_not_hide_the_validation_error(
     with pytest.raises(DataValidationError, match="every file decodes"):
         check(params, root, tmp_path)
     assert "could not record the failure of validate_data in MLflow" in capsys.readouterr().err
+
+
+def test_a_changed_class_set_fails_unless_params_allow_it(
+    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    root = make_tree(classes=("cat", "dog", "fox", "owl"))  # the data gained a class
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = params.register_model.model_name
+    client.create_registered_model(name)
+    version = client.create_model_version(name, str(tmp_path), tags={"classes": "cat,dog,fox"})
+    client.set_registered_model_alias(name, "champion", version.version)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the params' store, not the test's default
+    tracking = params.tracking.model_copy(update={"tracking_uri": uri})
+    with_registry = params.model_copy(update={"tracking": tracking})
+    fails(with_registry, root, tmp_path, "labels are in the expected class set", "owl")
+    allowed = with_registry.model_copy(
+        update={
+            "validate_data": params.validate_data.model_copy(
+                update={"allow_class_change": True, "classes": ("cat", "dog", "fox", "owl")}
+            )
+        }
+    )
+    result = check(allowed, root, tmp_path / "allowed")
+    assert result.passed and result.classes == ["cat", "dog", "fox", "owl"]

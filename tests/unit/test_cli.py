@@ -28,6 +28,12 @@ runner = CliRunner()
             ["--dataset", "--report", "--features", "--model", "--checkpoint-root"],
         ),
         (["run"], ["--params", "--out", "--set"]),
+        (["retrain"], ["--params", "--out", "--set", "warm-started"]),
+        (["retrain-demo"], ["--workdir", "drifted"]),
+        (["rollback"], ["--reason"]),
+        (["schedule"], ["--pipeline", "--cron"]),
+        (["step", "detect_change"], ["--dataset", "--report", "--change"]),
+        (["data", "demo"], ["--drift", "--unlabeled"]),
         (["submit"], ["--host", "--set", "--param"]),
     ],
 )
