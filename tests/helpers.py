@@ -73,3 +73,22 @@ def ingest(params: Any, root: Path, out: Path, domain: str = "target") -> Any:
 def validate(params: Any, ingest_dir: Path, out: Path) -> Any:
     """``validate_data`` of an ingest output into ``out``."""
     return run_step("validate_data", params, {"dataset": ingest_dir}, {"report": out})
+
+
+def tiny_project(root: Path, repo: Path, drops: int = 1) -> Path:
+    """A throwaway project at ``root``: demo target drops and a params.yaml tuned for speed.
+
+    Drops 1..``drops`` of the target; 32 px, 2 epochs; the source entry points at the target
+    (the default strategy does not read it).
+    """
+    import yaml
+
+    from tlops.data.demo import write_demo
+
+    write_demo(root / "unused_source", root / "data" / "target", drops=drops)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"] = {"source": "data/target", "target": "data/target"}
+    params["model"]["image_size"] = 32
+    params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root

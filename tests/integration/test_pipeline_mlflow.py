@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from tests.conftest import REPO
+from tests.helpers import tiny_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -48,17 +48,7 @@ def sh(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tlops.data.demo import write_demo
-
-    root = tmp_path_factory.mktemp("pipeline")
-    write_demo(root / "unused_source", root / "data" / "target", drops=1)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"] = {"source": "data/target", "target": "data/target"}
-    params["model"]["image_size"] = 32
-    params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
-    params["validate_data"]["min_images_per_class"] = 20
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
+    return tiny_project(tmp_path_factory.mktemp("pipeline"), REPO)
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
+from tests.helpers import tiny_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,16 +46,7 @@ def _change(project: Path, run: str) -> dict:  # type: ignore[type-arg]
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tlops.data.demo import write_demo
-
-    root = tmp_path_factory.mktemp("retraining")
-    write_demo(root / "unused_source", root / "data" / "target", drops=1)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"] = {"source": "data/target", "target": "data/target"}
-    params["model"]["image_size"] = 32
-    params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
+    return tiny_project(tmp_path_factory.mktemp("retraining"), REPO)
 
 
 def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

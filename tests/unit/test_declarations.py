@@ -78,6 +78,8 @@ def _expected_interface(spec: StepSpec) -> dict[str, str]:
     types = {"params": "string", **{a.name: "string" for a in spec.args}}
     types |= {p.name: f"in:{KFP_TYPES[p.kind]}" for p in spec.inputs}
     types |= {p.name: f"out:{KFP_TYPES[p.kind]}" for p in spec.outputs}
+    if spec.returns:  # the value a pipeline's dsl.If reads
+        types["Output"] = "out:String"
     return types
 
 
@@ -98,6 +100,10 @@ def drift(repo: Path, steps: tuple[StepSpec, ...]) -> list[str]:
             found.append(f"components/{spec.name}.py is missing")
         elif _component_interface(spec.name) != _expected_interface(spec):
             found.append(f"components/{spec.name}.py: {_component_interface(spec.name)}")
+        if not spec.dvc:  # retraining-only: no dvc.yaml stage, and none may appear
+            if spec.name in stages:
+                found.append(f"dvc.yaml has a stage {spec.name}, declared dvc=False")
+            continue
         stage = stages.get(spec.name, {})
         if stage != dvc_stage(spec):
             found.append(f"dvc.yaml stage {spec.name} differs from its declaration")

@@ -13,6 +13,16 @@ from tlops.steps.spec import Arg, Port, StepSpec, Tracking
 
 DATASET = ("ingest_data", "dataset")
 REPORT = ("validate_data", "report")
+TARGET_DATASET = Port(
+    "dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"
+)
+PASSED_REPORT = Port(
+    "report",
+    "Artifact",
+    "Output of validate_data (it must have passed).",
+    producer=REPORT,
+    domain="target",
+)
 
 STEPS: tuple[StepSpec, ...] = (
     StepSpec(
@@ -95,14 +105,8 @@ STEPS: tuple[StepSpec, ...] = (
             ),
         ),
         inputs=(
-            Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
-            Port(
-                "report",
-                "Artifact",
-                "Output of validate_data (it must have passed).",
-                producer=REPORT,
-                domain="target",
-            ),
+            TARGET_DATASET,
+            PASSED_REPORT,
             Port(
                 "features",
                 "Dataset",
@@ -232,14 +236,8 @@ STEPS: tuple[StepSpec, ...] = (
             "tracking",
         ),
         inputs=(
-            Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
-            Port(
-                "report",
-                "Artifact",
-                "Output of validate_data (it must have passed).",
-                producer=REPORT,
-                domain="target",
-            ),
+            TARGET_DATASET,
+            PASSED_REPORT,
         ),
         outputs=(
             Port("change", "Artifact", "change.json (decision, reasons, statistics), summary.md"),
