@@ -91,11 +91,19 @@ def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> s
     features are the backbone's, not the champion's. The version, not the alias, so a champion
     promoted by a concurrent run while this one trains changes nothing here.
     """
-    if change_dir is None or not params.detect_change.warm_start:
+    if change_dir is None:
+        return None
+    change = read_json(change_dir / CHANGE_FILE)
+    if not change["retrain"]:
+        raise ValueError(
+            f"{change_dir / CHANGE_FILE}: detect_change decided not to retrain "
+            f"({change['reasons'][0]}); nothing is trained on its decision"
+        )
+    if not params.detect_change.warm_start:
         return None
     if not strategy.pretrained or Need.IMAGES not in strategy.needs:
         return None
-    champion = read_json(change_dir / CHANGE_FILE).get("champion")
+    champion = change.get("champion")
     return str(champion["uri"]) if champion else None
 
 
