@@ -158,7 +158,9 @@ def registry_now(workdir: Path) -> list[tuple[str, list[str], str]]:
     uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = yaml.safe_load((workdir / "params.yaml").read_text())["register_model"]["model_name"]
-    versions = client.search_model_versions(f"name='{name}'")
+    found = client.search_model_versions(f"name='{name}'")
+    # search results carry no aliases: read each version itself
+    versions = [client.get_model_version(name, v.version) for v in found]
     return [
         (str(v.version), sorted(v.aliases), str(v.tags.get("data_version", "?")))
         for v in sorted(versions, key=lambda v: int(v.version))

@@ -403,7 +403,9 @@ def retrain_demo(
             markup=False,
         )
         console.print(
-            f"MLflow store: {workdir / 'mlflow.db'} (to browse it: cd {workdir} && tlops ui)"
+            f"MLflow store: {workdir / 'mlflow.db'} (to browse it: cd {workdir} && tlops ui)",
+            highlight=False,
+            soft_wrap=True,
         )
 
     _guard(body)
