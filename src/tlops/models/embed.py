@@ -9,7 +9,7 @@ new decodes and runs nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ def _write_cache(path: Path, cache: dict[str, NDArray[np.float32]]) -> None:
 
 
 def embed_images(
-    model: TransferModel,
+    load_model: Callable[[], TransferModel],
     images: Sequence[tuple[str, Path]],
     image_cfg: ImageConfig,
     cache_file: Path,
@@ -53,7 +53,8 @@ def embed_images(
     """Pooled features of ``images`` (``(sha256, file)`` pairs), in order.
 
     Args:
-        model: The model whose feature space is wanted (eval mode is set).
+        load_model: Gives the model whose feature space is wanted; called only when an image
+            is not in the cache (loading a registered model costs seconds).
         images: Content hash and file of each image; a hash in the cache is not decoded.
         image_cfg: How images are read.
         cache_file: The model's feature cache (created or extended).
@@ -66,6 +67,7 @@ def embed_images(
     cache = _read_cache(cache_file)
     missing = [(sha, path) for sha, path in dict(images).items() if sha not in cache]
     if missing:
+        model = load_model()
         size = model.image_size or 64
         channels = 3 if image_cfg.mode == "RGB" else 1
         pixels = np.empty((len(missing), channels, size, size), dtype=np.uint8)
@@ -80,5 +82,5 @@ def embed_images(
         cache.update({sha: features[i] for i, (sha, _) in enumerate(missing)})
         _write_cache(cache_file, cache)
     if not images:
-        return np.zeros((0, model.num_features), dtype=np.float32), 0
+        return np.zeros((0, 0), dtype=np.float32), 0
     return np.stack([cache[sha] for sha, _ in images]).astype(np.float32), len(missing)

@@ -56,6 +56,7 @@ def _drift(
     """The MMD test of the new images against the champion's held-out ones."""
     from tlops.models.embed import embed_images
     from tlops.models.init import model_from_checkpoint, resolve_init
+    from tlops.models.model import TransferModel
     from tlops.runtime import resolve_device
 
     cfg = params.detect_change
@@ -77,8 +78,13 @@ def _drift(
     }
     if len(new_pairs) < cfg.min_drift_images or len(ref_pairs) < 2:
         return None, info
-    payload = resolve_init(champion.uri).checkpoint or {}
-    model = model_from_checkpoint(payload)
+    loaded: list[TransferModel] = []
+
+    def champion_model() -> TransferModel:  # loaded once, and only if an image is not cached
+        if not loaded:
+            loaded.append(model_from_checkpoint(resolve_init(champion.uri).checkpoint or {}))
+        return loaded[0]
+
     device = resolve_device(params.runtime.device)
     key = fingerprint(
         champion.name, champion.version, champion.run_id, params.image.model_dump(mode="json")
@@ -86,10 +92,10 @@ def _drift(
     cache_file = params.extract_features.cache_dir / "drift" / f"{key}.npz"
     started = time.perf_counter()
     ref_features, ref_embedded = embed_images(
-        model, ref_pairs, params.image, cache_file, cfg.batch_size, device
+        champion_model, ref_pairs, params.image, cache_file, cfg.batch_size, device
     )
     new_features, new_embedded = embed_images(
-        model, new_pairs, params.image, cache_file, cfg.batch_size, device
+        champion_model, new_pairs, params.image, cache_file, cfg.batch_size, device
     )
     info.update(
         embedded=ref_embedded + new_embedded,
