@@ -54,10 +54,12 @@ def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
     from tlops.data.demo import write_demo
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     first = _tlops(project, "retrain", "--out", "runs/first")
     assert "detect_change: RETRAIN" in first.stdout and "no champion yet" in first.stdout
-    client = mlflow.MlflowClient()
+    # explicit: an earlier test in this process may have set mlflow's global tracking URI
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     v1 = client.get_model_version(MODEL, "1")
     run = client.get_run(v1.run_id)
