@@ -287,3 +287,38 @@ def test_failed_validation_registers_nothing(project: Path, two_runs: tuple[str,
         "validate_data/summary.md",
         "validate_data/validation.json",
     }
+
+
+def test_a_held_promotion_lock_registers_nothing(project: Path, two_runs: tuple[str, str]) -> None:
+    from tlops.tracking.promotion import lock_name
+
+    c = client(project)
+    before = len(c.search_model_versions(f"name='{MODEL}'"))
+    champion = str(c.get_model_version_by_alias(MODEL, "champion").version)
+    # another run holds the lock (its lease is far from over)
+    c.create_registered_model(
+        lock_name(MODEL), tags={"holder": "other-pod:1:abc", "expires": f"{time.time() + 3600}"}
+    )
+    try:
+        result = sh(
+            project,
+            "tlops",
+            "run",
+            "--out",
+            "runs/locked",
+            "-S",
+            "register_model.lock_timeout_s=2",
+            check=False,
+        )
+    finally:
+        c.delete_registered_model(lock_name(MODEL))
+    assert result.returncode == 1
+    assert "held by other-pod:1:abc" in result.stderr, result.stderr
+    assert len(c.search_model_versions(f"name='{MODEL}'")) == before  # nothing registered
+    assert str(c.get_model_version_by_alias(MODEL, "champion").version) == champion
+    latest = c.search_runs(
+        [c.get_experiment_by_name("tlops").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    assert latest.info.status == "FAILED" and "promotion lock" in latest.data.tags["error"]

@@ -11,6 +11,7 @@ the guard, both would promote and ``previous`` would name v1 twice, losing one o
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,11 @@ def _promoter(uri: str, version: str, barrier: Any, results: Any) -> None:
     from tlops.evaluate.gate import should_promote
     from tlops.tracking.promotion import promote_guarded
 
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # tlops reads it before params
     cfg = TrackingConfig(tracking_uri=uri)
     policy = GatePolicy()
     for index in range(ROUNDS):
-        barrier.wait(timeout=120)  # the round's model exists
-        barrier.wait(timeout=120)  # both processes start promoting together
+        barrier.wait(timeout=120)  # the round's model exists: both start promoting together
         first = should_promote(_scores(version), _scores("1"), policy)
         promotion = promote_guarded(
             cfg,
@@ -62,6 +63,7 @@ def _promoter(uri: str, version: str, barrier: Any, results: Any) -> None:
                 list(promotion.decision.reasons),
             )
         )
+        barrier.wait(timeout=120)  # the round is over: the next one is set up in a quiet store
 
 
 def test_two_processes_never_both_promote(tmp_path: Path) -> None:
@@ -113,7 +115,7 @@ def test_two_processes_never_both_promote(tmp_path: Path) -> None:
 
 def test_a_dead_holders_lock_is_broken_after_its_lease(tmp_path: Path) -> None:
     from tlops.config import TrackingConfig
-    from tlops.tracking.promotion import LockTimeout, lock_name, promotion_lock
+    from tlops.tracking.promotion import LockTimeoutError, lock_name, promotion_lock
 
     cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     now = [1000.0]
@@ -122,7 +124,7 @@ def test_a_dead_holders_lock_is_broken_after_its_lease(tmp_path: Path) -> None:
     dead = promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep)
     dead.__enter__()
     with (
-        pytest.raises(LockTimeout, match=r"promotion lock .* is held by"),
+        pytest.raises(LockTimeoutError, match=r"promotion lock .* is held by"),
         promotion_lock(cfg, "m", timeout=5, lease=30, clock=clock, sleep=sleep),
     ):
         pass

@@ -34,7 +34,7 @@ from tlops.models.init import load_model
 from tlops.steps.evaluate import champion_scores
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.lifecycle import RunLog
-from tlops.tracking.promotion import promote_guarded
+from tlops.tracking.promotion import promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
 from tlops.tracking.runs import client, git_sha
 from tlops.tracking.serving import log_and_register, to_pixels
@@ -112,11 +112,6 @@ def run(params: Params, io: StepIO) -> StepResult:
         "gate.reasons": " | ".join(decision.reasons),
         **{f"test_{k}": describe(v) for k, v in metrics.items() if v is not None},
     }
-    started = time.perf_counter()
-    registered = log_and_register(
-        params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
-    )
-    io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
     # the training manifest, so detect_change can later tell what is new to this model
     io.run.artifacts([ingest_dir / MANIFEST_FILE], MANIFEST_ARTIFACT.rpartition("/")[0])
     champion_info = evaluation.get("champion") or {}
@@ -131,16 +126,16 @@ def run(params: Params, io: StepIO) -> StepResult:
             return should_promote(candidate, None, cfg.gate)
         return should_promote(candidate, scores({"champion": fresh}, "champion"), cfg.gate)
 
-    promotion = promote_guarded(
-        params.tracking,
-        cfg.model_name,
-        registered.version,
-        compared_with,
-        decision,
-        regate,
-        cfg.lock_timeout_s,
-        cfg.lock_lease_s,
-    )
+    # registration and promotion under one lock: a run that cannot get it registers nothing
+    with promotion_lock(params.tracking, cfg.model_name, cfg.lock_timeout_s, cfg.lock_lease_s):
+        started = time.perf_counter()
+        registered = log_and_register(
+            params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
+        )
+        io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
+        promotion = promote_if_current(
+            params.tracking, cfg.model_name, registered.version, compared_with, decision, regate
+        )
     decision, previous = promotion.decision, promotion.previous
     if promotion.regated:  # the version's gate tags say what was decided in the end
         final = {

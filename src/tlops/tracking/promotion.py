@@ -36,9 +36,10 @@ from tlops.tracking.registry import CHAMPION, alias_version, promote
 from tlops.tracking.runs import client
 
 LOCK_SUFFIX = ".promotion-lock"
+CONTENDED = ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
 
 
-class LockTimeout(RuntimeError):
+class LockTimeoutError(RuntimeError):
     """The promotion lock was held by another run for longer than the timeout."""
 
 
@@ -56,12 +57,26 @@ def _transient(exc: Exception) -> bool:
     return "database is locked" in str(exc)
 
 
+def _patiently(action: Callable[[], Any], attempts: int = 20) -> Any:
+    """Run a registry call, retrying while SQLite reports a colliding write."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if not _transient(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return None
+
+
 def _holder_of(mlflow_client: Any, name: str) -> dict[str, str] | None:
     import mlflow
 
     try:
-        return dict(mlflow_client.get_registered_model(name).tags or {})
-    except mlflow.exceptions.MlflowException:
+        return dict(_patiently(lambda: mlflow_client.get_registered_model(name)).tags or {})
+    except mlflow.exceptions.MlflowException as exc:
+        if _transient(exc):
+            raise
         return None  # released in between
 
 
@@ -88,7 +103,7 @@ def promotion_lock(
         This holder's id (host:pid:random).
 
     Raises:
-        LockTimeout: Another holder kept it past ``timeout``.
+        LockTimeoutError: Another holder kept it past ``timeout``.
     """
     import mlflow
 
@@ -106,7 +121,10 @@ def promotion_lock(
             )
             break
         except mlflow.exceptions.MlflowException as exc:
-            if _error_code(exc) != "RESOURCE_ALREADY_EXISTS" and not _transient(exc):
+            # Taken: RESOURCE_ALREADY_EXISTS. MLflow's SQL store builds that error by reading the
+            # existing model after the failed insert, so when the holder released it in between
+            # the answer is RESOURCE_DOES_NOT_EXIST: taken a moment ago, free now; try again.
+            if _error_code(exc) not in CONTENDED and not _transient(exc):
                 raise
         except Exception as exc:
             if not _transient(exc):
@@ -121,7 +139,7 @@ def promotion_lock(
             continue
         if clock() > deadline:
             who = other.get("holder", "?") if other else "?"
-            raise LockTimeout(
+            raise LockTimeoutError(
                 f"{model_name}: the promotion lock ({name}) is held by {who}; waited "
                 f"{timeout:.0f} s (register_model.lock_timeout_s). If its holder is dead, the "
                 f"lock is broken when its lease ends, or delete the registered model {name}"
@@ -131,9 +149,10 @@ def promotion_lock(
     try:
         yield holder
     finally:
+        # a lock left behind would stall every promotion for a whole lease: insist on releasing
         current = _holder_of(mlflow_client, name)
         if current is not None and current.get("holder") == holder:
-            mlflow_client.delete_registered_model(name)
+            _patiently(lambda: mlflow_client.delete_registered_model(name))
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,45 @@ class Promotion:
         return self.found != self.compared_with
 
 
+def promote_if_current(
+    cfg: TrackingConfig,
+    model_name: str,
+    version: str,
+    compared_with: str | None,
+    decision: Decision,
+    regate: Callable[[str | None], Decision],
+) -> Promotion:
+    """The compare-and-set itself; call it holding :func:`promotion_lock`.
+
+    Args:
+        cfg: The tracking store.
+        model_name: The registered model.
+        version: The candidate version (registered).
+        compared_with: The champion version the gate compared it with (None: there was none).
+        decision: That gate's decision.
+        regate: Re-runs the gate against another champion version (None: no champion); called
+            only when the champion changed since the comparison.
+
+    Returns:
+        The decision applied and what was found.
+    """
+    found = alias_version(cfg, model_name, CHAMPION)
+    if found != compared_with:
+        before = f"v{compared_with}" if compared_with else "no champion"
+        now = f"v{found}" if found else "none"
+        fresh = regate(found)
+        decision = Decision(
+            fresh.promote,
+            (
+                f"the champion changed while this run was evaluated ({before} -> {now}): "
+                f"the gate was re-run against {now}",
+                *fresh.reasons,
+            ),
+        )
+    previous = promote(cfg, model_name, version) if decision.promote else None
+    return Promotion(decision, compared_with, found, previous)
+
+
 def promote_guarded(
     cfg: TrackingConfig,
     model_name: str,
@@ -163,36 +221,10 @@ def promote_guarded(
 ) -> Promotion:
     """Promote ``version`` only if the gate says so against the champion in place right now.
 
-    Args:
-        cfg: The tracking store.
-        model_name: The registered model.
-        version: The candidate version (registered).
-        compared_with: The champion version the gate compared it with (None: there was none).
-        decision: That gate's decision.
-        regate: Re-runs the gate against another champion version (None: no champion); called
-            under the lock only when the champion changed since the comparison.
-        timeout: See :func:`promotion_lock`.
-        lease: See :func:`promotion_lock`.
-
-    Returns:
-        The decision applied and what was found.
+    :func:`promote_if_current` under :func:`promotion_lock` (``timeout``, ``lease``: see there).
     """
     with promotion_lock(cfg, model_name, timeout, lease):
-        found = alias_version(cfg, model_name, CHAMPION)
-        if found != compared_with:
-            before = f"v{compared_with}" if compared_with else "no champion"
-            now = f"v{found}" if found else "none"
-            fresh = regate(found)
-            decision = Decision(
-                fresh.promote,
-                (
-                    f"the champion changed while this run was evaluated ({before} -> {now}): "
-                    f"the gate was re-run against {now}",
-                    *fresh.reasons,
-                ),
-            )
-        previous = promote(cfg, model_name, version) if decision.promote else None
-        return Promotion(decision, compared_with, found, previous)
+        return promote_if_current(cfg, model_name, version, compared_with, decision, regate)
 
 
 def rollback_guarded(
