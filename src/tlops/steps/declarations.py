@@ -94,6 +94,7 @@ STEPS: tuple[StepSpec, ...] = (
             "image",
             "validate_data.classes",
             "extract_features.cache_dir",
+            "detect_change.warm_start",
             "runtime",
             "tracking",
         ),
