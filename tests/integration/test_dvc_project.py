@@ -105,6 +105,7 @@ def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
         "image",
         "validate_data.classes",
         "extract_features.cache_dir",
+        "detect_change.warm_start",
         "runtime",
         "tracking",
     }
