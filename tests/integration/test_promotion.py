@@ -33,7 +33,7 @@ def _promoter(uri: str, version: str, barrier: Any, results: Any) -> None:
     """One process: each round, promote ``version`` of model ``round-<r>`` (compared with v1)."""
     from tlops.config import GatePolicy, TrackingConfig
     from tlops.evaluate.gate import should_promote
-    from tlops.tracking.promotion import promote_guarded
+    from tlops.tracking.promotion import promote_if_current, promotion_lock
 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # tlops reads it before params
     cfg = TrackingConfig(tracking_uri=uri)
@@ -41,18 +41,18 @@ def _promoter(uri: str, version: str, barrier: Any, results: Any) -> None:
     for index in range(ROUNDS):
         barrier.wait(timeout=120)  # the round's model exists: both start promoting together
         first = should_promote(_scores(version), _scores("1"), policy)
-        promotion = promote_guarded(
-            cfg,
-            f"round-{index}",
-            version,
-            "1",
-            first,
-            lambda found: should_promote(
-                _scores(version), _scores(found) if found else None, policy
-            ),
-            timeout=60,
-            lease=60,
-        )
+        # what register_model does: the compare-and-set under the promotion lock
+        with promotion_lock(cfg, f"round-{index}", timeout=60, lease=60):
+            promotion = promote_if_current(
+                cfg,
+                f"round-{index}",
+                version,
+                "1",
+                first,
+                lambda found: should_promote(
+                    _scores(version), _scores(found) if found else None, policy
+                ),
+            )
         results.put(
             (
                 index,

@@ -209,24 +209,6 @@ def promote_if_current(
     return Promotion(decision, compared_with, found, previous)
 
 
-def promote_guarded(
-    cfg: TrackingConfig,
-    model_name: str,
-    version: str,
-    compared_with: str | None,
-    decision: Decision,
-    regate: Callable[[str | None], Decision],
-    timeout: float,
-    lease: float,
-) -> Promotion:
-    """Promote ``version`` only if the gate says so against the champion in place right now.
-
-    :func:`promote_if_current` under :func:`promotion_lock` (``timeout``, ``lease``: see there).
-    """
-    with promotion_lock(cfg, model_name, timeout, lease):
-        return promote_if_current(cfg, model_name, version, compared_with, decision, regate)
-
-
 def rollback_guarded(
     cfg: TrackingConfig, model_name: str, reason: str, timeout: float, lease: float
 ) -> tuple[str, str, str]:
