@@ -15,6 +15,8 @@ def train(
     model: Output[Model],
     checkpoint_root: str = "",
     features: Optional[Input[Dataset]] = None,
+    source_dataset: Optional[Input[Dataset]] = None,
+    source_report: Optional[Input[Artifact]] = None,
     change: Optional[Input[Artifact]] = None,
 ) -> None:
     """Run step ``train`` in a KFP task.
@@ -29,6 +31,8 @@ def train(
         checkpoint_root: Folder for per-epoch checkpoints (a PVC on a cluster; default: under
             extract_features.cache_dir).
         features: Output of extract_features (strategies that train on features).
+        source_dataset: Output of ingest_data for the source domain (strategies that train on it).
+        source_report: Output of validate_data for the source domain (it must have passed).
         change: Output of detect_change (retraining): warm start from the champion it names, logging
             into the run it opened.
     """
@@ -41,6 +45,8 @@ def train(
             "dataset": dataset,
             "report": report,
             "features": features,
+            "source_dataset": source_dataset,
+            "source_report": source_report,
             "change": change,
             "model": model,
         },

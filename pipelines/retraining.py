@@ -66,7 +66,7 @@ def build_retraining_pipeline(cfg: Params) -> Any:
         )
         tasks.append(("detect_change", check))
         with dsl.If(check.outputs["Output"] == RETRAIN, name="retrain"):
-            previous = check
+            previous, source = check, None
             if "source" in domains:
                 source = ingest_and_validate(
                     steps, params, "source", data_version_source, after=check
@@ -81,6 +81,7 @@ def build_retraining_pipeline(cfg: Params) -> Any:
                 target,
                 previous,
                 change=check.outputs["change"],
+                source=source,
             )
             tasks += list(model_steps.items())
         for step, task in tasks:

@@ -80,6 +80,7 @@ def train_evaluate_register(
     target: tuple[Any, Any],
     after: Any,
     change: Any = None,
+    source: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """[extract_features ->] train -> evaluate -> register_model on the target's data.
 
@@ -91,6 +92,7 @@ def train_evaluate_register(
         target: The target's ingest_data and validate_data tasks.
         after: The task the model steps wait for (the last validation).
         change: detect_change's output (retraining: warm start, the run it opened).
+        source: The source's ingest_data and validate_data tasks (strategies that use it).
 
     Returns:
         Step name -> its task.
@@ -99,6 +101,9 @@ def train_evaluate_register(
 
     dataset = target[0].outputs["dataset"]
     train_inputs = {"dataset": dataset, "report": target[1].outputs["report"]}
+    if source is not None:
+        train_inputs["source_dataset"] = source[0].outputs["dataset"]
+        train_inputs["source_report"] = source[1].outputs["report"]
     if change is not None:
         train_inputs["change"] = change
     tasks: dict[str, Any] = {}
@@ -167,6 +172,7 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
             checkpoint_root,
             (ingested["target"], validated["target"]),
             previous,
+            source=(ingested["source"], validated["source"]) if "source" in domains else None,
         )
         for step, task in model_steps.items():
             tasks[step].append(task)

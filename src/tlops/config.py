@@ -167,6 +167,21 @@ class ValidateConfig(_Section):
         return self
 
 
+class AlignConfig(_Section):
+    """Label-free input alignment of every image (see :mod:`tlops.data.align`)."""
+
+    content_crop: bool = False  # crop to the content's box, pad to a square with the background
+    threshold: float = Field(default=0.1, gt=0.0, lt=1.0)  # of the largest background difference
+    margin: float = Field(default=0.0, ge=0.0, le=1.0)  # of the square's side, on every side
+    resolution: int | None = Field(default=None, ge=2)  # area-average down to at most this
+    autocontrast: bool = False  # stretch each channel to 0..255
+
+    @property
+    def active(self) -> bool:
+        """True when any part of the alignment changes an image."""
+        return self.content_crop or self.resolution is not None or self.autocontrast
+
+
 class ModelConfig(_Section):
     """The backbone every model-related step uses."""
 
@@ -174,6 +189,7 @@ class ModelConfig(_Section):
     pretrained: bool = True
     image_size: int = Field(default=64, ge=8, le=1024)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
+    align: AlignConfig = AlignConfig()
 
 
 class ExtractConfig(_Section):
@@ -208,10 +224,59 @@ class LinearProbeConfig(_Section):
     weight_decay: float = Field(default=1e-4, ge=0.0)
 
 
+class DanConfig(_Section):
+    """``dan``: multi-kernel MMD between source and target features (Long et al. 2015)."""
+
+    weight: float = Field(default=1.0, ge=0.0)
+    # Gaussian kernels at these multiples of the batch's mean squared distance
+    bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+class CoralConfig(_Section):
+    """``coral``: match the features' covariances (Sun & Saenko 2016)."""
+
+    weight: float = Field(default=1.0, ge=0.0)
+
+
+class DannConfig(_Section):
+    """``dann``: a domain discriminator behind gradient reversal (Ganin et al. 2016)."""
+
+    weight: float = Field(default=1.0, ge=0.0)
+    hidden: int = Field(default=256, ge=1)  # the discriminator's hidden width (two layers)
+
+
+class MccConfig(_Section):
+    """``mcc``: minimum class confusion on target predictions (Jin et al. 2020)."""
+
+    weight: float = Field(default=1.0, ge=0.0)
+    temperature: float = Field(default=2.5, gt=0.0)
+
+
+class DomainAdaptationConfig(_Section):
+    """What the domain adaptation strategies share, and each one's own parameters."""
+
+    target_batch_size: int = Field(default=32, ge=1)  # target images beside each source batch
+    # the domain loss's weight ramps from 0 to its value as 2/(1+exp(-gamma p))-1 over the
+    # run (p: progress 0..1), Ganin et al.'s schedule; 0: no ramp
+    ramp_gamma: float = Field(default=10.0, ge=0.0)
+    dan: DanConfig = DanConfig()
+    coral: CoralConfig = CoralConfig()
+    dann: DannConfig = DannConfig()
+    mcc: MccConfig = MccConfig()
+
+
+TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
+
+
 class TrainConfig(_Section):
     """Parameters of the ``train`` step."""
 
-    strategy: Literal["linear_probe", "finetune", "scratch"] = "finetune"
+    strategy: Literal[
+        "linear_probe", "finetune", "scratch", "source_only", "dan", "coral", "dann", "mcc"
+    ] = "finetune"
+    # the label budget: all | k labeled target images per class (drawn reproducibly from the
+    # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
+    target_labels: TargetLabels = "all"
     epochs: int = Field(default=8, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=3e-3, gt=0.0)
@@ -225,6 +290,7 @@ class TrainConfig(_Section):
     class_weights: Literal["none", "balanced"] = "none"
     augment: AugmentConfig = AugmentConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
+    da: DomainAdaptationConfig = DomainAdaptationConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0

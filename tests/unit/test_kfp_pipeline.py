@@ -236,20 +236,22 @@ def test_validation_gates_training() -> None:
     )
 
 
-def test_source_domain_runs_after_the_target(
-    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("strategy", ["source_only", "dan", "coral", "dann", "mcc"])
+def test_domain_adaptation_ingests_and_validates_the_source_for_train(
+    strategy: str, params: Params, tmp_path: Path
 ) -> None:
-    # strategies that use the source domain (the transfer-methods issue) get it after the
-    # target, in a fixed order: the tasks of one pipeline never race each other
-    from pipelines import training
-
-    monkeypatch.setattr(training, "domains_used", lambda cfg: ("target", "source"))
-    path = compile_training(params, tmp_path / "both.yaml")
-    tasks = _tasks(path)
+    # the source domain comes after the target, in a fixed order: the tasks of one pipeline
+    # never race each other; train gets the source's dataset and its passed validation
+    with_da = apply_overrides(params, {"train.strategy": strategy})
+    tasks = _tasks(compile_training(with_da, tmp_path / "da.yaml"))
     assert "validate-data" in tasks["ingest-data-2"]["dependentTasks"]
     assert tasks["ingest-data-2"]["inputs"]["parameters"]["domain"]["runtimeValue"] == {
         "constant": "source"
     }
+    artifacts = tasks["train"]["inputs"]["artifacts"]
+    assert artifacts["source_dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data-2"
+    assert artifacts["source_report"]["taskOutputArtifact"]["producerTask"] == "validate-data-2"
+    assert artifacts["dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data"
 
 
 def test_cron() -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tlops.config import SPLITS, Params
+from tlops.config import SPLITS, AlignConfig, Params
 from tlops.io import read_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, VALIDATION_FILE
 
@@ -85,10 +85,12 @@ def load_splits(
     splits: tuple[str, ...] = SPLITS,
     progress: Callable[[int], None] | None = None,
     image_size: int | None = None,
+    align: AlignConfig | None = None,
 ) -> dict[str, SplitTensors]:
     """Decode the requested splits of an ingest output (cached by data version).
 
-    ``image_size`` overrides ``model.image_size`` (a champion is scored at its own resolution).
+    ``image_size`` and ``align`` override ``model.image_size`` and ``model.align`` (a champion
+    is scored as it was trained).
     """
     from tlops.data.tensors import load_split
 
@@ -105,6 +107,7 @@ def load_splits(
             params.extract_features.cache_dir / "images",
             str(ingest["data_version"]),
             progress,
+            align or params.model.align,
         )
         for split in splits
     }

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image
 
-from tlops.config import ImageConfig
+from tlops.config import AlignConfig, ImageConfig
+from tlops.data.align import align_image
+from tlops.data.budget import UNLABELED
 from tlops.data.images import load_image
 
 
@@ -52,11 +54,29 @@ def resize_square(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def cache_key(data_version: str, split: str, size: int, image_cfg: ImageConfig) -> str:
-    """Key of a decoded split: changes with the data, the resolution or the image params."""
-    payload = json.dumps(
-        [data_version, split, size, image_cfg.model_dump(mode="json")], sort_keys=True
-    )
+def model_input(
+    image: Image.Image, size: int, align: AlignConfig | None = None
+) -> NDArray[np.uint8]:
+    """An image as a model takes it: aligned, resized to ``size``, uint8 (C, S, S)."""
+    if align is not None:
+        image = align_image(image, align)
+    pixels = np.asarray(resize_square(image, size), dtype=np.uint8)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return pixels.reshape(size, size, channels).transpose(2, 0, 1)
+
+
+def cache_key(
+    data_version: str,
+    split: str,
+    size: int,
+    image_cfg: ImageConfig,
+    align: AlignConfig | None = None,
+) -> str:
+    """Key of a decoded split: changes with the data, resolution, image params or alignment."""
+    parts: list[object] = [data_version, split, size, image_cfg.model_dump(mode="json")]
+    if align is not None and align.active:  # keys of unaligned splits stay what they were
+        parts.append(align.model_dump(mode="json"))
+    payload = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -70,6 +90,7 @@ def load_split(
     cache_dir: Path,
     data_version: str,
     progress: Callable[[int], None] | None = None,
+    align: AlignConfig | None = None,
 ) -> SplitTensors:
     """Decode a split once into a uint8 memmap (reused while its key is unchanged).
 
@@ -83,6 +104,7 @@ def load_split(
         cache_dir: Where decoded arrays are kept.
         data_version: Part of the cache key.
         progress: Called with 1 per decoded image.
+        align: Label-free input alignment (see :mod:`tlops.data.align`); None: none.
 
     Returns:
         The split's tensors.
@@ -98,7 +120,7 @@ def load_split(
     labels = rows["label"].map(index).to_numpy(dtype=np.int64)
     paths = rows["path"].tolist()
     channels = 3 if image_cfg.mode == "RGB" else 1
-    key = cache_key(data_version, split, size, image_cfg)
+    key = cache_key(data_version, split, size, image_cfg, align)
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path = cache_dir / f"{split}-{key}.u8"
     meta_path = cache_dir / f"{split}-{key}.json"
@@ -110,9 +132,8 @@ def load_split(
     writer = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape) if paths else None
     for i, rel in enumerate(paths):
         image, _ = load_image(images_root / rel, image_cfg)
-        pixels = np.asarray(resize_square(image, size), dtype=np.uint8)
         assert writer is not None
-        writer[i] = pixels.reshape(size, size, channels).transpose(2, 0, 1)
+        writer[i] = model_input(image, size, align)
         if progress is not None:
             progress(1)
     if writer is not None:
@@ -126,6 +147,23 @@ def load_split(
         return SplitTensors(np.zeros(shape, dtype=np.uint8), labels, paths)
     images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
     return SplitTensors(np.asarray(images), labels, paths)
+
+
+def content_order(split: SplitTensors) -> SplitTensors:
+    """``split`` reordered by the hash of each image's pixels, without its labels or paths.
+
+    Paths name class folders; an order that depends on the pixels alone means that, without
+    labels, nothing in training can tell how the images were labeled.
+    """
+    keys = [
+        hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in split.images
+    ]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return SplitTensors(
+        np.ascontiguousarray(split.images[order]),
+        np.full(len(order), UNLABELED, dtype=np.int64),
+        [f"#{keys[i][:16]}" for i in order],
+    )
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

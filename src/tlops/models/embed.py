@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from tlops.config import ImageConfig
 from tlops.data.images import load_image
-from tlops.data.tensors import SplitTensors, resize_square
+from tlops.data.tensors import SplitTensors, model_input
 from tlops.models.inference import pooled_features
 from tlops.models.model import TransferModel
 
@@ -73,8 +73,7 @@ def embed_images(
         pixels = np.empty((len(missing), channels, size, size), dtype=np.uint8)
         for i, (_, path) in enumerate(missing):
             image, _ = load_image(path, image_cfg)
-            array = np.asarray(resize_square(image, size), dtype=np.uint8)
-            pixels[i] = array.reshape(size, size, channels).transpose(2, 0, 1)
+            pixels[i] = model_input(image, size, model.align)
         split = SplitTensors(
             pixels, np.zeros(len(missing), dtype=np.int64), [str(p) for _, p in missing]
         )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tlops.config import AlignConfig
 from tlops.models.model import (
     CHECKPOINT_ARTIFACT,
     BackboneError,
@@ -119,4 +120,6 @@ def model_from_checkpoint(payload: dict[str, Any]) -> TransferModel:
     model.std = tuple(payload["std"])
     model.weights = str(payload.get("weights", ""))
     model.image_size = payload.get("image_size")
+    align = payload.get("align")
+    model.align = None if align is None else AlignConfig.model_validate(align)
     return model

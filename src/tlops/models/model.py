@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tlops.config import AlignConfig
+
 CHECKPOINT_FORMAT = "tlops-model-v1"
 # The name of the weights-only checkpoint inside an MLflow model logged by tlops.
 CHECKPOINT_ARTIFACT = "tlops_model.pt"
@@ -63,6 +65,8 @@ class TransferModel(nn.Module):
         self.fixed_input_size = backbone.fixed_input_size
         self.weights = backbone.weights
         self.image_size: int | None = None  # the resolution it was trained at (set by train)
+        # the label-free input alignment it was trained with (set by train; None: none)
+        self.align: AlignConfig | None = None
         self._frozen_prefixes: list[str] = []
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -115,6 +119,7 @@ class TransferModel(nn.Module):
             "std": list(self.std),
             "weights": self.weights,
             "image_size": self.image_size,
+            "align": None if self.align is None else self.align.model_dump(mode="json"),
         }
 
 

@@ -116,6 +116,22 @@ STEPS: tuple[StepSpec, ...] = (
                 optional=True,
             ),
             Port(
+                "source_dataset",
+                "Dataset",
+                "Output of ingest_data for the source domain (strategies that train on it).",
+                producer=DATASET,
+                domain="source",
+                optional=True,
+            ),
+            Port(
+                "source_report",
+                "Artifact",
+                "Output of validate_data for the source domain (it must have passed).",
+                producer=REPORT,
+                domain="source",
+                optional=True,
+            ),
+            Port(
                 "change",
                 "Artifact",
                 "Output of detect_change (retraining): warm start from the champion it names, "
@@ -140,7 +156,10 @@ STEPS: tuple[StepSpec, ...] = (
         ),
         code=(
             "tlops.train.loop",
+            "tlops.train.losses",
             "tlops.train.strategies",
+            "tlops.data.budget",
+            "tlops.data.align",
             "tlops.models.init",
             "tlops.models.model",
             "tlops.data.tensors",

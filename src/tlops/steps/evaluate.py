@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlops.config import Params
+from tlops.config import AlignConfig, Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.data.tensors import SplitTensors
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
@@ -119,10 +119,13 @@ def champion_scores(
     if champion_model is None:
         return None, champion_version, note
     size = champion_model.image_size or params.model.image_size
+    align = champion_model.align or AlignConfig()
     champion_test = (
         test
-        if size == params.model.image_size
-        else load_splits(params, ingest_dir, classes, ("test",), image_size=size)["test"]
+        if size == params.model.image_size and align == params.model.align
+        else load_splits(params, ingest_dir, classes, ("test",), image_size=size, align=align)[
+            "test"
+        ]
     )
     champion_result = score(champion_model, champion_test, params)
     champion = {

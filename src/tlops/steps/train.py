@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from tlops.config import Params
+from tlops.data.budget import budget_labels
 from tlops.data.dataset import class_list, ingest_info, load_splits, require_validated
+from tlops.data.tensors import SplitTensors, content_order
 from tlops.evaluate.plots import training_curves_png
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, TRAIN_FILE
@@ -36,7 +38,7 @@ from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.runs import client
 from tlops.train.loop import TrainOutcome, fit
 from tlops.train.numerics import training_numerics
-from tlops.train.strategies import Need, Strategy, TrainData, get_strategy
+from tlops.train.strategies import UNLABELED, Need, Strategy, TrainData, get_strategy
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,9 @@ class TrainResult:
     out_dir: Path
 
 
-def _features(features_dir: Path, split: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    features_dir: Path, split: str, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     meta = read_json(features_dir / FEATURES_FILE)
     if list(meta["classes"]) != classes:
         raise ValueError(
@@ -62,24 +66,58 @@ def _features(features_dir: Path, split: str, classes: list[str]) -> tuple[np.nd
         )
     features = np.load(features_dir / f"{split}.npy")
     with (features_dir / f"{split}_index.csv").open(encoding="utf-8") as handle:
-        labels = [row["label"] for row in csv.DictReader(handle)]
+        rows = list(csv.DictReader(handle))
     index = {name: i for i, name in enumerate(classes)}
-    return features, np.array([index[label] for label in labels], dtype=np.int64)
+    labels = np.array([index[row["label"]] for row in rows], dtype=np.int64)
+    return features, labels, [row["path"] for row in rows]
+
+
+def _source(
+    strategy: Strategy, params: Params, io: StepIO, classes: list[str]
+) -> tuple[SplitTensors, SplitTensors]:
+    """The source domain's train and val splits (validated, with the target's classes)."""
+    source_dir, report = io.inputs.get("source_dataset"), io.inputs.get("source_report")
+    if source_dir is None or report is None:
+        raise ValueError(
+            f"train.strategy {strategy.name} trains on the source domain: give the source's "
+            "ingest_data and validate_data outputs (--source-dataset, --source-report)"
+        )
+    require_validated(report, ingest_info(source_dir))
+    splits = load_splits(params, source_dir, classes, ("train", "val"), io.progress)
+    return splits["train"], splits["val"]
 
 
 def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) -> TrainData:
     data = TrainData(classes)
+    budget = params.train.target_labels
+    seed = params.train.seed
     if Need.IMAGES in strategy.needs:
-        splits = load_splits(params, io.inputs["dataset"], classes, ("train", "val"), io.progress)
-        data.train, data.val = splits["train"], splits["val"]
+        wanted = ("train", "val") if budget != 0 else ("train",)  # no target label before evaluate
+        splits = load_splits(params, io.inputs["dataset"], classes, wanted, io.progress)
+        train = splits["train"]
+        if budget == 0:
+            # unlabeled: in an order of pixels alone, without labels or paths (class folders)
+            train = content_order(train)
+        else:
+            train.labels = budget_labels(train.paths, train.labels, budget, seed)
+        data.train, data.val = train, splits.get("val")
+    if Need.SOURCE in strategy.needs:
+        data.source_train, data.source_val = _source(strategy, params, io, classes)
     if Need.FEATURES in strategy.needs:
         features = io.inputs.get("features")
         if features is None:
             raise ValueError(
                 f"train.strategy {strategy.name} needs the extract_features output (--features)"
             )
-        data.train_features = _features(features, "train", classes)
-        data.val_features = _features(features, "val", classes)
+        if budget == 0:
+            raise ValueError(
+                f"train.strategy {strategy.name} trains a head on labeled features, and "
+                "train.target_labels is 0"
+            )
+        x, y, paths = _features(features, "train", classes)
+        keep = budget_labels(paths, y, budget, seed) != UNLABELED
+        data.train_features = (x[keep], y[keep])
+        data.val_features = _features(features, "val", classes)[:2]
     return data
 
 
@@ -117,6 +155,7 @@ def _build(
     pretrained = params.model.pretrained and strategy.pretrained
     model = create_model(spec, classes, pretrained=pretrained, dropout=params.model.dropout)
     model.image_size = params.model.image_size
+    model.align = params.model.align if params.model.align.active else None
     return model
 
 
@@ -173,8 +212,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         sys.stderr.write(f"train: {outcome.fallback}\n")
         fall_back(choice, outcome.fallback, cache_file)
     model.cpu()
+    selection = "target val" if data.val is not None or data.val_features else "source val"
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
+        "target_labels": cfg.target_labels,
+        "labeled_images": len(data.train_labels()),
+        "selection": selection,
         "backbone": params.model.backbone,
         "init": model.weights,
         "classes": classes,
@@ -209,6 +252,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         io.run.tags(
             {
                 "init": model.weights,
+                "strategy": cfg.strategy,
+                "target_labels": str(cfg.target_labels),
+                "selection": selection,
                 "numerics": outcome.numerics,
                 "numerics.source": choice.source,
                 "numerics.reason": choice.reason,

@@ -238,6 +238,7 @@ def _fit(
         epoch_start = time.perf_counter()
         running, seen = 0.0, 0
         for step, batch in enumerate(strategy.batches(data, generator, device)):
+            strategy.progress = (epoch * steps_per_epoch + step) / (plan.epochs * steps_per_epoch)
             with numerics.autocast(device):
                 loss = strategy.loss(model, batch, generator)
             value = loss.item()  # the one sync per step the running mean needs anyway
@@ -264,6 +265,7 @@ def _fit(
             "train_loss": running / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_seconds": epoch_seconds,
+            **strategy.epoch_terms(),
             **val_metrics(logits, labels, n_classes),
         }
         history.append(row)

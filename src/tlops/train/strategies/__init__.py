@@ -7,13 +7,17 @@ A new strategy is a subclass of :class:`Strategy` in a module of its own, added 
 from __future__ import annotations
 
 from tlops.config import TrainConfig
+from tlops.data.budget import UNLABELED
 from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
+from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
 from tlops.train.strategies.linear_probe import LinearProbe
 from tlops.train.strategies.supervised import FineTune, Scratch
 
-STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (LinearProbe, FineTune, Scratch)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s for s in (LinearProbe, FineTune, Scratch, SourceOnly, Dan, Coral, Dann, Mcc)
+}
 
-__all__ = ["STRATEGIES", "Need", "Schedule", "Strategy", "TrainData", "get_strategy"]
+__all__ = ["STRATEGIES", "UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "get_strategy"]
 
 
 def get_strategy(cfg: TrainConfig) -> Strategy:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from tlops.config import TrainConfig
+from tlops.data.budget import UNLABELED
 from tlops.data.tensors import SplitTensors
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
@@ -29,24 +30,31 @@ class Need(StrEnum):
 
     IMAGES = "images"  # decoded target images (train and val splits)
     FEATURES = "features"  # cached backbone features of extract_features
-    # the transfer-methods issue adds: SOURCE (labeled source batches), UNLABELED (target
-    # batches without labels) and TEACHER (a model to distill from)
+    SOURCE = "source"  # decoded, labeled source-domain images (train and val splits)
 
 
 @dataclass
 class TrainData:
-    """Everything a strategy may train on; what it declared in ``needs`` is filled."""
+    """Everything a strategy may train on; what it declared in ``needs`` is filled.
+
+    ``train`` holds every target training image; those outside the label budget
+    (``train.target_labels``) have the label :data:`UNLABELED`. ``val`` is None when the budget
+    is 0: no target label is read before evaluation.
+    """
 
     classes: list[str]
     train: SplitTensors | None = None
     val: SplitTensors | None = None
     train_features: tuple[np.ndarray, np.ndarray] | None = None  # (N, D) features, (N,) labels
     val_features: tuple[np.ndarray, np.ndarray] | None = None
+    source_train: SplitTensors | None = None
+    source_val: SplitTensors | None = None
 
     def train_labels(self) -> np.ndarray:
-        """Label indices of the training split (for class weights)."""
+        """Label indices of the labeled training images (for class weights)."""
         if self.train is not None:
-            return self.train.labels
+            labels: np.ndarray = self.train.labels[self.train.labels != UNLABELED]
+            return labels
         if self.train_features is not None:
             return self.train_features[1]
         raise ValueError("no training data")
@@ -83,6 +91,20 @@ class Strategy(ABC):
         # precision and memory layout: the loop sets them before the first batch (and for a
         # calibration copy); batches and validation follow them
         self.numerics = Numerics()
+        # the run's progress in 0..1, set by the loop before every step from (epoch, step), so a
+        # resumed run sees the values the uninterrupted one did (loss weights that ramp up)
+        self.progress = 0.0
+        self._terms: dict[str, list[torch.Tensor]] = {}
+
+    def record(self, name: str, value: torch.Tensor) -> None:
+        """Add one step's value of an extra loss term to the epoch's mean (no device sync)."""
+        self._terms.setdefault(name, []).append(value.detach().float())
+
+    def epoch_terms(self) -> dict[str, float]:
+        """The epoch's mean of every recorded term (logged per epoch), then reset."""
+        means = {name: float(torch.stack(values).mean()) for name, values in self._terms.items()}
+        self._terms = {}
+        return means
 
     def schedule(self) -> Schedule:
         """Epochs, learning rate, weight decay and warmup (``train`` params by default)."""

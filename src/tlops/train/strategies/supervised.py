@@ -9,10 +9,24 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from tlops.data.tensors import Augment, augment_batch, batches, normalize
+from tlops.data.budget import UNLABELED
+from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
 from tlops.models.inference import predict_logits
 from tlops.models.model import TransferModel
 from tlops.train.strategies.base import Batch, Need, Strategy, TrainData
+
+
+def labeled(split: SplitTensors) -> SplitTensors:
+    """The images of ``split`` whose label the budget allows (``split`` itself if all are)."""
+    keep = split.labels != UNLABELED
+    if keep.all():
+        return split
+    index = np.flatnonzero(keep)
+    return SplitTensors(
+        np.ascontiguousarray(split.images[index]),
+        split.labels[index],
+        [split.paths[i] for i in index],
+    )
 
 
 class FineTune(Strategy):
@@ -45,17 +59,26 @@ class FineTune(Strategy):
                 trainable = self.cfg.unfreeze_milestones[milestone]
         return trainable
 
+    def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
+        """The loss; refuses a label budget of 0 (nothing to fine-tune on)."""
+        if not len(data.train_labels()):
+            raise ValueError(
+                f"train.strategy {self.name} trains on labeled target images, and "
+                "train.target_labels is 0: use a domain adaptation strategy (source_only, dan, "
+                "coral, dann, mcc) or give it labels"
+            )
+        super().prepare(model, data, device)
+
     def steps_per_epoch(self, data: TrainData) -> int:
-        """Batches of the train split."""
-        assert data.train is not None
-        return math.ceil(len(data.train) / self.cfg.batch_size)
+        """Batches of the labeled images of the train split."""
+        return math.ceil(len(data.train_labels()) / self.cfg.batch_size)
 
     def batches(
         self, data: TrainData, generator: torch.Generator, device: torch.device
     ) -> Iterator[Batch]:
-        """Shuffled uint8 image batches of the train split."""
+        """Shuffled uint8 image batches of the labeled images of the train split."""
         assert data.train is not None
-        return batches(data.train, self.cfg.batch_size, True, generator, device)
+        return batches(labeled(data.train), self.cfg.batch_size, True, generator, device)
 
     def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         """Cross-entropy (label smoothing, class weights) on augmented images."""

@@ -1,0 +1,143 @@
+"""Domain adaptation strategies and the label budget on tiny source and target trees."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import ingest, run_step, validate
+from tlops.config import Params, apply_overrides
+from tlops.data.budget import UNLABELED, budget_labels
+from tlops.io import read_json
+
+DA = ("source_only", "dan", "coral", "dann", "mcc")
+TERMS = {"dan": "loss_mmd", "coral": "loss_coral", "dann": "loss_domain", "mcc": "loss_mcc"}
+
+
+def _fast(params: Params, tmp_path: Path, **overrides: Any) -> Params:
+    return apply_overrides(
+        params,
+        {
+            "model.image_size": 32,
+            "extract_features.cache_dir": str(tmp_path / "cache"),
+            "train.epochs": 2,
+            "train.batch_size": 8,
+            "train.trainable_stages": 2,
+            "train.numerics": "fp32+contiguous+eager",
+            "train.da.target_batch_size": 4,
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture
+def domains(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for domain in ("target", "source"):
+        root = make_tree(name=f"tree_{domain}", per_class=14, size=16)
+        ingest(params, root, tmp_path / f"{domain}_ingest", domain=domain)
+        validate(params, tmp_path / f"{domain}_ingest", tmp_path / f"{domain}_report")
+        out[domain] = root
+    return out
+
+
+def _history(model_dir: Path) -> list[dict[str, float]]:
+    rows = read_json(model_dir / "history.json")
+    return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
+
+
+def _train(params: Params, tmp_path: Path, out: str, target: str = "target") -> Any:
+    return run_step(
+        "train",
+        params,
+        {
+            "dataset": tmp_path / f"{target}_ingest",
+            "report": tmp_path / f"{target}_report",
+            "source_dataset": tmp_path / "source_ingest",
+            "source_report": tmp_path / "source_report",
+        },
+        {"model": tmp_path / out},
+    )
+
+
+@pytest.mark.parametrize("strategy", DA)
+def test_each_strategy_trains_and_logs_its_domain_term(
+    strategy: str, params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(params, tmp_path, **{"train.strategy": strategy})
+    result = _train(fast, tmp_path, "model")
+    rows = read_json(tmp_path / "model" / "history.json")
+    assert result.epochs_run == 2 and all(np.isfinite(row["loss_ce"]) for row in rows)
+    if strategy in TERMS:
+        assert all(np.isfinite(row[TERMS[strategy]]) for row in rows)
+    assert not any(key in rows[0] for key in TERMS.values() if key != TERMS.get(strategy))
+
+
+def test_without_target_labels_training_cannot_see_them(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    """Permuting the target's labels (its class folders) leaves the trained weights identical."""
+    permuted = tmp_path / "permuted"
+    for old, new in (("cat", "dog"), ("dog", "fox"), ("fox", "cat")):
+        shutil.copytree(domains["target"] / old, permuted / new)
+    ingest(params, permuted, tmp_path / "permuted_ingest")
+    validate(params, tmp_path / "permuted_ingest", tmp_path / "permuted_report")
+    fast = _fast(params, tmp_path, **{"train.strategy": "dann", "train.target_labels": 0})
+    _train(fast, tmp_path, "a")
+    _train(fast, tmp_path, "b", target="permuted")
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the best epoch was chosen on the source's validation split
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+    assert read_json(tmp_path / "a" / "train.json")["selection"] == "source val"
+
+
+def test_a_strategy_on_target_labels_refuses_a_budget_of_zero(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(params, tmp_path, **{"train.strategy": "finetune", "train.target_labels": 0})
+    with pytest.raises(ValueError, match="target_labels is 0: use a domain adaptation"):
+        _train(fast, tmp_path, "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_label_budget_trains_on_k_images_per_class(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(params, tmp_path, **{"train.target_labels": 2, "train.epochs": 1})
+    result = _train(fast, tmp_path, "m")
+    assert result.epochs_run == 1
+    info = read_json(tmp_path / "m" / "train.json")
+    assert info["labeled_images"] == 6  # 2 per class, 3 classes
+
+
+def test_domain_adaptation_needs_the_source(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(params, tmp_path, **{"train.strategy": "coral"})
+    inputs = {"dataset": tmp_path / "target_ingest", "report": tmp_path / "target_report"}
+    with pytest.raises(ValueError, match="--source-dataset"):
+        run_step("train", fast, inputs, {"model": tmp_path / "m"})
+
+
+def test_the_budget_draw_is_per_class_seeded_and_stable() -> None:
+    paths = [f"{c}/img_{i}.png" for c in "abc" for i in range(10)]
+    labels = np.repeat(np.arange(3), 10)
+    kept = budget_labels(paths, labels, 3, seed=0)
+    assert [int((kept == c).sum()) for c in range(3)] == [3, 3, 3]
+    assert (kept[kept != UNLABELED] == labels[kept != UNLABELED]).all()
+    np.testing.assert_array_equal(kept, budget_labels(paths, labels, 3, seed=0))
+    assert not np.array_equal(kept, budget_labels(paths, labels, 3, seed=1))
+    # a new image changes the draw only where it ranks among the kept ones
+    more = budget_labels([*paths, "a/new.png"], np.append(labels, 0), 3, seed=0)
+    assert (more[:10] != UNLABELED).sum() + (more[30] != UNLABELED) == 3
+    np.testing.assert_array_equal(more[10:30], kept[10:30])
+    assert (budget_labels(paths, labels, "all", 0) == labels).all()
+    assert (budget_labels(paths, labels, 0, 0) == UNLABELED).all()
