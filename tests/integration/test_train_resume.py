@@ -1,4 +1,7 @@
-"""A training process killed with SIGKILL resumes from its last checkpoint to the same result."""
+"""A training process killed with SIGKILL resumes from its last checkpoint to the same result.
+
+``dann`` too: its domain discriminator (and its optimiser state) is part of the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import CLASSES, REPO
@@ -29,12 +33,15 @@ def history(path: Path) -> list[dict[str, float]]:
     ]
 
 
-def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("strategy", ["finetune", "dann"])
+def test_sigkill_then_resume(strategy: str, make_tree: Callable[..., Path], tmp_path: Path) -> None:
     root = make_tree(per_class=20, size=16)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["validate_data"].update({"classes": list(CLASSES), "min_images_per_split_class": 0})
     raw["model"]["image_size"] = 32
     raw["train"].update({"epochs": 6, "batch_size": 8, "trainable_stages": 2})
+    raw["train"].update({"strategy": strategy, "numerics": "fp32+contiguous+eager"})
+    raw["train"]["da"]["target_batch_size"] = 4
     raw["train"]["early_stopping"]["patience"] = 10
     raw["extract_features"]["cache_dir"] = str(tmp_path / "cache")
     params_file = tmp_path / "params.yaml"
@@ -43,6 +50,15 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
     ingest(params, root, tmp_path / "ingest")
     validate(params, tmp_path / "ingest", tmp_path / "report")
     inputs = {"dataset": tmp_path / "ingest", "report": tmp_path / "report"}
+    source_args: list[str] = []
+    if strategy == "dann":
+        source = make_tree(name="source", per_class=20, size=16)
+        ingest(params, source, tmp_path / "source_ingest", domain="source")
+        validate(params, tmp_path / "source_ingest", tmp_path / "source_report")
+        inputs["source_dataset"] = tmp_path / "source_ingest"
+        inputs["source_report"] = tmp_path / "source_report"
+        source_args = ["--source-dataset", str(inputs["source_dataset"])]
+        source_args += ["--source-report", str(inputs["source_report"])]
     run_step("train", params, inputs, {"model": tmp_path / "uninterrupted"})
 
     command = [
@@ -59,6 +75,7 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
         str(tmp_path / "killed"),
         "--checkpoint-root",
         str(tmp_path / "ckpt"),
+        *source_args,
     ]
     env = {**os.environ, "COLUMNS": "200"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -75,4 +92,7 @@ def test_sigkill_then_resume(make_tree: Callable[..., Path], tmp_path: Path) -> 
     resumed = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     assert "resumed after epoch" in resumed.stdout, resumed.stdout
     assert history(tmp_path / "killed") == history(tmp_path / "uninterrupted")
+    killed = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    whole = torch.load(tmp_path / "uninterrupted" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(killed[k], whole[k]) for k in whole)
     assert not list((tmp_path / "ckpt").glob("*/last.pt"))  # the finished run cleaned up

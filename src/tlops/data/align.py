@@ -21,7 +21,7 @@ so evaluation and serving prepare an image as training did.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from tlops.config import AlignConfig
 
@@ -73,5 +73,15 @@ def align_image(image: Image.Image, cfg: AlignConfig) -> Image.Image:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             image = image.resize(size, Image.Resampling.BOX)
     if cfg.autocontrast:
-        image = ImageOps.autocontrast(image)
+        image = _stretch(image)
     return image
+
+
+def _stretch(image: Image.Image) -> Image.Image:
+    """Each channel's range to exactly 0..255 (Pillow's autocontrast tops out at 254)."""
+    pixels = np.asarray(image, dtype=np.float32)
+    axes = (0, 1)
+    low, high = pixels.min(axis=axes), pixels.max(axis=axes)
+    span = np.where(high > low, high - low, 1.0)
+    stretched = np.where(high > low, (pixels - low) * (255.0 / span), pixels)
+    return Image.fromarray(np.clip(np.rint(stretched), 0, 255).astype(np.uint8), mode=image.mode)
