@@ -222,6 +222,9 @@ class LinearProbeConfig(_Section):
     epochs: int = Field(default=200, ge=1)
     lr: float = Field(default=0.01, gt=0.0)
     weight_decay: float = Field(default=1e-4, ge=0.0)
+    # L1 penalty on the head's weights (feature selection), applied as a proximal step
+    # (soft-thresholding after each update), so unused features get exactly zero weight
+    l1: float = Field(default=0.0, ge=0.0)
 
 
 class DanConfig(_Section):

@@ -236,3 +236,37 @@ def test_the_numerics_choice_is_recorded_with_the_model(tiny: Tiny, tmp_path: Pa
     auto = train(tiny, tmp_path / "a")  # 3 epochs of 3 batches: not worth calibrating
     assert auto.numerics.source == "default" and "too short" in auto.numerics.reason
     assert read_json(tmp_path / "a" / "train.json")["numerics"] == "fp32+channels_last+eager"
+
+
+def test_linear_probe_l1_selects_features(tiny: Tiny, tmp_path: Path) -> None:
+    params, dataset, _ = tiny
+    probe = params.train.linear_probe.model_copy(update={"epochs": 30, "l1": 0.01})
+    l1_params = _with(params, strategy="linear_probe", linear_probe=probe)
+    run_step("extract_features", l1_params, {"dataset": dataset}, {"features": tmp_path / "f"})
+    train(tiny, tmp_path / "p", l1_params, features=tmp_path / "f")
+    weight = torch.load(tmp_path / "p" / "model.pt", weights_only=True)["state_dict"]["head.weight"]
+    used = int((weight.abs().sum(0) > 0).sum())
+    assert 0 < used < weight.shape[1] // 2  # exact zeros: most of the 1,280 features drop out
+    rows = read_json(tmp_path / "p" / "history.json")
+    assert rows[-1]["features_used"] <= rows[0]["features_used"] and rows[-1]["loss_l1"] > 0
+
+
+def test_the_l1_proximal_step_soft_thresholds_the_head() -> None:
+    cfg = TrainConfig().model_copy(
+        update={"linear_probe": TrainConfig().linear_probe.model_copy(update={"l1": 2.0})}
+    )
+    strategy = get_strategy(cfg.model_copy(update={"strategy": "linear_probe"}))
+    model = create_model("timm:tf_efficientnet_lite0", ["a", "b"], pretrained=False)
+    weight = model.head.weight
+    optimizer = torch.optim.AdamW([weight], lr=0.1, betas=(0.9, 0.99), eps=0.0)
+    with torch.no_grad():
+        weight.copy_(torch.tensor([[0.5, -0.05], [-0.3, 0.01]]).repeat(1, 640))
+    # Adam's state after 2 steps with gradients of size 0.5 (v_hat = 0.25: sqrt 0.5)
+    optimizer.state[weight] = {
+        "step": torch.tensor(2.0),
+        "exp_avg": torch.zeros_like(weight),
+        "exp_avg_sq": torch.full_like(weight, 0.25 * (1 - 0.99**2)),
+    }
+    strategy.after_step(model, optimizer)  # threshold 0.1 x 2.0 / 0.5 = 0.4
+    expected = torch.tensor([[0.1, 0.0], [0.0, 0.0]]).repeat(1, 640)
+    torch.testing.assert_close(model.head.weight.detach(), expected)

@@ -252,6 +252,7 @@ def _fit(
             scaled.backward()
             scaler.step(optimizer)
             scaler.update()
+            strategy.after_step(model, optimizer)
             scheduler.step()
             running += value * len(batch[1])
             seen += len(batch[1])

@@ -151,6 +151,13 @@ class Strategy(ABC):
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Validation logits (CPU, float32) and labels, for early stopping and the best epoch."""
 
+    def after_step(self, model: TransferModel, optimizer: torch.optim.Optimizer) -> None:
+        """Called after every optimiser step.
+
+        A strategy with a non-smooth penalty applies its proximal step here (nothing by default).
+        """
+        return None
+
     def state(self, model: TransferModel) -> dict[str, torch.Tensor]:
         """The weights that training changes (checkpointed every epoch, best epoch kept)."""
         return {

@@ -63,10 +63,37 @@ class LinearProbe(Strategy):
         yield self.train_xy
 
     def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        """Cross-entropy of the head on features."""
+        """Cross-entropy of the head on features (the L1 term is the proximal step's)."""
         features, labels = batch
         loss: torch.Tensor = self.criterion(model.head(features), labels)
+        l1 = self.cfg.linear_probe.l1
+        if l1 > 0:
+            weight = model.head.weight.detach()
+            self.record("loss_l1", l1 * weight.abs().sum())
+            self.record("features_used", (weight.abs().sum(0) > 0).sum().float())
         return loss
+
+    @torch.no_grad()
+    def after_step(self, model: TransferModel, optimizer: torch.optim.Optimizer) -> None:
+        """The proximal step of ``l1 x ||W||_1`` in Adam's metric: soft-thresholding.
+
+        Adam moves every weight by about ``lr`` whatever its gradient's size, so a plain
+        threshold of ``lr x l1`` would zero all weights or none. In Adam's metric the threshold of
+        a weight is ``lr x l1 / (sqrt(v) + eps)`` (``v``: the bias-corrected second moment of
+        its gradient), and a weight stays at 0 exactly when its smoothed gradient is smaller
+        than ``l1``: the optimality condition of the L1 problem. A feature no class needs gets
+        exactly zero weight (feature selection); the bias is not penalised.
+        """
+        l1 = self.cfg.linear_probe.l1
+        if l1 <= 0:
+            return
+        weight = model.head.weight
+        group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
+        state = optimizer.state[weight]
+        beta2, eps = group["betas"][1], group["eps"]
+        v_hat = state["exp_avg_sq"] / (1.0 - beta2 ** float(state["step"]))
+        threshold = group["lr"] * l1 / (v_hat.sqrt() + eps)
+        weight.copy_(torch.sign(weight) * torch.clamp(weight.abs() - threshold, min=0.0))
 
     @torch.no_grad()
     def val_logits(
