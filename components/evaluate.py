@@ -3,6 +3,8 @@
 Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
 """
 
+from typing import Optional
+
 from kfp.dsl import (
     Artifact,
     ClassificationMetrics,
@@ -23,6 +25,7 @@ def evaluate(
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     summary: Output[Markdown],
+    source_dataset: Optional[Input[Dataset]] = None,
 ) -> None:
     """Run step ``evaluate`` in a KFP task.
 
@@ -36,6 +39,8 @@ def evaluate(
         metrics: Scalar test metrics.
         confusion: The confusion matrix.
         summary: Candidate vs champion on the test split.
+        source_dataset: Output of ingest_data for the source domain (domain adaptation: the distance
+            of the domains' features before and after training).
     """
     from tlops.steps.execute import run_component
 
@@ -45,6 +50,7 @@ def evaluate(
         {
             "dataset": dataset,
             "model": model,
+            "source_dataset": source_dataset,
             "evaluation": evaluation,
             "metrics": metrics,
             "confusion": confusion,

@@ -120,7 +120,10 @@ def train_evaluate_register(
     if cfg.kfp.checkpoint_pvc:
         kubernetes.mount_pvc(trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
     model = trained.outputs["model"]
-    evaluated = steps["evaluate"](params=params, dataset=dataset, model=model)
+    evaluate_inputs = {"dataset": dataset, "model": model}
+    if source is not None:
+        evaluate_inputs["source_dataset"] = source[0].outputs["dataset"]
+    evaluated = steps["evaluate"](params=params, **evaluate_inputs)
     tasks["train"], tasks["evaluate"] = trained, evaluated
     tasks["register_model"] = steps["register_model"](
         params=params, dataset=dataset, model=model, evaluation=evaluated.outputs["evaluation"]

@@ -81,5 +81,8 @@ def test_unsupervised_domain_adaptation_end_to_end(project: Path) -> None:
         and len(client.get_metric_history(run.info.run_id, "loss_coral")) == 2
     )
     assert run.data.params["model.align.resolution"] == "8"
+    # evaluate measured how far apart the domains' features are, before and after training
+    for when in ("before", "after"):
+        assert metrics[f"domain_mmd2_{when}"] >= 0 and 0 < metrics[f"domain_mmd_p_{when}"] <= 1
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.run_id == run.info.run_id

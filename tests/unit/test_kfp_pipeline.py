@@ -252,6 +252,8 @@ def test_domain_adaptation_ingests_and_validates_the_source_for_train(
     assert artifacts["source_dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data-2"
     assert artifacts["source_report"]["taskOutputArtifact"]["producerTask"] == "validate-data-2"
     assert artifacts["dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data"
+    evaluate = tasks["evaluate"]["inputs"]["artifacts"]
+    assert evaluate["source_dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data-2"
 
 
 def test_cron() -> None:

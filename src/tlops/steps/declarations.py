@@ -172,6 +172,8 @@ STEPS: tuple[StepSpec, ...] = (
         help="Evaluate the model (and the champion, on the same split) on the test split.",
         params=(
             "evaluate",
+            "model.backbone",
+            "model.pretrained",
             "model.image_size",
             "image",
             "validate_data.classes",
@@ -183,6 +185,15 @@ STEPS: tuple[StepSpec, ...] = (
         inputs=(
             Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
             Port("model", "Model", "Output of train.", producer=("train", "model")),
+            Port(
+                "source_dataset",
+                "Dataset",
+                "Output of ingest_data for the source domain (domain adaptation: the distance "
+                "of the domains' features before and after training).",
+                producer=DATASET,
+                domain="source",
+                optional=True,
+            ),
         ),
         outputs=(
             Port(

@@ -19,12 +19,13 @@ import torch
 from tlops.config import AlignConfig, Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.data.tensors import SplitTensors
+from tlops.evaluate.drift import mmd_test
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
 from tlops.io import atomic_dir, write_json
 from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE
-from tlops.models.inference import inference_numerics, predict_logits
-from tlops.models.init import load_model, model_from_checkpoint, resolve_init
+from tlops.models.inference import inference_numerics, pooled_features, predict_logits
+from tlops.models.init import create_model, load_model, model_from_checkpoint, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
@@ -137,6 +138,42 @@ def champion_scores(
     return champion, champion_version, note
 
 
+def domain_distance(
+    params: Params, model: TransferModel, source_dir: Path, test: SplitTensors, classes: list[str]
+) -> dict[str, float]:
+    """MMD between source and target test features, before and after adaptation.
+
+    Before: the backbone training started from (``model.backbone``, its pretrained weights);
+    after: the trained model. Each is the squared MMD with a Gaussian kernel at the median
+    distance (:func:`tlops.evaluate.drift.mmd_test`), with its permutation p-value: a drop
+    says the features of the two domains came closer, a p-value that rises above 0.05 that
+    they are no longer told apart.
+    """
+    device = resolve_device(params.runtime.device)
+    source = load_splits(
+        params,
+        source_dir,
+        classes,
+        ("test",),
+        image_size=model.image_size,
+        align=model.align or AlignConfig(),
+    )["test"]
+    start = create_model(params.model.backbone, classes, pretrained=params.model.pretrained)
+    out: dict[str, float] = {}
+    for when, network in (("before", start), ("after", model)):
+        network.to(device).eval()
+        batch = params.evaluate.batch_size
+        result = mmd_test(
+            pooled_features(network, source, batch, device),
+            pooled_features(network, test, batch, device),
+            permutations=200,
+            seed=0,
+        )
+        out[f"domain_mmd2_{when}"] = result.mmd2
+        out[f"domain_mmd_p_{when}"] = result.p_value
+    return out
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Evaluate the trained model, and the champion when one exists, on the test split.
 
@@ -164,6 +201,10 @@ def run(params: Params, io: StepIO) -> StepResult:
     flat = {k: finite_or_none(v) for k, v in overall.items()}
     if champion is not None:
         flat.update({f"champion_{k}": finite_or_none(v) for k, v in champion["metrics"].items()})
+    distance: dict[str, float] = {}
+    source_dir = io.inputs.get("source_dataset")
+    if source_dir is not None:
+        distance = domain_distance(params, model, source_dir, test, classes)
     evaluated = EvaluateResult(flat, result["per_class"], champion, note, out_dir)
     with atomic_dir(out_dir) as staging:
         write_json(staging / METRICS_FILE, flat)
@@ -182,6 +223,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "champion_version": champion_version,
                 "model": str(model_dir / MODEL_FILE),
                 "numerics": result["numerics"],
+                "domain_distance": distance or None,
             },
         )
         with (staging / "per_class.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -220,6 +262,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         io.run.metrics({f"test_{k}": v for k, v in overall.items()})
         if champion is not None:
             io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
+        io.run.metrics(distance)
         numerics = result["numerics"]
         io.run.tags(
             {
@@ -236,9 +279,15 @@ def run(params: Params, io: StepIO) -> StepResult:
         )
         io.run.artifacts(sorted(out_dir.iterdir()), "evaluate")
     primary = params.register_model.gate.primary_metric
+    moved = (
+        f"; source-target MMD^2 {distance['domain_mmd2_before']:.4f} before, "
+        f"{distance['domain_mmd2_after']:.4f} after training"
+        if distance
+        else ""
+    )
     return StepResult(
         f"evaluate: accuracy {flat['accuracy']:.4f}, macro F1 {flat['macro_f1']:.4f}; "
-        f"{note} -> {out_dir}",
+        f"{note}{moved} -> {out_dir}",
         metadata={"evaluation": {"primary_metric": primary, primary: flat.get(primary)}},
         metrics={k: v for k, v in flat.items() if v is not None and not k.startswith("champion_")},
         confusion=(classes, result["confusion_matrix"]),
