@@ -268,6 +268,13 @@ class DomainAdaptationConfig(_Section):
     mcc: MccConfig = MccConfig()
 
 
+class MultiTaskConfig(_Section):
+    """``multitask``: a source head beside the target head on one backbone (Caruana 1997)."""
+
+    source_batch_size: int = Field(default=32, ge=1)  # source images beside each target batch
+    source_weight: float = Field(default=0.5, ge=0.0)  # loss = CE_target + this x CE_source
+
+
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
@@ -275,7 +282,15 @@ class TrainConfig(_Section):
     """Parameters of the ``train`` step."""
 
     strategy: Literal[
-        "linear_probe", "finetune", "scratch", "source_only", "dan", "coral", "dann", "mcc"
+        "linear_probe",
+        "finetune",
+        "scratch",
+        "source_only",
+        "dan",
+        "coral",
+        "dann",
+        "mcc",
+        "multitask",
     ] = "finetune"
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
@@ -294,6 +309,7 @@ class TrainConfig(_Section):
     augment: AugmentConfig = AugmentConfig()
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     da: DomainAdaptationConfig = DomainAdaptationConfig()
+    multitask: MultiTaskConfig = MultiTaskConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0

@@ -141,3 +141,19 @@ def test_the_budget_draw_is_per_class_seeded_and_stable() -> None:
     np.testing.assert_array_equal(more[10:30], kept[10:30])
     assert (budget_labels(paths, labels, "all", 0) == labels).all()
     assert (budget_labels(paths, labels, 0, 0) == UNLABELED).all()
+
+
+def test_multitask_trains_a_head_per_domain_and_registers_the_target_one(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(params, tmp_path, **{"train.strategy": "multitask"})
+    result = _train(fast, tmp_path, "m")
+    rows = read_json(tmp_path / "m" / "history.json")
+    assert result.epochs_run == 2
+    assert all(row["loss_target"] > 0 and row["loss_source"] > 0 for row in rows)
+    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)["state_dict"]
+    assert not any("source_head" in key for key in state)  # a means of training, not shipped
+    assert read_json(tmp_path / "m" / "train.json")["selection"] == "target val"
+    zero = _fast(params, tmp_path, **{"train.strategy": "multitask", "train.target_labels": 0})
+    with pytest.raises(ValueError, match="target_labels is 0"):
+        _train(zero, tmp_path, "z")

@@ -236,7 +236,7 @@ def test_validation_gates_training() -> None:
     )
 
 
-@pytest.mark.parametrize("strategy", ["source_only", "dan", "coral", "dann", "mcc"])
+@pytest.mark.parametrize("strategy", ["source_only", "dan", "coral", "dann", "mcc", "multitask"])
 def test_domain_adaptation_ingests_and_validates_the_source_for_train(
     strategy: str, params: Params, tmp_path: Path
 ) -> None:

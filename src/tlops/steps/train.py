@@ -29,7 +29,7 @@ from tlops.data.dataset import class_list, ingest_info, load_splits, require_val
 from tlops.data.tensors import SplitTensors, content_order
 from tlops.evaluate.plots import training_curves_png
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
-from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, TRAIN_FILE
+from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, TRAIN_FILE, VALIDATION_FILE
 from tlops.models.init import create_model, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
@@ -75,7 +75,7 @@ def _features(
 def _source(
     strategy: Strategy, params: Params, io: StepIO, classes: list[str]
 ) -> tuple[SplitTensors, SplitTensors]:
-    """The source domain's train and val splits (validated, with the target's classes)."""
+    """The source domain's train and val splits (validated, labeled with ``classes``)."""
     source_dir, report = io.inputs.get("source_dataset"), io.inputs.get("source_report")
     if source_dir is None or report is None:
         raise ValueError(
@@ -102,7 +102,12 @@ def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) ->
             train.labels = budget_labels(train.paths, train.labels, budget, seed)
         data.train, data.val = train, splits.get("val")
     if Need.SOURCE in strategy.needs:
-        data.source_train, data.source_val = _source(strategy, params, io, classes)
+        source_classes = classes
+        if strategy.own_source_head:  # the source's task has its own classes
+            report = io.inputs.get("source_report")
+            source_classes = read_json(report / VALIDATION_FILE)["classes"] if report else classes
+            data.source_classes = list(source_classes)
+        data.source_train, data.source_val = _source(strategy, params, io, source_classes)
     if Need.FEATURES in strategy.needs:
         features = io.inputs.get("features")
         if features is None:

@@ -11,10 +11,22 @@ from tlops.data.budget import UNLABELED
 from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
 from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
 from tlops.train.strategies.linear_probe import LinearProbe
+from tlops.train.strategies.multitask import MultiTask
 from tlops.train.strategies.supervised import FineTune, Scratch
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s for s in (LinearProbe, FineTune, Scratch, SourceOnly, Dan, Coral, Dann, Mcc)
+    s.name: s
+    for s in (
+        LinearProbe,
+        FineTune,
+        Scratch,
+        SourceOnly,
+        Dan,
+        Coral,
+        Dann,
+        Mcc,
+        MultiTask,
+    )
 }
 
 __all__ = ["STRATEGIES", "UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "get_strategy"]

@@ -49,6 +49,7 @@ class TrainData:
     val_features: tuple[np.ndarray, np.ndarray] | None = None
     source_train: SplitTensors | None = None
     source_val: SplitTensors | None = None
+    source_classes: list[str] | None = None  # the source's own classes (multitask's source head)
 
     def train_labels(self) -> np.ndarray:
         """Label indices of the labeled training images (for class weights)."""
@@ -81,6 +82,7 @@ class Strategy(ABC):
     needs: ClassVar[frozenset[Need]]
     pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
     log_every: ClassVar[int] = 1  # epochs between two metric reports
+    own_source_head: ClassVar[bool] = False  # the source's labels are its own classes
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
