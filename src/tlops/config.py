@@ -262,6 +262,9 @@ class DomainAdaptationConfig(_Section):
     # the domain loss's weight ramps from 0 to its value as 2/(1+exp(-gamma p))-1 over the
     # run (p: progress 0..1), Ganin et al.'s schedule; 0: no ramp
     ramp_gamma: float = Field(default=10.0, ge=0.0)
+    # also train source_only on the same data, budget and seed, so that evaluate reports what
+    # the adaptation added in the same run (twice the training time)
+    reference: bool = False
     dan: DanConfig = DanConfig()
     coral: CoralConfig = CoralConfig()
     dann: DannConfig = DannConfig()

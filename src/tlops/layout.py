@@ -15,6 +15,8 @@ DOCS_DIR = "data_docs"
 FEATURES_FILE = "features.json"
 # train -> model
 MODEL_FILE = "model.pt"
+# a domain adaptation run's source_only model on the same data and budget (train.da.reference)
+REFERENCE_FILE = "reference.pt"
 TRAIN_FILE = "train.json"
 # evaluate -> evaluation
 METRICS_FILE = "metrics.json"

@@ -23,7 +23,7 @@ from tlops.evaluate.drift import mmd_test
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
 from tlops.io import atomic_dir, write_json
-from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE
+from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REFERENCE_FILE
 from tlops.models.inference import inference_numerics, pooled_features, predict_logits
 from tlops.models.init import create_model, load_model, model_from_checkpoint, resolve_init
 from tlops.models.model import TransferModel
@@ -201,6 +201,13 @@ def run(params: Params, io: StepIO) -> StepResult:
     flat = {k: finite_or_none(v) for k, v in overall.items()}
     if champion is not None:
         flat.update({f"champion_{k}": finite_or_none(v) for k, v in champion["metrics"].items()})
+    reference: dict[str, Any] | None = None
+    if (model_dir / REFERENCE_FILE).is_file():  # source_only trained in the same run
+        reference_model = load_model(model_dir / REFERENCE_FILE)
+        reference = {
+            k: finite_or_none(v) for k, v in score(reference_model, test, params)["overall"].items()
+        }
+        flat.update({f"source_only_{k}": v for k, v in reference.items()})
     distance: dict[str, float] = {}
     source_dir = io.inputs.get("source_dataset")
     if source_dir is not None:
@@ -224,6 +231,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "model": str(model_dir / MODEL_FILE),
                 "numerics": result["numerics"],
                 "domain_distance": distance or None,
+                "source_only_reference": reference,
             },
         )
         with (staging / "per_class.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -263,6 +271,10 @@ def run(params: Params, io: StepIO) -> StepResult:
         if champion is not None:
             io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
         io.run.metrics(distance)
+        if reference is not None:
+            io.run.metrics(
+                {f"source_only_test_{k}": v for k, v in reference.items() if v is not None}
+            )
         numerics = result["numerics"]
         io.run.tags(
             {
@@ -289,7 +301,11 @@ def run(params: Params, io: StepIO) -> StepResult:
         f"evaluate: accuracy {flat['accuracy']:.4f}, macro F1 {flat['macro_f1']:.4f}; "
         f"{note}{moved} -> {out_dir}",
         metadata={"evaluation": {"primary_metric": primary, primary: flat.get(primary)}},
-        metrics={k: v for k, v in flat.items() if v is not None and not k.startswith("champion_")},
+        metrics={
+            k: v
+            for k, v in flat.items()
+            if v is not None and not k.startswith(("champion_", "source_only_"))
+        },
         confusion=(classes, result["confusion_matrix"]),
         views={"summary": out_dir / COMPARISON_FILE},
         details=evaluated,

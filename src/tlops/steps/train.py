@@ -29,7 +29,14 @@ from tlops.data.dataset import class_list, ingest_info, load_splits, require_val
 from tlops.data.tensors import SplitTensors, content_order
 from tlops.evaluate.plots import training_curves_png
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
-from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, TRAIN_FILE, VALIDATION_FILE
+from tlops.layout import (
+    CHANGE_FILE,
+    FEATURES_FILE,
+    MODEL_FILE,
+    REFERENCE_FILE,
+    TRAIN_FILE,
+    VALIDATION_FILE,
+)
 from tlops.models.init import create_model, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
@@ -164,6 +171,31 @@ def _build(
     return model
 
 
+def _reference(
+    params: Params,
+    strategy: Strategy,
+    classes: list[str],
+    start: str | None,
+    data: TrainData,
+    checkpoints: Path,
+    key: str,
+    device: torch.device,
+) -> TransferModel | None:
+    """``source_only`` on the same data, budget and seed (``train.da.reference``), or None.
+
+    Trained in fp32 with its own checkpoints (beside the run's), so it resumes too.
+    """
+    if not params.train.da.reference or Need.SOURCE not in strategy.needs:
+        return None
+    if strategy.name in ("source_only", "multitask"):
+        return None  # it is the reference itself / not a domain adaptation strategy
+    cfg = params.train.model_copy(update={"strategy": "source_only"})
+    seed_everything(cfg.seed)
+    reference = _build(params, get_strategy(cfg), classes, start)
+    fit(get_strategy(cfg), reference, data, cfg, checkpoints / "reference", f"{key}-ref", device)
+    return reference.cpu()
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Train with ``train.strategy`` and write the model.
 
@@ -217,6 +249,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         sys.stderr.write(f"train: {outcome.fallback}\n")
         fall_back(choice, outcome.fallback, cache_file)
     model.cpu()
+    reference = _reference(params, strategy, classes, start, data, checkpoints, key, device)
     selection = "target val" if data.val is not None or data.val_features else "source val"
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
@@ -246,6 +279,8 @@ def run(params: Params, io: StepIO) -> StepResult:
                 f"{cfg.strategy} · {params.model.backbone}",
             )
         write_json(staging / TRAIN_FILE, summary)
+        if reference is not None:
+            torch.save(reference.checkpoint(), staging / REFERENCE_FILE)
     # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed" by
     # the next identical run, which should train (and reproduce) for real.
     shutil.rmtree(checkpoints, ignore_errors=True)

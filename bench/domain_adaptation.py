@@ -1,0 +1,243 @@
+"""Benchmark: unsupervised domain adaptation, MNIST (source) -> UCI digits (target).
+
+Every row runs the pipeline's ``train`` step (the same code as ``tlops run``) and is scored on
+the target's hash-split test set (284 images). Same backbone (EfficientNet-Lite0, ImageNet),
+resolution, input alignment and step budget for every row; 3 seeds (``train.seed``: init of
+the head, shuffles, augmentation, target draws):
+
+* ``source_only`` without the alignment (the raw frames) and with it (``model.align``:
+  crop to the content's box, area-average to 8 px, stretch the contrast; label-free, per image);
+* ``dan``, ``coral``, ``dann``, ``mcc`` with ``train.target_labels: 0``: the best epoch is chosen
+  on the source validation split, no target label is read before the test;
+* ``oracle``: ``finetune`` on all target labels, the same number of optimiser steps.
+
+Goal: the strategy params.yaml's README guide recommends closes >= 50 % of the source_only ->
+oracle gap on every seed. Then at k = 10 target labels per class: that strategy (its target
+batches now hold the 100 labeled images among the unlabeled ones) against ``finetune`` on the
+10 labels alone: >= 5 points on every seed. Cost: a DA epoch <= 1.6x a source_only epoch (the
+median ``epoch_seconds`` of the training histories, same process, same machine).
+
+    .venv/bin/python bench/domain_adaptation.py | tee bench/results/domain_adaptation.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from machine import describe
+from tlops.config import Params, apply_overrides, load_params
+from tlops.data.dataset import load_splits
+from tlops.data.demo import write_demo
+from tlops.io import read_json
+from tlops.models.init import load_model
+from tlops.steps.evaluate import score
+from tlops.steps.execute import execute
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [str(i) for i in range(10)]
+ALIGN = {
+    "model.align.content_crop": True,
+    "model.align.resolution": 8,
+    "model.align.autocontrast": True,
+}
+NO_ALIGN = {
+    "model.align.content_crop": False,
+    "model.align.resolution": None,
+    "model.align.autocontrast": False,
+}
+DA = ("dan", "coral", "dann", "mcc")
+
+
+def train_and_score(
+    params: Params, work: Path, name: str, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The train step with ``overrides``, then the test accuracy of the model it wrote."""
+    p = apply_overrides(params, overrides)
+    out = work / "models" / name
+    inputs = {"dataset": work / "target_ingest", "report": work / "target_report"}
+    if p.train.strategy in ("source_only", *DA):
+        inputs |= {
+            "source_dataset": work / "source_ingest",
+            "source_report": work / "source_report",
+        }
+    started = time.perf_counter()
+    execute("train", p, inputs, {"model": out}, {"checkpoint_root": str(work / "ckpt")})
+    seconds = time.perf_counter() - started
+    model = load_model(out / "model.pt")
+    splits = load_splits(p, work / "target_ingest", CLASSES, ("val", "test"))
+    accuracy = score(model, splits["test"], p)["overall"]["accuracy"]
+    # the target val split: what the strategies' defaults were chosen on (never the test split)
+    val_accuracy = score(model, splits["val"], p)["overall"]["accuracy"]
+    history = read_json(out / "history.json")
+    info = read_json(out / "train.json")
+    return {
+        "accuracy": float(accuracy),
+        "val_accuracy": float(val_accuracy),
+        "best_epoch": info["best_epoch"],
+        "epochs": len(history),
+        "epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="source epochs per run")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--recommended", default="mcc", help="the strategy the README recommends")
+    parser.add_argument("--rows", default="all", help="comma-separated subset of rows")
+    parser.add_argument(
+        "-S", dest="set", action="append", default=[], help="override a param in every row (k=v)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="write the raw results as JSON")
+    args = parser.parse_args()
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+        params = load_params(
+            REPO / "params.yaml",
+            {
+                "model.image_size": args.image_size,
+                "extract_features.cache_dir": str(work / "cache"),
+                "tracking.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                # pinned: every row computes the same way, so epoch times compare
+                "train.numerics": "fp32+channels_last+eager",
+                "evaluate.numerics": "fp32+channels_last+eager",
+                "train.epochs": args.epochs,
+                **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)},
+            },
+        )
+        summary = write_demo(work / "source", work / "target")
+        for domain in ("source", "target"):
+            with_data = apply_overrides(params, {f"data.{domain}": str(work / domain)})
+            execute(
+                "ingest_data",
+                with_data,
+                {},
+                {"dataset": work / f"{domain}_ingest"},
+                {"domain": domain},
+            )
+            execute(
+                "validate_data",
+                params,
+                {"dataset": work / f"{domain}_ingest"},
+                {"report": work / f"{domain}_report"},
+                {},
+            )
+        source_train = len(
+            load_splits(params, work / "source_ingest", CLASSES, ("train",))["train"]
+        )
+        target_train = len(
+            load_splits(params, work / "target_ingest", CLASSES, ("train",))["train"]
+        )
+        steps = args.epochs * math.ceil(source_train / params.train.batch_size)
+        oracle_epochs = math.ceil(steps / math.ceil(target_train / params.train.batch_size))
+        few = 10 * len(CLASSES)
+        few_epochs = math.ceil(steps / math.ceil(few / params.train.batch_size))
+        rows: dict[str, dict[str, Any]] = {
+            "source_only (raw frames)": {"train.strategy": "source_only", **NO_ALIGN},
+            "source_only (aligned)": {"train.strategy": "source_only", **ALIGN},
+            **{s: {"train.strategy": s, **ALIGN} for s in DA},
+            "oracle (finetune, all target labels)": {
+                "train.strategy": "finetune",
+                "train.epochs": oracle_epochs,
+                **ALIGN,
+            },
+            f"{args.recommended}, k=10": {
+                "train.strategy": args.recommended,
+                "train.target_labels": 10,
+                **ALIGN,
+            },
+            "finetune, k=10": {
+                "train.strategy": "finetune",
+                "train.target_labels": 10,
+                "train.epochs": few_epochs,
+                **ALIGN,
+            },
+        }
+        for overrides in rows.values():  # DA rows read no target label unless told
+            unsupervised = overrides["train.strategy"] in ("source_only", *DA)
+            overrides.setdefault("train.target_labels", 0 if unsupervised else "all")
+        if args.rows != "all":
+            wanted = args.rows.split(",")
+            rows = {k: v for k, v in rows.items() if any(k.startswith(w) for w in wanted)}
+        print(
+            f"source {summary.source_images} images ({source_train} train), target "
+            f"{summary.target_images} ({target_train} train); {args.epochs} source epochs = "
+            f"{steps} steps; oracle {oracle_epochs} epochs, finetune k=10 {few_epochs} epochs",
+            flush=True,
+        )
+        results: list[dict[str, Any]] = []
+        for seed in range(args.seeds):
+            for name, overrides in rows.items():
+                result = train_and_score(
+                    params, work, f"{seed}-{len(results)}", {**overrides, "train.seed": seed}
+                )
+                results.append({"row": name, "seed": seed, **result})
+                print(json.dumps(results[-1]), flush=True)
+    report(results, args, time.time() - started)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace, seconds: float) -> None:
+    seeds = sorted({r["seed"] for r in results})
+    by = {(r["row"], r["seed"]): r for r in results}
+    names = list(dict.fromkeys(r["row"] for r in results))
+    print(f"\nmachine: {describe()}")
+    print(f"{args.image_size} px, {args.epochs} source epochs, seeds {seeds}; ", end="")
+    print(f"{seconds / 60:.1f} min\n")
+    print("| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | epoch s (median) |")
+    print("|---" * (len(seeds) + 3) + "|")
+    for name in names:
+        accs = [100 * by[(name, s)]["accuracy"] for s in seeds if (name, s) in by]
+        epoch = statistics.median(by[(name, s)]["epoch_seconds"] for s in seeds if (name, s) in by)
+        print(
+            f"| {name} | "
+            + " | ".join(f"{a:.1f}" for a in accs)
+            + f" | {statistics.mean(accs):.1f} | {epoch:.1f} |"
+        )
+    base, oracle = "source_only (aligned)", "oracle (finetune, all target labels)"
+    if not all((base, s) in by and (oracle, s) in by for s in seeds):
+        return
+    print("\nshare of the source_only (aligned) -> oracle gap closed, per seed:\n")
+    for name in (n for n in names if n in DA):
+        shares = [
+            (by[(name, s)]["accuracy"] - by[(base, s)]["accuracy"])
+            / (by[(oracle, s)]["accuracy"] - by[(base, s)]["accuracy"])
+            for s in seeds
+        ]
+        cost = statistics.median(by[(name, s)]["epoch_seconds"] for s in seeds) / statistics.median(
+            by[(base, s)]["epoch_seconds"] for s in seeds
+        )
+        verdict = "met" if min(shares) >= 0.5 else "missed"
+        print(
+            f"- {name}: "
+            + ", ".join(f"{100 * x:.0f} %" for x in shares)
+            + f" (goal >= 50 % on every seed: {verdict}); epoch cost {cost:.2f}x source_only"
+        )
+    few, ft = f"{args.recommended}, k=10", "finetune, k=10"
+    if all((few, s) in by and (ft, s) in by for s in seeds):
+        gains = [100 * (by[(few, s)]["accuracy"] - by[(ft, s)]["accuracy"]) for s in seeds]
+        verdict = "met" if min(gains) >= 5 else "missed"
+        print(
+            f"\nk = 10: {args.recommended} - finetune on the 10 labels: "
+            + ", ".join(f"{g:+.1f}" for g in gains)
+            + f" points (goal >= +5 on every seed: {verdict})"
+        )
+
+
+if __name__ == "__main__":
+    main()
