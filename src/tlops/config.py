@@ -278,6 +278,16 @@ class MultiTaskConfig(_Section):
     source_weight: float = Field(default=0.5, ge=0.0)  # loss = CE_target + this x CE_source
 
 
+class DistillConfig(_Section):
+    """``distill``: a student learns from a teacher (Hinton et al. 2015)."""
+
+    # a trained model: a checkpoint path or an MLflow model URI; null: the current champion
+    # of register_model.model_name (resolved to its version when the run starts)
+    teacher: str | None = None
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the label cross-entropy
+    temperature: float = Field(default=4.0, gt=0.0)
+
+
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
@@ -294,6 +304,7 @@ class TrainConfig(_Section):
         "dann",
         "mcc",
         "multitask",
+        "distill",
     ] = "finetune"
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
@@ -313,6 +324,7 @@ class TrainConfig(_Section):
     linear_probe: LinearProbeConfig = LinearProbeConfig()
     da: DomainAdaptationConfig = DomainAdaptationConfig()
     multitask: MultiTaskConfig = MultiTaskConfig()
+    distill: DistillConfig = DistillConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0

@@ -187,3 +187,52 @@ def test_a_source_only_reference_is_trained_and_scored_in_the_same_run(
     )
     distance = evaluation["domain_distance"]
     assert distance["domain_mmd2_before"] >= 0 and distance["domain_mmd2_after"] >= 0
+
+
+def test_distill_a_small_student_from_a_trained_teacher(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    teacher = _fast(params, tmp_path, **{"train.epochs": 1})
+    _train(teacher, tmp_path, "teacher")
+    student = _fast(
+        params,
+        tmp_path,
+        **{
+            "train.strategy": "distill",
+            "train.epochs": 2,
+            "train.target_labels": 2,
+            "train.distill.teacher": str(tmp_path / "teacher" / "model.pt"),
+            "model.backbone": "timm:mobilenetv3_small_050",
+            "model.pretrained": False,
+        },
+    )
+    _train(student, tmp_path, "student")
+    rows = read_json(tmp_path / "student" / "history.json")
+    assert all(row["loss_kd"] >= 0 for row in rows)
+    info = read_json(tmp_path / "student" / "train.json")
+    assert info["teacher"] == str(tmp_path / "teacher" / "model.pt")
+    assert info["labeled_images"] == 6  # and all 42 images through the teacher's soft targets
+    run_step(
+        "evaluate",
+        student,
+        {"dataset": tmp_path / "target_ingest", "model": tmp_path / "student"},
+        {"evaluation": tmp_path / "e"},
+    )
+    compared = read_json(tmp_path / "e" / "evaluation.json")["teacher"]
+    assert compared["student_params"] * 4 < compared["teacher_params"]
+    assert compared["student_images_per_s"] > 0 and compared["teacher_images_per_s"] > 0
+    assert 0 <= compared["teacher_accuracy"] <= 1
+
+
+def test_distill_without_a_teacher_or_champion_is_a_clear_error(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    student = _fast(params, tmp_path, **{"train.strategy": "distill"})
+    with pytest.raises(ValueError, match="no champion to distill from"):
+        _train(student, tmp_path, "m")
+    architecture = _fast(
+        params, tmp_path, **{"train.strategy": "distill", "train.distill.teacher": "timm:resnet18"}
+    )
+    with pytest.raises(ValueError, match="a teacher is a trained model"):
+        _train(architecture, tmp_path, "m")
+    assert not (tmp_path / "m").exists()

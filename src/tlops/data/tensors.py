@@ -149,21 +149,25 @@ def load_split(
     return SplitTensors(np.asarray(images), labels, paths)
 
 
-def content_order(split: SplitTensors) -> SplitTensors:
+def content_order(split: SplitTensors) -> tuple[SplitTensors, NDArray[np.int64]]:
     """``split`` reordered by the hash of each image's pixels, without its labels or paths.
 
     Paths name class folders; an order that depends on the pixels alone means that, without
     labels, nothing in training can tell how the images were labeled.
+
+    Returns:
+        The reordered split and the order (indices into ``split``).
     """
     keys = [
         hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest() for image in split.images
     ]
     order = sorted(range(len(keys)), key=keys.__getitem__)
-    return SplitTensors(
+    reordered = SplitTensors(
         np.ascontiguousarray(split.images[order]),
         np.full(len(order), UNLABELED, dtype=np.int64),
         [f"#{keys[i][:16]}" for i in order],
     )
+    return reordered, np.array(order, dtype=np.int64)
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -167,7 +167,9 @@ def _timm(arch: str, pretrained: bool) -> Backbone:
     fixed = cfg.get("input_size", (3, 224, 224))[-1] if cfg.get("fixed_input_size") else None
     return Backbone(
         module=model,
-        num_features=int(model.num_features),
+        # models with a pre-logits layer (MobileNetV3's conv_head) output head_hidden_size
+        # features once the classifier is gone, not num_features
+        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),
         stages=stages,
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
         std=tuple(cfg.get("std", IMAGENET_STD)),

@@ -9,6 +9,7 @@ the champion's side by side), ``per_class.csv``, ``predictions.csv``, ``confusio
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,22 @@ from tlops.data.tensors import SplitTensors
 from tlops.evaluate.drift import mmd_test
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
-from tlops.io import atomic_dir, write_json
-from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REFERENCE_FILE
+from tlops.io import atomic_dir, read_json, write_json
+from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, REFERENCE_FILE, TRAIN_FILE
 from tlops.models.inference import inference_numerics, pooled_features, predict_logits
-from tlops.models.init import create_model, load_model, model_from_checkpoint, resolve_init
+from tlops.models.init import (
+    create_model,
+    is_mlflow_uri,
+    load_model,
+    model_from_checkpoint,
+    resolve_init,
+)
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
+from tlops.tracking.runs import client
 
 COMPARISON_FILE = "comparison.md"
 
@@ -174,6 +182,59 @@ def domain_distance(
     return out
 
 
+def images_per_s(model: TransferModel, split: SplitTensors, batch_size: int, device: Any) -> float:
+    """Inference throughput of ``model`` on ``split``: the best of 3 timed passes after one warm-up.
+
+    The best, not the mean: on a shared machine the other passes measure the neighbours.
+    """
+    predict_logits(model, split, batch_size, device)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        predict_logits(model, split, batch_size, device)
+        best = min(best, time.perf_counter() - started)
+    return len(split) / best if best > 0 else float("nan")
+
+
+def teacher_comparison(
+    params: Params,
+    model: TransferModel,
+    uri: str,
+    ingest_dir: Path,
+    classes: list[str],
+    test: SplitTensors,
+) -> dict[str, Any]:
+    """The teacher and the student of a ``distill`` run on the same test split.
+
+    Accuracy and macro F1 of both, each at its own resolution and alignment, their inference
+    images/s (same device, batch size and fp32) and parameter counts.
+    """
+    if is_mlflow_uri(uri):
+        client(params.tracking)  # the teacher is read through the configured store
+    init = resolve_init(uri)
+    assert init.checkpoint is not None
+    teacher = model_from_checkpoint(init.checkpoint)
+    teacher_test = load_splits(
+        params,
+        ingest_dir,
+        classes,
+        ("test",),
+        image_size=teacher.image_size or params.model.image_size,
+        align=teacher.align or AlignConfig(),
+    )["test"]
+    device = resolve_device(params.runtime.device)
+    batch = params.evaluate.batch_size
+    scored = score(teacher, teacher_test, params)["overall"]
+    out: dict[str, Any] = {"uri": uri}
+    for who, network, split in (("teacher", teacher, teacher_test), ("student", model, test)):
+        network.to(device).eval()
+        out[f"{who}_images_per_s"] = images_per_s(network, split, batch, device)
+        out[f"{who}_params"] = sum(p.numel() for p in network.parameters())
+    out["teacher_accuracy"] = scored["accuracy"]
+    out["teacher_macro_f1"] = scored["macro_f1"]
+    return out
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Evaluate the trained model, and the champion when one exists, on the test split.
 
@@ -208,6 +269,12 @@ def run(params: Params, io: StepIO) -> StepResult:
             k: finite_or_none(v) for k, v in score(reference_model, test, params)["overall"].items()
         }
         flat.update({f"source_only_{k}": v for k, v in reference.items()})
+    teacher: dict[str, Any] | None = None
+    trained = read_json(model_dir / TRAIN_FILE) if (model_dir / TRAIN_FILE).is_file() else {}
+    if trained.get("teacher"):
+        teacher = teacher_comparison(params, model, trained["teacher"], ingest_dir, classes, test)
+        teacher["student_accuracy"] = flat["accuracy"]
+        teacher["student_macro_f1"] = flat["macro_f1"]
     distance: dict[str, float] = {}
     source_dir = io.inputs.get("source_dataset")
     if source_dir is not None:
@@ -232,6 +299,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "numerics": result["numerics"],
                 "domain_distance": distance or None,
                 "source_only_reference": reference,
+                "teacher": teacher,
             },
         )
         with (staging / "per_class.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -271,6 +339,14 @@ def run(params: Params, io: StepIO) -> StepResult:
         if champion is not None:
             io.run.metrics({f"champion_test_{k}": v for k, v in champion["metrics"].items()})
         io.run.metrics(distance)
+        if teacher is not None:
+            io.run.metrics(
+                {
+                    f"distill.{k}": v
+                    for k, v in teacher.items()
+                    if isinstance(v, int | float) and v is not None
+                }
+            )
         if reference is not None:
             io.run.metrics(
                 {f"source_only_test_{k}": v for k, v in reference.items() if v is not None}
@@ -297,6 +373,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         if distance
         else ""
     )
+    if teacher is not None:
+        moved += (
+            f"; teacher {teacher['teacher_accuracy']:.4f} at "
+            f"{teacher['teacher_images_per_s']:.0f} images/s, student "
+            f"{teacher['student_images_per_s']:.0f} images/s"
+        )
     return StepResult(
         f"evaluate: accuracy {flat['accuracy']:.4f}, macro F1 {flat['macro_f1']:.4f}; "
         f"{note}{moved} -> {out_dir}",

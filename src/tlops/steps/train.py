@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlops.config import Params
+from tlops.config import AlignConfig, Params
 from tlops.data.budget import budget_labels
 from tlops.data.dataset import class_list, ingest_info, load_splits, require_validated
 from tlops.data.tensors import SplitTensors, content_order
@@ -37,11 +37,13 @@ from tlops.layout import (
     TRAIN_FILE,
     VALIDATION_FILE,
 )
-from tlops.models.init import create_model, resolve_init
+from tlops.models.inference import predict_logits
+from tlops.models.init import create_model, model_from_checkpoint, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps.spec import StepIO, StepResult
+from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.runs import client
 from tlops.train.loop import TrainOutcome, fit
 from tlops.train.numerics import training_numerics
@@ -94,7 +96,59 @@ def _source(
     return splits["train"], splits["val"]
 
 
-def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) -> TrainData:
+def teacher_uri(params: Params) -> str:
+    """The teacher of ``distill``: ``train.distill.teacher``, else the champion's version URI.
+
+    Raises:
+        ValueError: No teacher is set and there is no champion.
+    """
+    if params.train.distill.teacher:
+        return params.train.distill.teacher
+    name = params.register_model.model_name
+    version = alias_version(params.tracking, name, CHAMPION)
+    if version is None:
+        raise ValueError(
+            f"train.distill.teacher is not set and {name} has no champion to distill from "
+            "in the registry; train one first, or set "
+            "train.distill.teacher to a checkpoint or MLflow model URI"
+        )
+    return f"models:/{name}/{version}"
+
+
+def _teacher_logits(
+    params: Params, dataset: Path, classes: list[str], uri: str, device: torch.device
+) -> np.ndarray:
+    """The teacher's logits of every target training image, at its own input preparation."""
+    init = resolve_init(uri)
+    if init.checkpoint is None:
+        raise ValueError(
+            f"train.distill.teacher {uri!r}: a teacher is a trained model (a checkpoint or an "
+            "MLflow model), not an architecture"
+        )
+    teacher = model_from_checkpoint(init.checkpoint)
+    if teacher.classes != classes:
+        raise ValueError(f"teacher {uri}: classes {teacher.classes}, the data has {classes}")
+    split = load_splits(
+        params,
+        dataset,
+        classes,
+        ("train",),
+        image_size=teacher.image_size or params.model.image_size,
+        align=teacher.align or AlignConfig(),
+    )["train"]
+    logits = predict_logits(teacher.to(device), split, params.train.eval_batch_size, device)
+    result: np.ndarray = logits.numpy().astype(np.float32)
+    return result
+
+
+def _data(
+    strategy: Strategy,
+    params: Params,
+    io: StepIO,
+    classes: list[str],
+    device: torch.device,
+    teacher: str | None,
+) -> TrainData:
     data = TrainData(classes)
     budget = params.train.target_labels
     seed = params.train.seed
@@ -102,9 +156,15 @@ def _data(strategy: Strategy, params: Params, io: StepIO, classes: list[str]) ->
         wanted = ("train", "val") if budget != 0 else ("train",)  # no target label before evaluate
         splits = load_splits(params, io.inputs["dataset"], classes, wanted, io.progress)
         train = splits["train"]
+        if teacher is not None:  # in the split's order, before any reordering
+            data.teacher_logits = _teacher_logits(
+                params, io.inputs["dataset"], classes, teacher, device
+            )
         if budget == 0:
             # unlabeled: in an order of pixels alone, without labels or paths (class folders)
-            train = content_order(train)
+            train, order = content_order(train)
+            if data.teacher_logits is not None:
+                data.teacher_logits = data.teacher_logits[order]
         else:
             train.labels = budget_labels(train.paths, train.labels, budget, seed)
         data.train, data.val = train, splits.get("val")
@@ -219,8 +279,12 @@ def run(params: Params, io: StepIO) -> StepResult:
     if start is not None:
         client(params.tracking)  # the champion is read through the configured store
     model = _build(params, strategy, classes, start)
-    data = _data(strategy, params, io, classes)
     device = resolve_device(params.runtime.device)
+    teacher = None
+    if Need.TEACHER in strategy.needs:
+        client(params.tracking)  # the champion is read through the configured store
+        teacher = teacher_uri(params)
+    data = _data(strategy, params, io, classes, device, teacher)
     cache_file = params.extract_features.cache_dir / CACHE_FILE
     choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     key = fingerprint(
@@ -231,6 +295,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         params.image.model_dump(mode="json"),
         choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
         start,
+        teacher,  # a version, so a champion promoted meanwhile starts another run
     )
     root = io.args.get("checkpoint_root")
     checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
@@ -256,6 +321,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         "target_labels": cfg.target_labels,
         "labeled_images": len(data.train_labels()),
         "selection": selection,
+        "teacher": teacher,
         "backbone": params.model.backbone,
         "init": model.weights,
         "classes": classes,
@@ -294,6 +360,7 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "init": model.weights,
                 "strategy": cfg.strategy,
                 "target_labels": str(cfg.target_labels),
+                **({"teacher": teacher} if teacher else {}),
                 "selection": selection,
                 "numerics": outcome.numerics,
                 "numerics.source": choice.source,

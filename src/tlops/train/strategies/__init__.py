@@ -9,6 +9,7 @@ from __future__ import annotations
 from tlops.config import TrainConfig
 from tlops.data.budget import UNLABELED
 from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
+from tlops.train.strategies.distill import Distill
 from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
 from tlops.train.strategies.linear_probe import LinearProbe
 from tlops.train.strategies.multitask import MultiTask
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Dann,
         Mcc,
         MultiTask,
+        Distill,
     )
 }
 

@@ -31,6 +31,7 @@ class Need(StrEnum):
     IMAGES = "images"  # decoded target images (train and val splits)
     FEATURES = "features"  # cached backbone features of extract_features
     SOURCE = "source"  # decoded, labeled source-domain images (train and val splits)
+    TEACHER = "teacher"  # a trained model's logits of every target training image
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TrainData:
     source_train: SplitTensors | None = None
     source_val: SplitTensors | None = None
     source_classes: list[str] | None = None  # the source's own classes (multitask's source head)
+    teacher_logits: np.ndarray | None = None  # (N, C), in the order of ``train``
 
     def train_labels(self) -> np.ndarray:
         """Label indices of the labeled training images (for class weights)."""
