@@ -20,13 +20,13 @@ CHECKPOINT_MOUNT = "/checkpoints"
 
 def domains_used(cfg: Params) -> tuple[str, ...]:
     """The data domains the strategy trains on: the target, and the source when it needs it."""
-    needs = {need.value for need in STRATEGIES[cfg.train.strategy].needs}
+    needs = {need.value for need in STRATEGIES[cfg.train.strategy].required(cfg.train)}
     return ("target", "source") if "source" in needs else ("target",)
 
 
 def uses_features(cfg: Params) -> bool:
     """True when the strategy trains on extract_features' output."""
-    return Need.FEATURES in STRATEGIES[cfg.train.strategy].needs
+    return Need.FEATURES in STRATEGIES[cfg.train.strategy].required(cfg.train)
 
 
 def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:

@@ -288,6 +288,15 @@ class DistillConfig(_Section):
     temperature: float = Field(default=4.0, gt=0.0)
 
 
+class AutoEncoderConfig(_Section):
+    """``autoencoder``: reconstruction pretraining of the encoder on unlabeled images."""
+
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=3e-3, gt=0.0)
+    batch_size: int = Field(default=64, ge=1)
+    source: bool = False  # pretrain on the source domain's training images too
+
+
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
@@ -305,6 +314,7 @@ class TrainConfig(_Section):
         "mcc",
         "multitask",
         "distill",
+        "autoencoder",
     ] = "finetune"
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
@@ -325,6 +335,7 @@ class TrainConfig(_Section):
     da: DomainAdaptationConfig = DomainAdaptationConfig()
     multitask: MultiTaskConfig = MultiTaskConfig()
     distill: DistillConfig = DistillConfig()
+    autoencoder: AutoEncoderConfig = AutoEncoderConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0

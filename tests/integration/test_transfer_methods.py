@@ -86,3 +86,28 @@ def test_unsupervised_domain_adaptation_end_to_end(project: Path) -> None:
         assert metrics[f"domain_mmd2_{when}"] >= 0 and 0 < metrics[f"domain_mmd_p_{when}"] <= 1
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.run_id == run.info.run_id
+
+
+def test_distill_a_student_from_the_champion_end_to_end(project: Path) -> None:
+    import mlflow
+
+    _run(project)  # finetune: the champion, the default teacher
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    _run(
+        project,
+        "train.strategy=distill",
+        "model.backbone=timm:mobilenetv3_small_050",
+        "model.pretrained=false",
+    )
+    experiment = client.get_experiment_by_name("tlops")
+    run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert run.data.tags["strategy"] == "distill"
+    assert run.data.tags["teacher"] == f"models:/{MODEL}/{champion}"
+    metrics = run.data.metrics
+    assert metrics["distill.student_params"] * 4 < metrics["distill.teacher_params"]
+    assert metrics["distill.student_images_per_s"] > 0 and "loss_kd" in metrics
+    # registered through the same gate, compared with the (fine-tuned) champion
+    version = client.get_model_version_by_alias(MODEL, "challenger")
+    assert version.run_id == run.info.run_id and "champion_test_macro_f1" in metrics

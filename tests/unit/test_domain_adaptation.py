@@ -236,3 +236,31 @@ def test_distill_without_a_teacher_or_champion_is_a_clear_error(
     with pytest.raises(ValueError, match="a teacher is a trained model"):
         _train(architecture, tmp_path, "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_autoencoder_pretrains_the_encoder_then_fine_tunes(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    fast = _fast(
+        params,
+        tmp_path,
+        **{
+            "train.strategy": "autoencoder",
+            "train.epochs": 1,
+            "train.autoencoder.epochs": 2,
+            "train.autoencoder.batch_size": 16,
+            "model.backbone": "timm:mobilenetv3_small_050",
+            "model.pretrained": False,
+        },
+    )
+    _train(fast, tmp_path, "a")
+    pretraining = read_json(tmp_path / "a" / "pretraining.json")
+    assert [row["epoch"] for row in pretraining] == [0.0, 1.0]
+    losses = [row["ae_reconstruction_loss"] for row in pretraining]
+    assert np.isfinite(losses).all() and losses[1] < losses[0]  # it learns to reconstruct
+    assert read_json(tmp_path / "a" / "train.json")["init"] == "random"
+    # deterministic: the same pretraining and fine-tuning again give the same weights
+    _train(fast, tmp_path, "b")
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -152,7 +152,7 @@ def _data(
     data = TrainData(classes)
     budget = params.train.target_labels
     seed = params.train.seed
-    if Need.IMAGES in strategy.needs:
+    if Need.IMAGES in strategy.uses:
         wanted = ("train", "val") if budget != 0 else ("train",)  # no target label before evaluate
         splits = load_splits(params, io.inputs["dataset"], classes, wanted, io.progress)
         train = splits["train"]
@@ -168,14 +168,14 @@ def _data(
         else:
             train.labels = budget_labels(train.paths, train.labels, budget, seed)
         data.train, data.val = train, splits.get("val")
-    if Need.SOURCE in strategy.needs:
+    if Need.SOURCE in strategy.uses:
         source_classes = classes
         if strategy.own_source_head:  # the source's task has its own classes
             report = io.inputs.get("source_report")
             source_classes = read_json(report / VALIDATION_FILE)["classes"] if report else classes
             data.source_classes = list(source_classes)
         data.source_train, data.source_val = _source(strategy, params, io, source_classes)
-    if Need.FEATURES in strategy.needs:
+    if Need.FEATURES in strategy.uses:
         features = io.inputs.get("features")
         if features is None:
             raise ValueError(
@@ -211,7 +211,7 @@ def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> s
         )
     if not params.detect_change.warm_start:
         return None
-    if not strategy.pretrained or Need.IMAGES not in strategy.needs:
+    if not strategy.pretrained or Need.IMAGES not in strategy.uses:
         return None
     champion = change.get("champion")
     return str(champion["uri"]) if champion else None
@@ -245,7 +245,7 @@ def _reference(
 
     Trained in fp32 with its own checkpoints (beside the run's), so it resumes too.
     """
-    if not params.train.da.reference or Need.SOURCE not in strategy.needs:
+    if not params.train.da.reference or Need.SOURCE not in strategy.uses:
         return None
     if strategy.name in ("source_only", "multitask"):
         return None  # it is the reference itself / not a domain adaptation strategy
@@ -281,7 +281,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     model = _build(params, strategy, classes, start)
     device = resolve_device(params.runtime.device)
     teacher = None
-    if Need.TEACHER in strategy.needs:
+    if Need.TEACHER in strategy.uses:
         client(params.tracking)  # the champion is read through the configured store
         teacher = teacher_uri(params)
     data = _data(strategy, params, io, classes, device, teacher)
@@ -310,6 +310,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         io.run.epoch if io.run is not None else None,
         choice.numerics,
     )
+    pretraining = strategy.pretraining_metrics()
     if outcome.fallback:
         sys.stderr.write(f"train: {outcome.fallback}\n")
         fall_back(choice, outcome.fallback, cache_file)
@@ -333,6 +334,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     with atomic_dir(out_dir) as staging:
         torch.save(model.checkpoint(), staging / MODEL_FILE)
         write_json(staging / "history.json", outcome.history)
+        if pretraining:
+            write_json(staging / "pretraining.json", pretraining)
         with (staging / "history.csv").open("w", newline="", encoding="utf-8") as handle:
             if outcome.history:
                 writer = csv.DictWriter(handle, fieldnames=list(outcome.history[0]))
@@ -380,6 +383,8 @@ def run(params: Params, io: StepIO) -> StepResult:
                 },
             }
         )
+        for row in pretraining:  # e.g. the autoencoder's reconstruction loss per epoch
+            io.run.epoch(row)
         io.run.artifacts([out_dir / "training_curves.png", out_dir / "history.csv"], "train")
     result = TrainResult(
         cfg.strategy,

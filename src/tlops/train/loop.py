@@ -159,6 +159,7 @@ def fit(
     model.to(device).to(memory_format=numerics.memory_format)
     strategy.numerics = numerics
     strategy.modules().to(device)
+    strategy.work_dir = checkpoint_dir
     strategy.prepare(model, data, device)
     initial = {k: v.detach().clone() for k, v in strategy.state(model).items()}
     if numerics.compile:

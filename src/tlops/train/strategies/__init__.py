@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tlops.config import TrainConfig
 from tlops.data.budget import UNLABELED
+from tlops.train.strategies.autoencoder import AutoEncoder
 from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
 from tlops.train.strategies.distill import Distill
 from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
@@ -28,6 +29,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         Mcc,
         MultiTask,
         Distill,
+        AutoEncoder,
     )
 }
 

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -98,6 +99,9 @@ class Strategy(ABC):
         # the run's progress in 0..1, set by the loop before every step from (epoch, step), so a
         # resumed run sees the values the uninterrupted one did (loss weights that ramp up)
         self.progress = 0.0
+        # a folder of the run (the loop's checkpoint folder) for what a strategy computes before
+        # the first epoch and wants to keep across a resume; None outside a training run
+        self.work_dir: Path | None = None
         self._terms: dict[str, list[torch.Tensor]] = {}
 
     def record(self, name: str, value: torch.Tensor) -> None:
@@ -109,6 +113,20 @@ class Strategy(ABC):
         means = {name: float(torch.stack(values).mean()) for name, values in self._terms.items()}
         self._terms = {}
         return means
+
+    @classmethod
+    def required(cls, cfg: TrainConfig) -> frozenset[Need]:
+        """What the strategy trains on with these params (``needs``, unless it depends on them)."""
+        return cls.needs
+
+    @property
+    def uses(self) -> frozenset[Need]:
+        """What this strategy object trains on (:meth:`required` of its params)."""
+        return type(self).required(self.cfg)
+
+    def pretraining_metrics(self) -> list[dict[str, float]]:
+        """Per-epoch metrics of a phase before the loop's first epoch (none by default)."""
+        return []
 
     def schedule(self) -> Schedule:
         """Epochs, learning rate, weight decay and warmup (``train`` params by default)."""

@@ -1,0 +1,139 @@
+"""``autoencoder``: reconstruction pretraining on unlabeled images, then supervised fine-tuning.
+
+The encoder is the model's backbone, from random init (the architecture ``model.backbone``
+names). Before the first epoch it is pretrained as the encoder of a convolutional autoencoder
+on every target training image, labeled or not (and the source's training images with
+``train.autoencoder.source``): a decoder (a linear layer to a 4x4 grid of 128 channels, then
+transposed convolutions that double the size up to the input's) reconstructs the normalised
+input from the pooled features, loss: mean squared error, ``train.autoencoder.epochs`` epochs of
+AdamW with cosine decay, each epoch's order and augmentation seeded from (seed, epoch). The
+pretrained encoder is saved beside the run's checkpoints, so a run killed later resumes without
+pretraining again. Then the loop fine-tunes the whole model on the labeled images, as
+``scratch`` does. The decoder is not part of the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tlops.config import TrainConfig
+from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
+from tlops.models.model import TransferModel
+from tlops.train.strategies.base import Need, TrainData
+from tlops.train.strategies.supervised import Scratch
+
+PRETRAINED_FILE = "autoencoder.pt"
+
+
+class Decoder(nn.Module):
+    """Pooled features (N, D) -> an image (N, 3, S, S): linear to 4x4x128, then upsampling."""
+
+    def __init__(self, num_features: int, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.project = nn.Linear(num_features, 128 * 4 * 4)
+        layers: list[nn.Module] = []
+        channels, side = 128, 4
+        while side < size:
+            out = max(16, channels // 2)
+            layers += [
+                nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            channels, side = out, side * 2
+        layers.append(nn.Conv2d(channels, 3, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The reconstruction, resized to ``size`` when the doublings overshoot it."""
+        x = self.project(features).view(-1, 128, 4, 4)
+        out: torch.Tensor = self.body(x)
+        if out.shape[-1] != self.size:
+            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear")
+        return out
+
+
+class AutoEncoder(Scratch):
+    """Reconstruction pretraining, then fine-tuning; see the module docstring."""
+
+    name: ClassVar[str] = "autoencoder"
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
+
+    @classmethod
+    def required(cls, cfg: TrainConfig) -> frozenset[Need]:
+        """The target images, and the source's when ``train.autoencoder.source``."""
+        return cls.needs | ({Need.SOURCE} if cfg.autoencoder.source else set())
+
+    def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
+        """Pretrain the encoder (or load what an earlier attempt of this run pretrained).
+
+        Only in a training run (``work_dir`` set by the loop): a copy prepared to time the
+        numerics candidates times the fine-tuning steps, not the pretraining.
+        """
+        super().prepare(model, data, device)
+        if self.work_dir is None:
+            return
+        saved = self.work_dir / PRETRAINED_FILE
+        if saved.is_file():
+            payload = torch.load(saved, map_location="cpu", weights_only=True)
+            model.backbone.load_state_dict(payload["backbone"], strict=True)
+            self.pretrain_history: list[dict[str, float]] = payload["history"]
+            return
+        self.pretrain_history = self._pretrain(model, data, device)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_suffix(".tmp")
+        state = {"backbone": model.backbone.state_dict(), "history": self.pretrain_history}
+        torch.save(state, tmp)
+        tmp.replace(saved)
+
+    def _pool(self, data: TrainData) -> SplitTensors:
+        assert data.train is not None
+        parts = [data.train] + ([data.source_train] if data.source_train is not None else [])
+        images = np.concatenate([np.asarray(p.images) for p in parts])
+        return SplitTensors(images, np.zeros(len(images), dtype=np.int64), [])
+
+    def _pretrain(
+        self, model: TransferModel, data: TrainData, device: torch.device
+    ) -> list[dict[str, float]]:
+        cfg = self.cfg.autoencoder
+        pool = self._pool(data)
+        size = int(pool.images.shape[-1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed)
+            decoder = Decoder(model.num_features, size).to(device)
+        model.freeze(None)
+        model.train()
+        params: list[Any] = [*model.backbone.parameters(), *decoder.parameters()]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=self.cfg.weight_decay)
+        steps = cfg.epochs * math.ceil(len(pool) / cfg.batch_size)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / steps)))
+        )
+        aug = self.cfg.augment
+        augment = Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip)
+        history = []
+        for epoch in range(cfg.epochs):
+            generator = torch.Generator().manual_seed(self.cfg.seed * 104729 + epoch)
+            total, seen = 0.0, 0
+            for images, _ in batches(pool, cfg.batch_size, True, generator, device):
+                x = augment_batch(normalize(images, model.mean, model.std), augment, generator)
+                loss = F.mse_loss(decoder(model.features(x)), x)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                schedule.step()
+                total += float(loss) * len(images)
+                seen += len(images)
+            history.append({"epoch": float(epoch), "ae_reconstruction_loss": total / seen})
+        return history
+
+    def pretraining_metrics(self) -> list[dict[str, float]]:
+        """The reconstruction loss of every pretraining epoch (logged per epoch)."""
+        return list(getattr(self, "pretrain_history", []))
