@@ -35,16 +35,10 @@ from typing import Any
 import yaml
 
 from machine import describe
-from tlops.config import Params, apply_overrides, load_params
-from tlops.data.dataset import load_splits
-from tlops.data.demo import write_demo
-from tlops.io import read_json
-from tlops.models.init import load_model
-from tlops.steps.evaluate import score
-from tlops.steps.execute import execute
+from runs import CLASSES, prepare, train_and_score
+from tlops.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = [str(i) for i in range(10)]
 ALIGN = {
     "model.align.content_crop": True,
     "model.align.resolution": 8,
@@ -58,42 +52,10 @@ NO_ALIGN = {
 DA = ("dan", "coral", "dann", "mcc")
 
 
-def train_and_score(
-    params: Params, work: Path, name: str, overrides: dict[str, Any]
-) -> dict[str, Any]:
-    """The train step with ``overrides``, then the test accuracy of the model it wrote."""
-    p = apply_overrides(params, overrides)
-    out = work / "models" / name
-    inputs = {"dataset": work / "target_ingest", "report": work / "target_report"}
-    if p.train.strategy in ("source_only", *DA):
-        inputs |= {
-            "source_dataset": work / "source_ingest",
-            "source_report": work / "source_report",
-        }
-    started = time.perf_counter()
-    execute("train", p, inputs, {"model": out}, {"checkpoint_root": str(work / "ckpt")})
-    seconds = time.perf_counter() - started
-    model = load_model(out / "model.pt")
-    splits = load_splits(p, work / "target_ingest", CLASSES, ("val", "test"))
-    accuracy = score(model, splits["test"], p)["overall"]["accuracy"]
-    # the target val split: what the strategies' defaults were chosen on (never the test split)
-    val_accuracy = score(model, splits["val"], p)["overall"]["accuracy"]
-    history = read_json(out / "history.json")
-    info = read_json(out / "train.json")
-    return {
-        "accuracy": float(accuracy),
-        "val_accuracy": float(val_accuracy),
-        "best_epoch": info["best_epoch"],
-        "epochs": len(history),
-        "epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
-        "seconds": seconds,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=3, help="source epochs per run")
+    parser.add_argument("--epochs", type=int, default=8, help="source epochs per run")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--recommended", default="mcc", help="the strategy the README recommends")
     parser.add_argument("--rows", default="all", help="comma-separated subset of rows")
@@ -112,6 +74,7 @@ def main() -> None:
                 "model.image_size": args.image_size,
                 "extract_features.cache_dir": str(work / "cache"),
                 "tracking.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+                "tracking.artifact_location": str(work / "mlartifacts"),
                 # pinned: every row computes the same way, so epoch times compare
                 "train.numerics": "fp32+channels_last+eager",
                 "evaluate.numerics": "fp32+channels_last+eager",
@@ -119,29 +82,8 @@ def main() -> None:
                 **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)},
             },
         )
-        summary = write_demo(work / "source", work / "target")
-        for domain in ("source", "target"):
-            with_data = apply_overrides(params, {f"data.{domain}": str(work / domain)})
-            execute(
-                "ingest_data",
-                with_data,
-                {},
-                {"dataset": work / f"{domain}_ingest"},
-                {"domain": domain},
-            )
-            execute(
-                "validate_data",
-                params,
-                {"dataset": work / f"{domain}_ingest"},
-                {"report": work / f"{domain}_report"},
-                {},
-            )
-        source_train = len(
-            load_splits(params, work / "source_ingest", CLASSES, ("train",))["train"]
-        )
-        target_train = len(
-            load_splits(params, work / "target_ingest", CLASSES, ("train",))["train"]
-        )
+        sizes = prepare(params, work)
+        source_train, target_train = sizes["source"], sizes["target"]
         steps = args.epochs * math.ceil(source_train / params.train.batch_size)
         oracle_epochs = math.ceil(steps / math.ceil(target_train / params.train.batch_size))
         few = 10 * len(CLASSES)
@@ -174,8 +116,8 @@ def main() -> None:
             wanted = args.rows.split(",")
             rows = {k: v for k, v in rows.items() if any(k.startswith(w) for w in wanted)}
         print(
-            f"source {summary.source_images} images ({source_train} train), target "
-            f"{summary.target_images} ({target_train} train); {args.epochs} source epochs = "
+            f"training splits: source {source_train} images, target {target_train}; "
+            f"{args.epochs} source epochs = "
             f"{steps} steps; oracle {oracle_epochs} epochs, finetune k=10 {few_epochs} epochs",
             flush=True,
         )
@@ -199,15 +141,20 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, seconds: flo
     print(f"\nmachine: {describe()}")
     print(f"{args.image_size} px, {args.epochs} source epochs, seeds {seeds}; ", end="")
     print(f"{seconds / 60:.1f} min\n")
-    print("| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | epoch s (median) |")
-    print("|---" * (len(seeds) + 3) + "|")
+    print(
+        "| row | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean | target val (mean) | epoch s (median) |"
+    )
+    print("|---" * (len(seeds) + 4) + "|")
     for name in names:
         accs = [100 * by[(name, s)]["accuracy"] for s in seeds if (name, s) in by]
         epoch = statistics.median(by[(name, s)]["epoch_seconds"] for s in seeds if (name, s) in by)
+        val = statistics.mean(100 * by[(name, s)]["val_accuracy"] for s in seeds if (name, s) in by)
         print(
             f"| {name} | "
             + " | ".join(f"{a:.1f}" for a in accs)
-            + f" | {statistics.mean(accs):.1f} | {epoch:.1f} |"
+            + f" | {statistics.mean(accs):.1f} | {val:.1f} | {epoch:.1f} |"
         )
     base, oracle = "source_only (aligned)", "oracle (finetune, all target labels)"
     if not all((base, s) in by and (oracle, s) in by for s in seeds):

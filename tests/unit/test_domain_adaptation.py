@@ -116,6 +116,18 @@ def test_a_label_budget_trains_on_k_images_per_class(
     assert result.epochs_run == 1
     info = read_json(tmp_path / "m" / "train.json")
     assert info["labeled_images"] == 6  # 2 per class, 3 classes
+    # DVC gives every evaluate the source; a model not trained on it is not measured against it
+    run_step(
+        "evaluate",
+        fast,
+        {
+            "dataset": tmp_path / "target_ingest",
+            "model": tmp_path / "m",
+            "source_dataset": tmp_path / "source_ingest",
+        },
+        {"evaluation": tmp_path / "e"},
+    )
+    assert read_json(tmp_path / "e" / "evaluation.json")["domain_distance"] is None
 
 
 def test_domain_adaptation_needs_the_source(

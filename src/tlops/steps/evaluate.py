@@ -39,6 +39,7 @@ from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.runs import client
+from tlops.train.strategies import STRATEGIES, Need
 
 COMPARISON_FILE = "comparison.md"
 
@@ -277,7 +278,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         teacher["student_macro_f1"] = flat["macro_f1"]
     distance: dict[str, float] = {}
     source_dir = io.inputs.get("source_dataset")
-    if source_dir is not None:
+    strategy = STRATEGIES.get(str(trained.get("strategy")))
+    # DVC hands every evaluate the source; only a model trained on it is measured against it
+    if source_dir is not None and strategy is not None and Need.SOURCE in strategy.needs:
         distance = domain_distance(params, model, source_dir, test, classes)
     evaluated = EvaluateResult(flat, result["per_class"], champion, note, out_dir)
     with atomic_dir(out_dir) as staging:

@@ -285,6 +285,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         client(params.tracking)  # the champion is read through the configured store
         teacher = teacher_uri(params)
     data = _data(strategy, params, io, classes, device, teacher)
+    source_dir = io.inputs.get("source_dataset")
+    source_version = (
+        ingest_info(source_dir)["data_version"]
+        if source_dir is not None and Need.SOURCE in strategy.uses
+        else None
+    )
     cache_file = params.extract_features.cache_dir / CACHE_FILE
     choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     key = fingerprint(
@@ -296,6 +302,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
         start,
         teacher,  # a version, so a champion promoted meanwhile starts another run
+        source_version,
     )
     root = io.args.get("checkpoint_root")
     checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
@@ -327,6 +334,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         "init": model.weights,
         "classes": classes,
         "data_version": ingest["data_version"],
+        "source_data_version": source_version,
         "run_key": key,
         **{k: v for k, v in asdict(outcome).items() if k != "history"},
         "numerics_choice": choice.as_dict(),

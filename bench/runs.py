@@ -1,0 +1,68 @@
+"""What the transfer-method benchmarks share: the demo data through ingest and validation, and
+one row = the pipeline's ``train`` step with some params, scored on the target's test split."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tlops.config import Params, apply_overrides
+from tlops.data.dataset import load_splits
+from tlops.data.demo import write_demo
+from tlops.io import read_json
+from tlops.models.init import load_model
+from tlops.steps.evaluate import images_per_s, score
+from tlops.steps.execute import execute
+from tlops.train.strategies import STRATEGIES, Need
+
+CLASSES = [str(i) for i in range(10)]
+
+
+def prepare(params: Params, work: Path) -> dict[str, int]:
+    """Write the demo data, ingest and validate both domains; the training split sizes."""
+    write_demo(work / "source", work / "target")
+    sizes = {}
+    for domain in ("source", "target"):
+        with_data = apply_overrides(params, {f"data.{domain}": str(work / domain)})
+        ingested, report = work / f"{domain}_ingest", work / f"{domain}_report"
+        execute("ingest_data", with_data, {}, {"dataset": ingested}, {"domain": domain})
+        execute("validate_data", params, {"dataset": ingested}, {"report": report}, {})
+        sizes[domain] = len(load_splits(params, ingested, CLASSES, ("train",))["train"])
+    return sizes
+
+
+def train_and_score(
+    params: Params, work: Path, name: str, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The train step with ``overrides``; the model's test and val accuracy and timings."""
+    p = apply_overrides(params, overrides)
+    out = work / "models" / name
+    inputs = {"dataset": work / "target_ingest", "report": work / "target_report"}
+    if Need.SOURCE in STRATEGIES[p.train.strategy].required(p.train):
+        inputs |= {
+            "source_dataset": work / "source_ingest",
+            "source_report": work / "source_report",
+        }
+    started = time.perf_counter()
+    execute("train", p, inputs, {"model": out}, {"checkpoint_root": str(work / "ckpt")})
+    seconds = time.perf_counter() - started
+    model = load_model(out / "model.pt")
+    splits = load_splits(p, work / "target_ingest", CLASSES, ("val", "test"))
+    history = read_json(out / "history.json")
+    cpu = torch.device("cpu")
+    return {
+        "accuracy": float(score(model, splits["test"], p)["overall"]["accuracy"]),
+        # beside it, the target val split's: what a user without a test set would tune on
+        "val_accuracy": float(score(model, splits["val"], p)["overall"]["accuracy"]),
+        "best_epoch": read_json(out / "train.json")["best_epoch"],
+        "epochs": len(history),
+        "epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
+        "seconds": seconds,
+        "images_per_s": images_per_s(model, splits["test"], p.evaluate.batch_size, cpu),
+        "params": sum(x.numel() for x in model.parameters()),
+        "model": str(out / "model.pt"),
+    }
