@@ -106,6 +106,21 @@ def create_model(
     return model
 
 
+def load_trained(spec: str) -> TransferModel:
+    """A trained model from a checkpoint path or an MLflow model URI (e.g. a teacher).
+
+    Raises:
+        BackboneError: ``spec`` names an architecture (``timm:...``), not a trained model.
+    """
+    init = resolve_init(spec)
+    if init.checkpoint is None:
+        raise BackboneError(
+            f"{spec!r}: a trained model (a checkpoint or an MLflow model) is needed here, not "
+            "an architecture"
+        )
+    return model_from_checkpoint(init.checkpoint)
+
+
 def load_model(path: Path) -> TransferModel:
     """Rebuild a trained :class:`TransferModel` from a tlops checkpoint (weights only)."""
     return model_from_checkpoint(read_checkpoint(path))

@@ -30,6 +30,7 @@ from tlops.models.init import (
     create_model,
     is_mlflow_uri,
     load_model,
+    load_trained,
     model_from_checkpoint,
     resolve_init,
 )
@@ -212,9 +213,7 @@ def teacher_comparison(
     """
     if is_mlflow_uri(uri):
         client(params.tracking)  # the teacher is read through the configured store
-    init = resolve_init(uri)
-    assert init.checkpoint is not None
-    teacher = model_from_checkpoint(init.checkpoint)
+    teacher = load_trained(uri)
     teacher_test = load_splits(
         params,
         ingest_dir,

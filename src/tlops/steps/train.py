@@ -38,8 +38,8 @@ from tlops.layout import (
     VALIDATION_FILE,
 )
 from tlops.models.inference import predict_logits
-from tlops.models.init import create_model, model_from_checkpoint, resolve_init
-from tlops.models.model import TransferModel
+from tlops.models.init import create_model, load_trained, resolve_init
+from tlops.models.model import BackboneError, TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps.spec import StepIO, StepResult
@@ -119,13 +119,10 @@ def _teacher_logits(
     params: Params, dataset: Path, classes: list[str], uri: str, device: torch.device
 ) -> np.ndarray:
     """The teacher's logits of every target training image, at its own input preparation."""
-    init = resolve_init(uri)
-    if init.checkpoint is None:
-        raise ValueError(
-            f"train.distill.teacher {uri!r}: a teacher is a trained model (a checkpoint or an "
-            "MLflow model), not an architecture"
-        )
-    teacher = model_from_checkpoint(init.checkpoint)
+    try:
+        teacher = load_trained(uri)
+    except BackboneError as exc:
+        raise ValueError(f"train.distill.teacher: a teacher is a trained model: {exc}") from exc
     if teacher.classes != classes:
         raise ValueError(f"teacher {uri}: classes {teacher.classes}, the data has {classes}")
     split = load_splits(
