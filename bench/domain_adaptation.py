@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
@@ -35,10 +34,8 @@ from typing import Any
 import yaml
 
 from machine import describe
-from runs import CLASSES, prepare, train_and_score
-from tlops.config import load_params
+from runs import CLASSES, bench_params, prepare, train_and_score
 
-REPO = Path(__file__).resolve().parents[1]
 ALIGN = {
     "model.align.content_crop": True,
     "model.align.resolution": 8,
@@ -55,7 +52,7 @@ DA = ("dan", "coral", "dann", "mcc")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=8, help="source epochs per run")
+    parser.add_argument("--epochs", type=int, default=10, help="source epochs per run")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--recommended", default="mcc", help="the strategy the README recommends")
     parser.add_argument("--rows", default="all", help="comma-separated subset of rows")
@@ -67,17 +64,10 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-        params = load_params(
-            REPO / "params.yaml",
+        params = bench_params(
+            work,
+            args.image_size,
             {
-                "model.image_size": args.image_size,
-                "extract_features.cache_dir": str(work / "cache"),
-                "tracking.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-                "tracking.artifact_location": str(work / "mlartifacts"),
-                # pinned: every row computes the same way, so epoch times compare
-                "train.numerics": "fp32+channels_last+eager",
-                "evaluate.numerics": "fp32+channels_last+eager",
                 "train.epochs": args.epochs,
                 **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)},
             },

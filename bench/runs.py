@@ -3,6 +3,7 @@ one row = the pipeline's ``train`` step with some params, scored on the target's
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tlops.config import Params, apply_overrides
+from tlops.config import Params, apply_overrides, load_params
 from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
 from tlops.io import read_json
@@ -20,6 +21,28 @@ from tlops.steps.execute import execute
 from tlops.train.strategies import STRATEGIES, Need
 
 CLASSES = [str(i) for i in range(10)]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_params(work: Path, image_size: int, overrides: dict[str, Any]) -> Params:
+    """params.yaml with every store and cache in ``work``, at ``image_size``, numerics pinned.
+
+    Pinned numerics: every row computes the same way, so accuracies and epoch times compare.
+    Sets ``MLFLOW_TRACKING_URI`` too (the steps' runs go to the same throwaway store).
+    """
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    return load_params(
+        REPO / "params.yaml",
+        {
+            "model.image_size": image_size,
+            "extract_features.cache_dir": str(work / "cache"),
+            "tracking.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+            "tracking.artifact_location": str(work / "mlartifacts"),
+            "train.numerics": "fp32+channels_last+eager",
+            "evaluate.numerics": "fp32+channels_last+eager",
+            **overrides,
+        },
+    )
 
 
 def prepare(params: Params, work: Path) -> dict[str, int]:

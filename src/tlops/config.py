@@ -24,6 +24,9 @@ from pydantic import (
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# the manifest split of the images of data.target_unlabeled: training data without a label
+UNLABELED_SPLIT = "unlabeled"
+DOMAINS: tuple[str, ...] = ("source", "target")  # the data domains (params.yaml data.<domain>)
 
 
 class ConfigError(ValueError):
@@ -53,10 +56,13 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """The data directories of the two domains."""
+    """The data directories of the two domains (and unlabeled target images, if any)."""
 
     source: Path = Path("data/source")
     target: Path = Path("data/target")
+    # a folder of target-domain images without class folders: ingested with the target, used
+    # as unlabeled training data by the strategies that learn from unlabeled images
+    target_unlabeled: Path | None = None
 
     def directory(self, domain: str) -> Path:
         """The directory of ``domain`` (``target`` or ``source``).
@@ -64,7 +70,7 @@ class DataConfig(_Section):
         Raises:
             ValueError: No such domain.
         """
-        if domain not in ("source", "target"):
+        if domain not in DOMAINS:
             raise ValueError(f"data domain {domain!r}: expected target or source")
         path: Path = getattr(self, domain)
         return path

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from tlops.config import DOMAINS
 from tlops.steps.declarations import SPECS, STEPS
 from tlops.steps.spec import Port, StepSpec, Tracking
 from tlops.tracking.lifecycle import RUN_FILE, STEP_FILE
@@ -184,7 +185,8 @@ def dvc_stage(spec: StepSpec) -> dict[str, Any]:
     if plots:
         stage["plots"] = plots
     if spec.per_domain:
-        return {"foreach": "${data}", "do": stage}
+        # the domains by name, not ${data}: data also holds target_unlabeled, no domain of its own
+        return {"foreach": {d: f"${{data.{d}}}" for d in DOMAINS}, "do": stage}
     return stage
 
 
@@ -193,7 +195,7 @@ def dvc_yaml() -> str:
     header = (
         f"# {GENERATED}\n"
         "# One stage per pipeline step, each calling `tlops step <name>` with its paths. Steps\n"
-        "# declared per domain run once per entry of params.yaml `data` (source and target).\n"
+        "# declared per domain run once per data domain (source and target).\n"
         "# Run with `make repro` (or `dvc repro` with .venv/bin on PATH).\n"
     )
     stages = {spec.name: dvc_stage(spec) for spec in STEPS if spec.dvc}

@@ -7,6 +7,7 @@ A step reads another step's output by these names, never by importing that step.
 MANIFEST_FILE = "manifest.csv"
 INGEST_FILE = "ingest.json"
 IMAGES_DIR = "images"
+UNLABELED_DIR = "_unlabeled"  # data.target_unlabeled's images, under images/ and in the manifest
 # validate_data -> report
 VALIDATION_FILE = "validation.json"
 SUMMARY_FILE = "summary.md"

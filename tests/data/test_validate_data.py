@@ -51,7 +51,7 @@ def test_clean_data_passes_with_all_outputs(
     assert result.passed and result.classes == ["cat", "dog", "fox"]
     out = tmp_path / "out" / "validate"
     gx = json.loads((out / "gx_results.json").read_text())
-    assert all(r["success"] for r in gx) and len(gx) == 5
+    assert all(r["success"] for r in gx) and len(gx) == 6
     assert (out / "data_docs" / "index.html").is_file()
     html = "".join(p.read_text() for p in (out / "data_docs").rglob("*.html"))
     assert "expect_column_values_to_be_in_set" in html or "values must belong" in html
@@ -337,3 +337,77 @@ def test_a_changed_class_set_fails_unless_params_allow_it(
     )
     result = check(allowed, root, tmp_path / "allowed")
     assert result.passed and result.classes == ["cat", "dog", "fox", "owl"]
+
+
+def _with_unlabeled(params: Params, folder: Path) -> Params:
+    from tlops.config import apply_overrides
+
+    return apply_overrides(params, {"data.target_unlabeled": str(folder)})
+
+
+def test_an_unlabeled_folder_is_ingested_and_validated_without_label_rules(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    from tlops.data.dataset import load_manifest
+    from tlops.data.version import directory_md5
+
+    root = make_tree()
+    folder = tmp_path / "unlabeled"
+    for i in range(5):  # any nesting; folder names are not labels
+        save_image(folder / ("night" if i % 2 else "") / f"u_{i}.png", 1000 + i)
+    (folder / ".DS_Store").write_bytes(b"hidden files are ignored")
+    (folder / "notes.txt").write_text("not an image")
+    with_unlabeled = _with_unlabeled(params, folder)
+    result = check(with_unlabeled, root, tmp_path)
+    assert result.passed and not result.warnings
+    ingest_dir = tmp_path / "out" / "ingest"
+    manifest = load_manifest(ingest_dir)
+    unlabeled = manifest[manifest["split"] == "unlabeled"]
+    assert len(unlabeled) == 5 and set(unlabeled["label"]) == {""}
+    assert all((ingest_dir / "images" / p).is_file() for p in unlabeled["path"])
+    info = json.loads((ingest_dir / "ingest.json").read_text())
+    # the folder's own DVC hash, so `dvc add` of it and the run agree on its version
+    assert info["unlabeled"]["data_version"] == directory_md5(folder)
+    assert sum(info["counts"]["cat"].values()) == 12  # the class folders' images alone
+    report = json.loads((tmp_path / "out" / "validate" / "validation.json").read_text())
+    assert report["unlabeled_data_version"] == info["unlabeled"]["data_version"]
+    summary = (tmp_path / "out" / "validate" / "summary.md").read_text()
+    assert f"unlabeled images: 5 from {folder}" in summary
+    assert f"skipped {folder}/notes.txt" in summary
+
+
+def test_an_unlabeled_copy_of_a_val_or_test_image_is_leakage(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree(per_class=4, splits=("train", "val", "test"))
+    folder = tmp_path / "unlabeled"
+    folder.mkdir()
+    (folder / "seen.png").write_bytes((root / "test" / "dog" / "img_001.png").read_bytes())
+    (folder / "fine.png").write_bytes((root / "train" / "dog" / "img_002.png").read_bytes())
+    message = fails(
+        _with_unlabeled(params, folder),
+        root,
+        tmp_path,
+        "no image shared between splits (leakage)",
+        f"{folder}/seen.png = {root}/test/dog/img_001.png",
+    )
+    # a copy of a training image is no leakage: both are training data
+    assert f"{folder}/fine.png = {root}/train/dog/img_002.png" not in message.split("WARNING")[0]
+
+
+def test_a_broken_or_missing_unlabeled_folder_is_named(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    folder = tmp_path / "unlabeled"
+    save_image(folder / "ok.png", 2000)
+    (folder / "bad.png").write_text("plain text, not a picture")
+    fails(
+        _with_unlabeled(params, folder), root, tmp_path, "every file decodes", f"{folder}/bad.png"
+    )
+    for missing in (tmp_path / "nowhere", tmp_path / "empty"):
+        if missing.name == "empty":
+            missing.mkdir()
+        with pytest.raises(DataDirError, match=str(missing)):
+            ingest(_with_unlabeled(params, missing), root, tmp_path / "out" / "again")
+        assert not (tmp_path / "out" / "again").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ingest, run_step, validate
+from tests.helpers import ingest, run_step, save_image, validate
 from tlops.config import Params, apply_overrides
 from tlops.data.budget import UNLABELED, budget_labels
 from tlops.io import read_json
@@ -66,6 +66,16 @@ def _train(params: Params, tmp_path: Path, out: str, target: str = "target") -> 
     )
 
 
+def _evaluate(params: Params, tmp_path: Path, model: str, source: bool = True) -> dict[str, Any]:
+    """``evaluate`` of the model in ``tmp_path / model`` on the target; its evaluation.json."""
+    inputs = {"dataset": tmp_path / "target_ingest", "model": tmp_path / model}
+    if source:
+        inputs["source_dataset"] = tmp_path / "source_ingest"
+    run_step("evaluate", params, inputs, {"evaluation": tmp_path / "e"})
+    evaluation: dict[str, Any] = read_json(tmp_path / "e" / "evaluation.json")
+    return evaluation
+
+
 @pytest.mark.parametrize("strategy", DA)
 def test_each_strategy_trains_and_logs_its_domain_term(
     strategy: str, params: Params, domains: dict[str, Path], tmp_path: Path
@@ -99,6 +109,30 @@ def test_without_target_labels_training_cannot_see_them(
     assert read_json(tmp_path / "a" / "train.json")["selection"] == "source val"
 
 
+def test_unlabeled_target_images_join_the_strategies_that_learn_from_them(
+    params: Params, domains: dict[str, Path], tmp_path: Path
+) -> None:
+    from tlops.data.dataset import load_manifest
+
+    folder = tmp_path / "unlabeled"
+    for i in range(6):
+        save_image(folder / f"u_{i}.png", 5000 + i)
+    with_folder = apply_overrides(params, {"data.target_unlabeled": str(folder)})
+    ingest(with_folder, domains["target"], tmp_path / "withu_ingest")
+    validate(params, tmp_path / "withu_ingest", tmp_path / "withu_report")
+    manifest = load_manifest(tmp_path / "withu_ingest")
+    n_train = int((manifest["split"] == "train").sum())
+    one = {"train.epochs": 1}
+    mcc = _fast(params, tmp_path, **one, **{"train.strategy": "mcc", "train.target_labels": 0})
+    _train(mcc, tmp_path, "mcc", target="withu")
+    info = read_json(tmp_path / "mcc" / "train.json")
+    assert info["target_images"] == n_train + 6 and info["unlabeled_data_version"]
+    finetune = _fast(params, tmp_path, **one, **{"train.target_labels": 2})
+    _train(finetune, tmp_path, "finetune", target="withu")
+    info = read_json(tmp_path / "finetune" / "train.json")
+    assert info["target_images"] == n_train and info["unlabeled_data_version"] is None
+
+
 def test_a_strategy_on_target_labels_refuses_a_budget_of_zero(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -117,17 +151,7 @@ def test_a_label_budget_trains_on_k_images_per_class(
     info = read_json(tmp_path / "m" / "train.json")
     assert info["labeled_images"] == 6  # 2 per class, 3 classes
     # DVC gives every evaluate the source; a model not trained on it is not measured against it
-    run_step(
-        "evaluate",
-        fast,
-        {
-            "dataset": tmp_path / "target_ingest",
-            "model": tmp_path / "m",
-            "source_dataset": tmp_path / "source_ingest",
-        },
-        {"evaluation": tmp_path / "e"},
-    )
-    assert read_json(tmp_path / "e" / "evaluation.json")["domain_distance"] is None
+    assert _evaluate(fast, tmp_path, "m")["domain_distance"] is None
 
 
 def test_domain_adaptation_needs_the_source(
@@ -181,17 +205,7 @@ def test_a_source_only_reference_is_trained_and_scored_in_the_same_run(
     )
     _train(fast, tmp_path, "m")
     assert (tmp_path / "m" / "reference.pt").is_file()
-    run_step(
-        "evaluate",
-        fast,
-        {
-            "dataset": tmp_path / "target_ingest",
-            "model": tmp_path / "m",
-            "source_dataset": tmp_path / "source_ingest",
-        },
-        {"evaluation": tmp_path / "e"},
-    )
-    evaluation = read_json(tmp_path / "e" / "evaluation.json")
+    evaluation = _evaluate(fast, tmp_path, "m")
     assert 0 <= evaluation["source_only_reference"]["accuracy"] <= 1
     assert (
         evaluation["overall"]["source_only_accuracy"]
@@ -224,13 +238,7 @@ def test_distill_a_small_student_from_a_trained_teacher(
     info = read_json(tmp_path / "student" / "train.json")
     assert info["teacher"] == str(tmp_path / "teacher" / "model.pt")
     assert info["labeled_images"] == 6  # and all 42 images through the teacher's soft targets
-    run_step(
-        "evaluate",
-        student,
-        {"dataset": tmp_path / "target_ingest", "model": tmp_path / "student"},
-        {"evaluation": tmp_path / "e"},
-    )
-    compared = read_json(tmp_path / "e" / "evaluation.json")["teacher"]
+    compared = _evaluate(student, tmp_path, "student", source=False)["teacher"]
     assert compared["student_params"] * 4 < compared["teacher_params"]
     assert compared["student_images_per_s"] > 0 and compared["teacher_images_per_s"] > 0
     assert 0 <= compared["teacher_accuracy"] <= 1

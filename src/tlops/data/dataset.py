@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tlops.config import SPLITS, AlignConfig, Params
+from tlops.config import SPLITS, UNLABELED_SPLIT, AlignConfig, Params
 from tlops.io import read_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, VALIDATION_FILE
 
@@ -47,6 +47,18 @@ def require_validated(report_dir: Path, ingest: dict[str, Any]) -> None:
             f"{path}: validated data version {report['data_version']}, but the dataset is "
             f"{ingest['data_version']}"
         )
+    unlabeled = unlabeled_version(ingest)
+    if report.get("unlabeled_data_version") != unlabeled:
+        raise ValueError(
+            f"{path}: validated unlabeled data version {report.get('unlabeled_data_version')}, "
+            f"but the dataset's is {unlabeled}"
+        )
+
+
+def unlabeled_version(ingest: dict[str, Any]) -> str | None:
+    """The data version of the ``data.target_unlabeled`` images an ingest holds, or None."""
+    unlabeled = ingest.get("unlabeled")
+    return str(unlabeled["data_version"]) if unlabeled else None
 
 
 def load_manifest(ingest_dir: Path) -> pd.DataFrame:
@@ -90,12 +102,19 @@ def load_splits(
     """Decode the requested splits of an ingest output (cached by data version).
 
     ``image_size`` and ``align`` override ``model.image_size`` and ``model.align`` (a champion
-    is scored as it was trained).
+    is scored as it was trained). The split ``unlabeled`` holds the ``data.target_unlabeled``
+    images (every label :data:`~tlops.data.budget.UNLABELED`; empty when there are none).
     """
     from tlops.data.tensors import load_split
 
     ingest = ingest_info(ingest_dir)
     manifest = load_manifest(ingest_dir)
+
+    def version(split: str) -> str:
+        if split == UNLABELED_SPLIT:  # its own folder, its own version
+            return str(unlabeled_version(ingest) or "none")
+        return str(ingest["data_version"])
+
     return {
         split: load_split(
             ingest_dir / IMAGES_DIR,
@@ -105,7 +124,7 @@ def load_splits(
             image_size or params.model.image_size,
             params.image,
             params.extract_features.cache_dir / "images",
-            str(ingest["data_version"]),
+            version(split),
             progress,
             align or params.model.align,
         )

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlops.config import SPLITS, ImageConfig, SplitFractions
+from tlops.config import SPLITS, UNLABELED_SPLIT, ImageConfig, SplitFractions
 from tlops.data.images import DecodeStatus, ImageDecodeError, decode_bytes
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -217,6 +217,54 @@ def scan_image_folder(
             if progress is not None:
                 progress(1)
     return ScanResult(rows, classes, skipped, explicit, file_md5)
+
+
+def scan_unlabeled_folder(
+    root: Path,
+    image_cfg: ImageConfig,
+    prefix: str,
+    progress: Callable[[int], None] | None = None,
+    sink: Callable[[str, bytes], None] | None = None,
+) -> ScanResult:
+    """Scan a folder of unlabeled images (any nesting; folder names carry no label).
+
+    Every image becomes a row of split :data:`~tlops.config.UNLABELED_SPLIT` with an empty
+    label; its path is ``<prefix>/<path under root>``, so it cannot collide with a labeled one.
+    ``file_md5`` stays keyed by the path under ``root`` (the folder's own DVC hash).
+
+    Raises:
+        DataDirError: The folder is missing, not a directory, or holds no image file.
+    """
+    if not root.exists():
+        raise DataDirError(f"{root}: unlabeled data directory does not exist")
+    if not root.is_dir():
+        raise DataDirError(f"{root}: not a directory")
+    real_root = root.resolve()
+    rows: list[ManifestRow] = []
+    skipped: list[Skipped] = []
+    file_md5: dict[str, str] = {}
+    for file in _walk_files(root):
+        own = file.relative_to(root).as_posix()
+        rel = f"{prefix}/{own}"
+        scanned = _scan_file(
+            file, rel, "", UNLABELED_SPLIT, real_root, image_cfg, SplitFractions(), ""
+        )
+        if scanned is None:
+            skipped.append(
+                Skipped(rel, f"extension not in image.extensions {list(image_cfg.extensions)}")
+            )
+        else:
+            row, md5, data = scanned
+            rows.append(row)
+            if md5:
+                file_md5[own] = md5
+            if sink is not None and row.decode_status == DecodeStatus.OK.value:
+                sink(rel, data)
+        if progress is not None:
+            progress(1)
+    if not rows:
+        raise DataDirError(f"{root}: no images in the unlabeled data directory")
+    return ScanResult(rows, [], skipped, False, file_md5)
 
 
 def _scan_file(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from PIL import Image
 
-from tlops.config import AlignConfig, ImageConfig
+from tlops.config import UNLABELED_SPLIT, AlignConfig, ImageConfig
 from tlops.data.align import align_image
 from tlops.data.budget import UNLABELED
 from tlops.data.images import load_image
@@ -97,7 +97,7 @@ def load_split(
     Args:
         images_root: The ``images/`` snapshot of an ``ingest_data`` output.
         manifest: The manifest; rows with ``decode_status == "ok"`` are used.
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``val``, ``test`` or ``unlabeled`` (labels :data:`UNLABELED`).
         classes: Class names; a label's index in this list is its target.
         size: Square resolution.
         image_cfg: How images are converted.
@@ -112,12 +112,15 @@ def load_split(
     rows = manifest[(manifest["split"] == split) & (manifest["decode_status"] == "ok")]
     rows = rows.sort_values("path")
     index = {name: i for i, name in enumerate(classes)}
-    unknown = sorted(set(rows["label"]) - set(index))
-    if unknown:
-        raise ValueError(
-            f"{images_root}: labels {unknown} are not in the class list {list(classes)}"
-        )
-    labels = rows["label"].map(index).to_numpy(dtype=np.int64)
+    if split == UNLABELED_SPLIT:  # data.target_unlabeled: images without a label
+        labels = np.full(len(rows), UNLABELED, dtype=np.int64)
+    else:
+        unknown = sorted(set(rows["label"]) - set(index))
+        if unknown:
+            raise ValueError(
+                f"{images_root}: labels {unknown} are not in the class list {list(classes)}"
+            )
+        labels = rows["label"].map(index).to_numpy(dtype=np.int64)
     paths = rows["path"].tolist()
     channels = 3 if image_cfg.mode == "RGB" else 1
     key = cache_key(data_version, split, size, image_cfg, align)
@@ -147,6 +150,17 @@ def load_split(
         return SplitTensors(np.zeros(shape, dtype=np.uint8), labels, paths)
     images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
     return SplitTensors(np.asarray(images), labels, paths)
+
+
+def concat(first: SplitTensors, second: SplitTensors) -> SplitTensors:
+    """``first`` followed by ``second`` (in memory: the two memmaps are copied)."""
+    if not len(second):
+        return first
+    return SplitTensors(
+        np.concatenate([first.images, second.images]),
+        np.concatenate([first.labels, second.labels]),
+        [*first.paths, *second.paths],
+    )
 
 
 def content_order(split: SplitTensors) -> tuple[SplitTensors, NDArray[np.int64]]:

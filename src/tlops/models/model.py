@@ -65,8 +65,8 @@ class TransferModel(nn.Module):
         self.fixed_input_size = backbone.fixed_input_size
         self.weights = backbone.weights
         self.image_size: int | None = None  # the resolution it was trained at (set by train)
-        # the label-free input alignment it was trained with (set by train; None: none)
-        self.align: AlignConfig | None = None
+        # the label-free input alignment it was trained with (set by train; inactive: none)
+        self.align = AlignConfig()
         self._frozen_prefixes: list[str] = []
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,8 @@ class TransferModel(nn.Module):
             "std": list(self.std),
             "weights": self.weights,
             "image_size": self.image_size,
-            "align": None if self.align is None else self.align.model_dump(mode="json"),
+            # None when inactive: the checkpoints of unaligned models stay as they were
+            "align": self.align.model_dump(mode="json") if self.align.active else None,
         }
 
 

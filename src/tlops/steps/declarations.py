@@ -29,7 +29,7 @@ STEPS: tuple[StepSpec, ...] = (
         name="ingest_data",
         help="Scan an ImageFolder (params `data.<domain>`) into a manifest, a data version and "
         "a snapshot of the images.",
-        params=("data.{domain}", "image", "ingest_data"),
+        params=("data.{domain}", "data.target_unlabeled", "image", "ingest_data"),
         args=(
             Arg(
                 "domain",

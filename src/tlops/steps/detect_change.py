@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from tlops.config import Params
+from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.dataset import ingest_info, load_manifest, require_validated
 from tlops.evaluate.change import ChangeCounts, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
@@ -164,8 +164,10 @@ def run(params: Params, io: StepIO) -> StepResult:
                     & ~current["sha256"].isin(set(reference["sha256"]))
                 ]
                 ok = reference[reference["decode_status"] == "ok"]
-                classes = sorted(set(ok["label"]) | set(new["label"]))
-                shift = label_shift(list(ok["label"]), list(new["label"]), classes)
+                ok = ok[ok["split"] != UNLABELED_SPLIT]  # images without a label shift no label
+                labeled = new[new["split"] != UNLABELED_SPLIT]
+                classes = sorted(set(ok["label"]) | set(labeled["label"]))
+                shift = label_shift(list(ok["label"]), list(labeled["label"]), classes)
                 if counts.new_content:
                     drift, drift_info = _drift(
                         params, champion, reference, current, ingest_dir / IMAGES_DIR

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlops.config import AlignConfig, Params
+from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.data.tensors import SplitTensors
 from tlops.evaluate.drift import mmd_test
@@ -130,7 +130,7 @@ def champion_scores(
     if champion_model is None:
         return None, champion_version, note
     size = champion_model.image_size or params.model.image_size
-    align = champion_model.align or AlignConfig()
+    align = champion_model.align
     champion_test = (
         test
         if size == params.model.image_size and align == params.model.align
@@ -166,7 +166,7 @@ def domain_distance(
         classes,
         ("test",),
         image_size=model.image_size,
-        align=model.align or AlignConfig(),
+        align=model.align,
     )["test"]
     start = create_model(params.model.backbone, classes, pretrained=params.model.pretrained)
     out: dict[str, float] = {}
@@ -220,7 +220,7 @@ def teacher_comparison(
         classes,
         ("test",),
         image_size=teacher.image_size or params.model.image_size,
-        align=teacher.align or AlignConfig(),
+        align=teacher.align,
     )["test"]
     device = resolve_device(params.runtime.device)
     batch = params.evaluate.batch_size

@@ -7,6 +7,10 @@ Outputs (in the ``dataset`` directory, written all at once or not at all):
 * ``images/`` - the decodable images under their original relative paths, written from the very
   bytes that were hashed and decoded, so later steps and other runners read exactly the snapshot
   that was validated, not whatever the data directory holds by then.
+
+With ``data.target_unlabeled`` set, the target's ingest also scans that folder: its images are
+manifest rows of split ``unlabeled`` (no label) under ``images/_unlabeled/``, and ``ingest.json``
+records the folder's own data version under ``unlabeled``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,17 @@ from typing import Any
 
 from tlops.config import SPLITS, Params
 from tlops.data.images import DecodeStatus
-from tlops.data.manifest import MANIFEST_COLUMNS, ManifestRow, ScanResult, scan_image_folder
+from tlops.data.manifest import (
+    MANIFEST_COLUMNS,
+    DataDirError,
+    ManifestRow,
+    ScanResult,
+    scan_image_folder,
+    scan_unlabeled_folder,
+)
 from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
-from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE
+from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, UNLABELED_DIR
 from tlops.steps.spec import StepIO, StepResult
 
 
@@ -38,6 +49,8 @@ class IngestResult:
     counts: dict[str, dict[str, int]]  # label -> split -> count
     skipped: list[dict[str, str]]
     out_dir: Path
+    unlabeled_version: str | None = None  # data.target_unlabeled's DVC md5, if one was ingested
+    n_unlabeled: int = 0
 
 
 def _counts(rows: list[ManifestRow], classes: list[str]) -> dict[str, dict[str, int]]:
@@ -85,17 +98,33 @@ def run(params: Params, io: StepIO) -> StepResult:
         scan: ScanResult = scan_image_folder(
             data_dir, params.image, cfg.split, cfg.salt, progress=io.progress, sink=sink
         )
-        result = _finish(params, domain, data_dir, out_dir, staging, scan)
+        unlabeled = None
+        if domain == "target" and params.data.target_unlabeled is not None:
+            if UNLABELED_DIR in scan.classes:
+                raise DataDirError(
+                    f"{data_dir}: a class folder may not be named {UNLABELED_DIR!r} when "
+                    "data.target_unlabeled is set (the unlabeled images are kept under that name)"
+                )
+            unlabeled = scan_unlabeled_folder(
+                params.data.target_unlabeled, params.image, UNLABELED_DIR, io.progress, sink
+            )
+        result = _finish(params, domain, data_dir, out_dir, staging, scan, unlabeled)
         expected = io.args.get("data_version")
         if expected and result.data_version != expected:
             raise ValueError(
                 f"{data_dir}: data version {result.data_version} differs from the expected "
                 f"{expected} (the data changed after the run was started)"
             )
+    extra = (
+        f" + {result.n_unlabeled} unlabeled images from {params.data.target_unlabeled} "
+        f"(data version {result.unlabeled_version})"
+        if result.unlabeled_version
+        else ""
+    )
     return StepResult(
         f"ingest_data: {domain} {data_dir}: {result.n_images} images, {len(result.classes)} "
         f"classes, {result.n_failed} undecodable, data version {result.data_version} "
-        f"({result.version_source}) -> {out_dir}",
+        f"({result.version_source}){extra} -> {out_dir}",
         metadata={
             "dataset": {
                 "data_version": result.data_version,
@@ -103,19 +132,45 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "classes": result.classes,
                 "n_images": result.n_images,
                 "version_source": result.version_source,
+                "unlabeled_data_version": result.unlabeled_version,
+                "n_unlabeled": result.n_unlabeled,
             }
         },
         details=result,
     )
 
 
+def _unlabeled_summary(folder: Path, scan: ScanResult) -> dict[str, Any]:
+    version = data_version(folder, scan.file_md5)
+    return {
+        "data_dir": str(folder),
+        "data_version": version.md5,
+        "version_source": version.source,
+        "version_note": version.note,
+        "dvc_file": version.dvc_file,
+        "n_images": len(scan.rows),
+        "n_failed_decode": sum(row.decode_status != DecodeStatus.OK.value for row in scan.rows),
+    }
+
+
 def _finish(
-    params: Params, domain: str, data_dir: Path, out_dir: Path, staging: Path, scan: ScanResult
+    params: Params,
+    domain: str,
+    data_dir: Path,
+    out_dir: Path,
+    staging: Path,
+    scan: ScanResult,
+    unlabeled: ScanResult | None,
 ) -> IngestResult:
     cfg = params.ingest_data
     version: DataVersion = data_version(data_dir, scan.file_md5)
     counts = _counts(scan.rows, scan.classes)
     failed = [row for row in scan.rows if row.decode_status != DecodeStatus.OK.value]
+    extra: dict[str, Any] | None = None
+    if unlabeled is not None:
+        assert params.data.target_unlabeled is not None
+        extra = _unlabeled_summary(params.data.target_unlabeled, unlabeled)
+        failed += [row for row in unlabeled.rows if row.decode_status != DecodeStatus.OK.value]
     summary: dict[str, Any] = {
         "data_dir": str(data_dir),
         "domain": domain,
@@ -128,13 +183,17 @@ def _finish(
         "classes": scan.classes,
         "explicit_splits": scan.explicit_splits,
         "counts": counts,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in scan.skipped],
+        "skipped": [
+            {"path": s.path, "reason": s.reason}
+            for s in [*scan.skipped, *(unlabeled.skipped if unlabeled else [])]
+        ],
+        "unlabeled": extra,
         "params": {
             "image": params.image.model_dump(mode="json"),
             "ingest_data": cfg.model_dump(mode="json"),
         },
     }
-    write_manifest(staging / MANIFEST_FILE, scan.rows)
+    write_manifest(staging / MANIFEST_FILE, [*scan.rows, *(unlabeled.rows if unlabeled else [])])
     write_json(staging / INGEST_FILE, summary)
     return IngestResult(
         data_version=version.md5,
@@ -145,4 +204,6 @@ def _finish(
         counts=counts,
         skipped=summary["skipped"],
         out_dir=out_dir,
+        unlabeled_version=extra["data_version"] if extra else None,
+        n_unlabeled=extra["n_images"] if extra else 0,
     )

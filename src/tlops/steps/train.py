@@ -14,6 +14,7 @@ metrics.
 from __future__ import annotations
 
 import csv
+import functools
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -23,10 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from tlops.config import AlignConfig, Params
+from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.budget import budget_labels
-from tlops.data.dataset import class_list, ingest_info, load_splits, require_validated
-from tlops.data.tensors import SplitTensors, content_order
+from tlops.data.dataset import (
+    class_list,
+    ingest_info,
+    load_splits,
+    require_validated,
+    unlabeled_version,
+)
+from tlops.data.tensors import SplitTensors, concat, content_order
 from tlops.evaluate.plots import training_curves_png
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import (
@@ -116,23 +123,29 @@ def teacher_uri(params: Params) -> str:
 
 
 def _teacher_logits(
-    params: Params, dataset: Path, classes: list[str], uri: str, device: torch.device
+    params: Params,
+    dataset: Path,
+    classes: list[str],
+    uri: str,
+    device: torch.device,
+    splits: tuple[str, ...],
 ) -> np.ndarray:
-    """The teacher's logits of every target training image, at its own input preparation."""
+    """The teacher's logits of the images of ``splits``, in order, at its input preparation."""
     try:
         teacher = load_trained(uri)
     except BackboneError as exc:
         raise ValueError(f"train.distill.teacher: a teacher is a trained model: {exc}") from exc
     if teacher.classes != classes:
         raise ValueError(f"teacher {uri}: classes {teacher.classes}, the data has {classes}")
-    split = load_splits(
+    loaded = load_splits(
         params,
         dataset,
         classes,
-        ("train",),
+        splits,
         image_size=teacher.image_size or params.model.image_size,
-        align=teacher.align or AlignConfig(),
-    )["train"]
+        align=teacher.align,
+    )
+    split = functools.reduce(concat, (loaded[name] for name in splits))
     logits = predict_logits(teacher.to(device), split, params.train.eval_batch_size, device)
     result: np.ndarray = logits.numpy().astype(np.float32)
     return result
@@ -150,20 +163,29 @@ def _data(
     budget = params.train.target_labels
     seed = params.train.seed
     if Need.IMAGES in strategy.uses:
+        dataset = io.inputs["dataset"]
         wanted = ("train", "val") if budget != 0 else ("train",)  # no target label before evaluate
-        splits = load_splits(params, io.inputs["dataset"], classes, wanted, io.progress)
+        # data.target_unlabeled's images follow the training images, for who learns from them
+        extra = (
+            (UNLABELED_SPLIT,)
+            if strategy.uses_unlabeled and unlabeled_version(ingest_info(dataset))
+            else ()
+        )
+        splits = load_splits(params, dataset, classes, (*wanted, *extra), io.progress)
         train = splits["train"]
+        if budget != 0:
+            train.labels = budget_labels(train.paths, train.labels, budget, seed)
+        if extra:
+            train = concat(train, splits[UNLABELED_SPLIT])
         if teacher is not None:  # in the split's order, before any reordering
             data.teacher_logits = _teacher_logits(
-                params, io.inputs["dataset"], classes, teacher, device
+                params, dataset, classes, teacher, device, ("train", *extra)
             )
         if budget == 0:
             # unlabeled: in an order of pixels alone, without labels or paths (class folders)
             train, order = content_order(train)
             if data.teacher_logits is not None:
                 data.teacher_logits = data.teacher_logits[order]
-        else:
-            train.labels = budget_labels(train.paths, train.labels, budget, seed)
         data.train, data.val = train, splits.get("val")
     if Need.SOURCE in strategy.uses:
         source_classes = classes
@@ -224,7 +246,7 @@ def _build(
     pretrained = params.model.pretrained and strategy.pretrained
     model = create_model(spec, classes, pretrained=pretrained, dropout=params.model.dropout)
     model.image_size = params.model.image_size
-    model.align = params.model.align if params.model.align.active else None
+    model.align = params.model.align
     return model
 
 
@@ -288,6 +310,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         if source_dir is not None and Need.SOURCE in strategy.uses
         else None
     )
+    unlabeled = unlabeled_version(ingest) if strategy.uses_unlabeled else None
     cache_file = params.extract_features.cache_dir / CACHE_FILE
     choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     key = fingerprint(
@@ -300,6 +323,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         start,
         teacher,  # a version, so a champion promoted meanwhile starts another run
         source_version,
+        unlabeled,
     )
     root = io.args.get("checkpoint_root")
     checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
@@ -325,6 +349,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         "strategy": cfg.strategy,
         "target_labels": cfg.target_labels,
         "labeled_images": len(data.train_labels()),
+        "target_images": len(data.train) if data.train is not None else None,
+        "unlabeled_data_version": unlabeled,
         "selection": selection,
         "teacher": teacher,
         "backbone": params.model.backbone,

@@ -23,7 +23,7 @@ import pandas as pd
 from tlops.config import SPLITS, Params
 from tlops.data.dataset import load_manifest
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, VALIDATION_FILE
+from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, UNLABELED_DIR, VALIDATION_FILE
 from tlops.steps.spec import StepFailure, StepIO, StepResult
 from tlops.tracking.registry import champion_classes
 from tlops.validate.suite import (
@@ -55,12 +55,23 @@ class ValidationResult:
     out_dir: Path
 
 
-def _describe(outcome: RuleOutcome, data_dir: str, details: dict[str, str]) -> list[str]:
+def _where(path: str, data_dir: str, ingest: dict[str, Any]) -> str:
+    """The file a manifest path stands for: under the data directory, or the unlabeled one."""
+    unlabeled = ingest.get("unlabeled")
+    head, _, rest = path.partition("/")
+    if unlabeled and head == UNLABELED_DIR and rest:
+        return f"{unlabeled['data_dir']}/{rest}"
+    return f"{data_dir}/{path}"
+
+
+def _describe(
+    outcome: RuleOutcome, data_dir: str, ingest: dict[str, Any], details: dict[str, str]
+) -> list[str]:
     mark = "FAILED" if outcome.critical else "WARNING"
     lines = [f"  {mark}: {outcome.rule}  [{outcome.table}: {outcome.expectation}]"]
     for item in outcome.offending[:MAX_LISTED]:
         why = details.get(item)
-        name = " = ".join(f"{data_dir}/{part}" for part in item.split(" = "))
+        name = " = ".join(_where(part, data_dir, ingest) for part in item.split(" = "))
         lines.append(f"      {name}" + (f"  ({why})" if why else ""))
     if len(outcome.offending) > MAX_LISTED:
         lines.append(
@@ -138,6 +149,7 @@ def run(params: Params, io: StepIO) -> StepResult:
             "data_dir": data_dir,
             "domain": ingest.get("domain", ""),
             "data_version": ingest["data_version"],
+            "unlabeled_data_version": (ingest.get("unlabeled") or {}).get("data_version"),
             "classes": classes,
             "class_source": class_source,
             "n_images": len(manifest),
@@ -191,9 +203,10 @@ def _message(
     )
     lines = [head]
     for outcome in [*failures, *warnings]:
-        lines.extend(_describe(outcome, data_dir, details))
+        lines.extend(_describe(outcome, data_dir, ingest, details))
     for skipped in ingest.get("skipped", [])[:MAX_LISTED]:
-        lines.append(f"  note: skipped {data_dir}/{skipped['path']}: {skipped['reason']}")
+        where = _where(skipped["path"], data_dir, ingest)
+        lines.append(f"  note: skipped {where}: {skipped['reason']}")
     lines.append(
         f"  report: {out_dir / SUMMARY_FILE}; Data Docs: {out_dir / DOCS_DIR / 'index.html'}"
     )
@@ -209,6 +222,14 @@ def _summary_md(ingest: dict[str, Any], report: dict[str, Any], message: str) ->
         f"- data version: `{report['data_version']}` ({ingest['version_source']})",
         f"- images: {report['n_images']}, classes: {len(report['classes'])} "
         f"(from {report['class_source']})",
+        *(
+            [
+                f"- unlabeled images: {unlabeled['n_images']} from {unlabeled['data_dir']} "
+                f"(data version `{unlabeled['data_version']}`)"
+            ]
+            if (unlabeled := ingest.get("unlabeled"))
+            else []
+        ),
         "",
         "| class | " + " | ".join(SPLITS) + " | total |",
         "|---|" + "---|" * (len(SPLITS) + 1),

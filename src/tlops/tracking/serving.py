@@ -127,8 +127,8 @@ def log_and_register(
                     "classes": model.classes,
                     "image_size": image_size,
                     "input": "float32 (N, S, S, 3) pixels 0..255"
-                    + (", aligned as `align` says" if model.align else ""),
-                    "align": model.align.model_dump(mode="json") if model.align else None,
+                    + (", aligned as `align` says" if model.align.active else ""),
+                    "align": model.align.model_dump(mode="json") if model.align.active else None,
                     "backbone": model.spec,
                 },
             )

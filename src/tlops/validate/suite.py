@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from tlops.config import SPLITS, ValidateConfig
+from tlops.config import SPLITS, UNLABELED_SPLIT, ValidateConfig
 from tlops.data.images import DecodeStatus
 from tlops.data.manifest import MANIFEST_COLUMNS
 
@@ -66,12 +66,15 @@ def derived_tables(
         explicit: Whether the data has train/val/test folders (changes how folders are named).
 
     Returns:
-        ``{"class_counts", "class_split_counts", "content", "balance"}`` tables, each with a
-        ``path`` column.
+        ``{"labels", "class_counts", "class_split_counts", "content", "balance"}`` tables, each
+        with a ``path`` column. Images of the ``unlabeled`` split (``data.target_unlabeled``) are
+        in no label rule; for leakage they count as training images, so one that is also a val
+        or test image is caught.
     """
-    usable = manifest[manifest["decode_status"] == DecodeStatus.OK.value]
+    labeled = manifest[manifest["split"] != UNLABELED_SPLIT]
+    usable = labeled[labeled["decode_status"] == DecodeStatus.OK.value]
     per_class = usable.groupby("label").size()
-    every_class = sorted(set(classes) | set(class_folders) | set(manifest["label"]))
+    every_class = sorted(set(classes) | set(class_folders) | set(labeled["label"]))
     class_counts = pd.DataFrame(
         {
             "path": [
@@ -98,12 +101,13 @@ def derived_tables(
     class_split_counts = pd.DataFrame(rows, columns=["path", "label", "split", "images"])
 
     hashed = manifest[manifest["sha256"].fillna("") != ""]
+    hashed = hashed.assign(role=hashed["split"].replace({UNLABELED_SPLIT: "train"}))
     groups = hashed.groupby("sha256")
     content = pd.DataFrame(
         {
             "sha256": list(groups.groups),
             "n_files": groups.size().to_numpy(),
-            "n_splits": groups["split"].nunique().to_numpy(),
+            "n_splits": groups["role"].nunique().to_numpy(),
             "path": groups["path"].agg(lambda p: " = ".join(sorted(p))).to_numpy(),
             "splits": groups["split"].agg(lambda s: ",".join(sorted(set(s)))).to_numpy(),
         }
@@ -120,6 +124,7 @@ def derived_tables(
         }
     )
     return {
+        "labels": labeled[["path", "label"]].reset_index(drop=True),
         "class_counts": class_counts,
         "class_split_counts": class_split_counts,
         "content": content,
@@ -145,7 +150,7 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
             gxe.ExpectTableRowCountToBeBetween(min_value=1),
         ),
         Rule(
-            "manifest",
+            "labels",
             "labels are in the expected class set",
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes)),
         ),
@@ -177,8 +182,8 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
         ),
         Rule(
             "manifest",
-            "split is train, val or test",
-            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+            "split is train, val, test or unlabeled",
+            gxe.ExpectColumnValuesToBeInSet(column="split", value_set=[*SPLITS, UNLABELED_SPLIT]),
         ),
         Rule(
             "manifest",

@@ -65,6 +65,7 @@ class AutoEncoder(Scratch):
 
     name: ClassVar[str] = "autoencoder"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
+    uses_unlabeled: ClassVar[bool] = True
 
     @classmethod
     def required(cls, cfg: TrainConfig) -> frozenset[Need]:

@@ -86,6 +86,8 @@ class Strategy(ABC):
     pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
     log_every: ClassVar[int] = 1  # epochs between two metric reports
     own_source_head: ClassVar[bool] = False  # the source's labels are its own classes
+    # learns from target images whose label it cannot use (data.target_unlabeled's are added)
+    uses_unlabeled: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg

@@ -34,6 +34,7 @@ class Distill(FineTune):
 
     name: ClassVar[str] = "distill"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.TEACHER})
+    uses_unlabeled: ClassVar[bool] = True
 
     def backbone_lr(self) -> float:
         """The student learns as one: its backbone at ``lr``, like the head."""

@@ -47,7 +47,6 @@ class SourceOnly(FineTune):
 
     name: ClassVar[str] = "source_only"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.SOURCE})
-    uses_unlabeled: ClassVar[bool] = False  # draws target images whose label it cannot use
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
         """The loss (class weights over the labeled images of both domains) and target pool."""
