@@ -21,10 +21,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from machine import describe
-from runs import bench_params, prepare, train_and_score
+from runs import bench_params, prepare, run_rows
 
 ENCODER = {"model.backbone": "timm:mobilenetv3_small_050", "model.pretrained": False}
 
@@ -48,14 +47,7 @@ def main() -> None:
             "scratch (same encoder, random init)": {**ENCODER, "train.strategy": "scratch"},
             "finetune (ImageNet Lite0, context)": {"train.strategy": "finetune"},
         }
-        results: list[dict[str, Any]] = []
-        for seed in range(args.seeds):
-            for name, overrides in rows.items():
-                result = train_and_score(
-                    params, work, f"{seed}-{len(results)}", {**overrides, "train.seed": seed}
-                )
-                results.append({"row": name, "seed": seed, **result})
-                print(json.dumps(results[-1]), flush=True)
+        results = run_rows(params, work, rows, args.seeds)
     seeds = sorted({r["seed"] for r in results})
     by = {(r["row"], r["seed"]): r for r in results}
     print(f"\nmachine: {describe()}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import describe
-from runs import bench_params, prepare, train_and_score
+from runs import bench_params, prepare, run_rows, train_and_score
 
 STUDENT = {"model.backbone": "timm:mobilenetv3_small_050", "model.pretrained": False}
 
@@ -58,14 +58,7 @@ def main() -> None:
             for k in ("10", "all")
             for kind in ("distill", "scratch")
         }
-        results: list[dict[str, Any]] = []
-        for seed in range(args.seeds):
-            for name, overrides in rows.items():
-                result = train_and_score(
-                    params, work, f"{seed}-{len(results)}", {**overrides, "train.seed": seed}
-                )
-                results.append({"row": name, "seed": seed, **result})
-                print(json.dumps(results[-1]), flush=True)
+        results = run_rows(params, work, rows, args.seeds)
     report(teacher, results, args, time.time() - started)
     if args.out:
         args.out.write_text(json.dumps({"teacher": teacher, "rows": results}, indent=2) + "\n")

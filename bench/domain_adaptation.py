@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from machine import describe
-from runs import CLASSES, bench_params, prepare, train_and_score
+from runs import CLASSES, bench_params, prepare, run_rows
 
 ALIGN = {
     "model.align.content_crop": True,
@@ -111,14 +111,7 @@ def main() -> None:
             f"{steps} steps; oracle {oracle_epochs} epochs, finetune k=10 {few_epochs} epochs",
             flush=True,
         )
-        results: list[dict[str, Any]] = []
-        for seed in range(args.seeds):
-            for name, overrides in rows.items():
-                result = train_and_score(
-                    params, work, f"{seed}-{len(results)}", {**overrides, "train.seed": seed}
-                )
-                results.append({"row": name, "seed": seed, **result})
-                print(json.dumps(results[-1]), flush=True)
+        results = run_rows(params, work, rows, args.seeds)
     report(results, args, time.time() - started)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

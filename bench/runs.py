@@ -3,6 +3,7 @@ one row = the pipeline's ``train`` step with some params, scored on the target's
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -89,3 +90,19 @@ def train_and_score(
         "params": sum(x.numel() for x in model.parameters()),
         "model": str(out / "model.pt"),
     }
+
+
+def run_rows(
+    params: Params, work: Path, rows: dict[str, dict[str, Any]], seeds: int
+) -> list[dict[str, Any]]:
+    """Every row (name -> overrides) at ``train.seed`` 0..seeds-1, seed by seed; printed as JSON
+    lines as they finish (a long run shows its progress)."""
+    results: list[dict[str, Any]] = []
+    for seed in range(seeds):
+        for name, overrides in rows.items():
+            result = train_and_score(
+                params, work, f"{seed}-{len(results)}", {**overrides, "train.seed": seed}
+            )
+            results.append({"row": name, "seed": seed, **result})
+            print(json.dumps(results[-1]), flush=True)
+    return results

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,27 +195,14 @@ def scan_image_folder(
         )
     skipped = [Skipped(p.relative_to(root).as_posix(), "not inside a class folder") for p in strays]
     classes = sorted({folder.name for _, folder in folders})
-    rows: list[ManifestRow] = []
-    file_md5: dict[str, str] = {}
-    for split, folder in folders:
-        for file in _walk_files(folder):
-            rel = file.relative_to(root).as_posix()
-            scanned = _scan_file(
-                file, rel, folder.name, split, real_root, image_cfg, fractions, salt
-            )
-            if scanned is None:
-                skipped.append(
-                    Skipped(rel, f"extension not in image.extensions {list(image_cfg.extensions)}")
-                )
-            else:
-                row, md5, data = scanned
-                rows.append(row)
-                if md5:
-                    file_md5[rel] = md5
-                if sink is not None and row.decode_status == DecodeStatus.OK.value:
-                    sink(rel, data)
-            if progress is not None:
-                progress(1)
+    entries = (
+        (file, file.relative_to(root).as_posix(), folder.name, split)
+        for split, folder in folders
+        for file in _walk_files(folder)
+    )
+    rows, file_md5 = _scan_files(
+        entries, real_root, image_cfg, fractions, salt, skipped, progress, sink
+    )
     return ScanResult(rows, classes, skipped, explicit, file_md5)
 
 
@@ -239,16 +226,38 @@ def scan_unlabeled_folder(
         raise DataDirError(f"{root}: unlabeled data directory does not exist")
     if not root.is_dir():
         raise DataDirError(f"{root}: not a directory")
-    real_root = root.resolve()
-    rows: list[ManifestRow] = []
     skipped: list[Skipped] = []
+    entries = (
+        (file, f"{prefix}/{file.relative_to(root).as_posix()}", "", UNLABELED_SPLIT)
+        for file in _walk_files(root)
+    )
+    rows, prefixed_md5 = _scan_files(
+        entries, root.resolve(), image_cfg, SplitFractions(), "", skipped, progress, sink
+    )
+    file_md5 = {rel.removeprefix(f"{prefix}/"): md5 for rel, md5 in prefixed_md5.items()}
+    if not rows:
+        raise DataDirError(f"{root}: no images in the unlabeled data directory")
+    return ScanResult(rows, [], skipped, False, file_md5)
+
+
+def _scan_files(
+    entries: Iterable[tuple[Path, str, str, str | None]],
+    real_root: Path,
+    image_cfg: ImageConfig,
+    fractions: SplitFractions,
+    salt: str,
+    skipped: list[Skipped],
+    progress: Callable[[int], None] | None,
+    sink: Callable[[str, bytes], None] | None,
+) -> tuple[list[ManifestRow], dict[str, str]]:
+    """Scan (file, relative path, label, split) entries: the rows and the md5 of each file.
+
+    A file whose extension is not an image's is appended to ``skipped``.
+    """
+    rows: list[ManifestRow] = []
     file_md5: dict[str, str] = {}
-    for file in _walk_files(root):
-        own = file.relative_to(root).as_posix()
-        rel = f"{prefix}/{own}"
-        scanned = _scan_file(
-            file, rel, "", UNLABELED_SPLIT, real_root, image_cfg, SplitFractions(), ""
-        )
+    for file, rel, label, split in entries:
+        scanned = _scan_file(file, rel, label, split, real_root, image_cfg, fractions, salt)
         if scanned is None:
             skipped.append(
                 Skipped(rel, f"extension not in image.extensions {list(image_cfg.extensions)}")
@@ -257,14 +266,12 @@ def scan_unlabeled_folder(
             row, md5, data = scanned
             rows.append(row)
             if md5:
-                file_md5[own] = md5
+                file_md5[rel] = md5
             if sink is not None and row.decode_status == DecodeStatus.OK.value:
                 sink(rel, data)
         if progress is not None:
             progress(1)
-    if not rows:
-        raise DataDirError(f"{root}: no images in the unlabeled data directory")
-    return ScanResult(rows, [], skipped, False, file_md5)
+    return rows, file_md5
 
 
 def _scan_file(
