@@ -8,6 +8,10 @@ step, 3 seeds (init, shuffles, augmentation, the k-shot draw):
 * ``scratch``: the same encoder from random init, fine-tuned on the same 100 images;
 * for context, ``finetune`` of the ImageNet EfficientNet-Lite0 on the same 100 images.
 
+Every row trains up to ``--epochs`` epochs with early stopping patience ``--patience``: an
+epoch is 2 optimiser steps on 100 images, and the default patience (3) stops a random-init
+encoder after 8 steps, at chance, which would make the baseline a strawman.
+
 Goal: the pretrained encoder >= 20 points better than random init on every seed.
 
     .venv/bin/python bench/autoencoder.py | tee bench/results/autoencoder.txt
@@ -33,13 +37,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=60, help="fine-tuning epochs (100 images)")
+    parser.add_argument("--patience", type=int, default=10, help="early stopping, every row")
     parser.add_argument("--out", type=Path, default=None, help="write the raw results as JSON")
     args = parser.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         params = bench_params(
-            work, args.image_size, {"train.target_labels": 10, "train.epochs": args.epochs}
+            work,
+            args.image_size,
+            {
+                "train.target_labels": 10,
+                "train.epochs": args.epochs,
+                "train.early_stopping.patience": args.patience,
+            },
         )
         prepare(params, work)
         rows = {
@@ -51,7 +62,10 @@ def main() -> None:
     seeds = sorted({r["seed"] for r in results})
     by = {(r["row"], r["seed"]): r for r in results}
     print(f"\nmachine: {describe()}")
-    print(f"{args.image_size} px, k = 10, seeds {seeds}; {(time.time() - started) / 60:.1f} min\n")
+    print(
+        f"{args.image_size} px, k = 10, seeds {seeds}, {args.epochs} epochs (patience "
+        f"{args.patience}); {(time.time() - started) / 60:.1f} min\n"
+    )
     print("| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |")
     print("|---" * (len(seeds) + 2) + "|")
     for name in rows:
