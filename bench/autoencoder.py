@@ -8,9 +8,10 @@ step, 3 seeds (init, shuffles, augmentation, the k-shot draw):
 * ``scratch``: the same encoder from random init, fine-tuned on the same 100 images;
 * for context, ``finetune`` of the ImageNet EfficientNet-Lite0 on the same 100 images.
 
-Every row trains up to ``--epochs`` epochs with early stopping patience ``--patience``: an
-epoch is 2 optimiser steps on 100 images, and the default patience (3) stops a random-init
-encoder after 8 steps, at chance, which would make the baseline a strawman.
+Every row trains to convergence: up to ``--epochs`` epochs, early stopping patience
+``--patience`` on the target val split. An epoch is 2 optimiser steps on 100 images: the
+default patience (3) stops a random-init encoder after 8 steps, at chance, and 60 epochs stop
+it while it still improves, either of which would make the baseline a strawman.
 
 Goal: the pretrained encoder >= 20 points better than random init on every seed.
 
@@ -36,8 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=60, help="fine-tuning epochs (100 images)")
-    parser.add_argument("--patience", type=int, default=10, help="early stopping, every row")
+    parser.add_argument("--epochs", type=int, default=200, help="fine-tuning epochs (100 images)")
+    parser.add_argument("--patience", type=int, default=20, help="early stopping, every row")
     parser.add_argument("--out", type=Path, default=None, help="write the raw results as JSON")
     args = parser.parse_args()
     started = time.time()

@@ -8,8 +8,10 @@ transposed convolutions that double the size up to the input's) reconstructs the
 input from the pooled features, loss: mean squared error, ``train.autoencoder.epochs`` epochs of
 AdamW with cosine decay, each epoch's order and augmentation seeded from (seed, epoch). The
 pretrained encoder is saved beside the run's checkpoints, so a run killed later resumes without
-pretraining again. Then the loop fine-tunes the whole model on the labeled images, as
-``scratch`` does. The decoder is not part of the model.
+pretraining again. Then the loop fine-tunes the whole model on the labeled images as it does a
+pretrained backbone: every stage trains, the encoder at ``lr x backbone_lr_mult`` (at the head's
+rate, as ``scratch`` trains a random init, a few labeled batches undo what pretraining
+learned). The decoder is not part of the model.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from tlops.config import TrainConfig
 from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
 from tlops.models.model import TransferModel
 from tlops.train.strategies.base import Need, TrainData
-from tlops.train.strategies.supervised import Scratch
+from tlops.train.strategies.supervised import FineTune, Scratch
 
 PRETRAINED_FILE = "autoencoder.pt"
 
@@ -66,6 +68,8 @@ class AutoEncoder(Scratch):
     name: ClassVar[str] = "autoencoder"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
     uses_unlabeled: ClassVar[bool] = True
+    # the pretrained encoder learns slower than the new head, as a pretrained backbone does
+    backbone_lr = FineTune.backbone_lr
 
     @classmethod
     def required(cls, cfg: TrainConfig) -> frozenset[Need]:
