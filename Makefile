@@ -14,7 +14,9 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint compile generate repro ui lock clean retrain-demo
+.PHONY: help setup browser run test lint compile generate repro ui lock clean retrain-demo
+# Debian packages the tests need, installed when missing (root, or sudo without a password)
+APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,8 +40,12 @@ run: setup ## materialize the demo data (once) and run the pipeline on it
 retrain-demo: setup ## the retraining story on the demo data, in runs/retrain-demo (its own git, DVC, MLflow)
 	tlops retrain-demo --workdir runs/retrain-demo
 
-test: setup ## run the whole test suite
-	pytest
+browser: ## Debian's Chromium for the browser tests (tests/e2e), when missing
+	@command -v chromium >/dev/null || { echo "installing chromium (Debian) for tests/e2e"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
+
+test: setup browser ## run the whole test suite (two workers, a test file on one)
+	pytest -n 2 --dist loadfile
 
 lint: setup ## ruff, mypy, the import contract (layers, no circles), generated files up to date
 	ruff check .

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from tests.helpers import save_image
+from tests.helpers import save_image, tiny_project
 from tlops.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,3 +64,64 @@ def params() -> Params:
             "validate_data.max_imbalance_ratio": 3.0,
         },
     )
+
+
+BIN = Path(sys.executable).parent
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """The environment of a command run in a throwaway project (its own MLflow store)."""
+    return {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "COLUMNS": "200",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+    }
+
+
+def sh(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command in ``project`` as a user would (``tlops run``, ``dvc``...)."""
+    result = subprocess.run(
+        args, cwd=project, env=project_env(project), text=True, capture_output=True, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _shared(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every test worker of this session sees (pytest-xdist: one per worker else)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' basetemps are siblings under the session's
+    return base / name
+
+
+@pytest.fixture(scope="session")
+def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project (the first target drop, 32 px, 2 epochs) with its own MLflow store."""
+    root = _shared(tmp_path_factory, "pipeline")
+    with FileLock(f"{root}.lock"):  # built once, whichever worker needs it first
+        if not (root / "params.yaml").is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            tiny_project(root, REPO)
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_runs(pipeline_project: Path) -> tuple[str, str]:
+    """``tlops run`` twice in ``pipeline_project``: a champion, then a tie that is kept out.
+
+    The same steps on the same data and params give the same metrics, so the second run ties
+    with the champion the first one registered. Shared by the integration and browser tests,
+    across test workers too (two pipeline runs are the most expensive fixture of the suite):
+    the first worker that needs them runs them, under a lock, and leaves their output.
+    """
+    done = pipeline_project / "two_runs.json"
+    with FileLock(f"{done}.lock"):
+        if not done.is_file():
+            first = sh(pipeline_project, "tlops", "run", "--out", "runs/first")
+            second = sh(pipeline_project, "tlops", "run", "--out", "runs/second")
+            done.write_text(json.dumps([first.stdout, second.stdout]), encoding="utf-8")
+    first_out, second_out = json.loads(done.read_text(encoding="utf-8"))
+    return first_out, second_out

@@ -92,3 +92,30 @@ def tiny_project(root: Path, repo: Path, drops: int = 1) -> Path:
     params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_http(url: str, server: Any, seconds: float = 120) -> None:
+    """Wait until ``url`` answers; fail with the server's output if it exits or never does."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                output = server.stdout.read() if server.stdout else ""
+                text = output.decode() if isinstance(output, bytes) else output
+                raise AssertionError(f"{url} did not answer:\n{text}") from None
+            time.sleep(0.5)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,9 @@ def load_split(
     if meta_path.is_file() and json.loads(meta_path.read_text()).get("paths") == paths:
         images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
         return SplitTensors(np.asarray(images), labels, paths)
-    partial = array_path.with_suffix(".partial")
+    # per process: two steps decoding the same split at once (two pods on one volume, two
+    # test workers) each write their own file; the last rename wins with identical content
+    partial = array_path.with_name(f".{array_path.name}.{os.getpid()}.partial")
     writer = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape) if paths else None
     for i, rel in enumerate(paths):
         image, _ = load_image(images_root / rel, image_cfg)
@@ -145,7 +148,9 @@ def load_split(
         partial.replace(array_path)
     else:
         array_path.write_bytes(b"")
-    meta_path.write_text(json.dumps({"paths": paths, "shape": shape}))
+    meta_tmp = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+    meta_tmp.write_text(json.dumps({"paths": paths, "shape": shape}))
+    meta_tmp.replace(meta_path)  # a reader never sees half a file
     if not paths:
         return SplitTensors(np.zeros(shape, dtype=np.uint8), labels, paths)
     images = np.memmap(array_path, dtype=np.uint8, mode="r", shape=shape)
