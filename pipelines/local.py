@@ -8,6 +8,7 @@ task.
 
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 from pipelines.cluster import data_versions
 from tlops.config import Params
+from tlops.layout import PROGRESS_PREFIX
 
 TASK_LINE = "Task "
 
@@ -53,9 +55,32 @@ class _TaskEcho(logging.Filter):
 
 
 def _plain(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+class _Tee:
+    """KFP's output (the tasks' own) into the log, the training progress lines also echoed.
+
+    So a run shows its epochs on the console while it trains.
+    """
+
+    def __init__(self, sink: Any, echo: Callable[[str], None], console: Any) -> None:
+        self.sink, self.echo, self.console = sink, echo, console
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.sink.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            plain = _plain(line).strip()
+            if plain.startswith(PROGRESS_PREFIX):
+                with contextlib.redirect_stdout(self.console):
+                    self.echo(f"         {plain}")
+        return len(text)
+
+    def flush(self) -> None:
+        self.sink.flush()
 
 
 @contextlib.contextmanager
@@ -66,7 +91,7 @@ def _quiet_kfp(log: Path, echo: Callable[[str], None]) -> Iterator[None]:
     logger.addFilter(echoing)
     with (
         log.open("a", encoding="utf-8") as sink,
-        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stdout(_Tee(sink, echo, sys.stdout)),
         contextlib.redirect_stderr(sink),
     ):
         try:
@@ -168,6 +193,22 @@ def _raise_failure(run_dir: Path, log: Path, exc: RuntimeError) -> None:
             message = (report / MESSAGE_FILE).read_text(encoding="utf-8").rstrip()
             raise DataValidationError(f"{message}\n  KFP log: {log}", report) from exc
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
-    errors = [line.strip() for line in lines if "Error" in line and ":" in line][-3:]
-    detail = "\n  ".join(errors) or str(exc)
-    raise RuntimeError(f"pipeline failed: {detail}\n  KFP log: {log}") from exc
+    raise RuntimeError(f"pipeline failed: {task_error(lines) or exc}\n  KFP log: {log}") from exc
+
+
+# the last line of a Python traceback: "package.module.SomeError: message"
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception|Failure)): (.+)$"
+)
+
+
+def task_error(lines: list[str]) -> str | None:
+    """What a failed task raised, from its log: the exception's name and message only.
+
+    Never a line of source or of the traceback (a user error is not a bug report).
+    """
+    for line in reversed(lines):
+        found = _EXCEPTION_LINE.match(_plain(line).strip())
+        if found:
+            return f"{found.group(1)}: {found.group(2)}"
+    return None

@@ -34,8 +34,9 @@ step_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(step_app, name="step")
 
-console = Console()
-errors = Console(stderr=True)
+# soft wrap: a long path or id stays whole on one line (a pipe is not an 80-column screen)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 ParamsOpt = Annotated[
     Path, typer.Option("--params", "-p", help="The params file (every default lives there).")
@@ -46,8 +47,8 @@ SetOpt = Annotated[
 ]
 
 
-def _params(path: Path, overrides: list[str] | None = None, flag: str = "--set") -> Params:
-    return load_params(path, parse_overrides(overrides, flag))
+def _params(path: Path, overrides: list[str] | None = None, flag: str = "-S") -> Params:
+    return load_params(path, parse_overrides(overrides, flag), flag)
 
 
 @contextmanager
@@ -468,17 +469,25 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
                 f"accuracy {c['accuracy']:.4f}, macro F1 {c['macro_f1']:.4f}"
             )
     if decision is not None:
-        verdict = "PROMOTED to champion" if decision["promote"] else "not promoted"
-        lines.append(f"gate: {verdict}")
+        from tlops.steps.register_model import verdict_of
+
+        lines.append(f"gate: {verdict_of(decision['promote'], decision.get('released', True))}")
         lines.extend(f"  - {reason}" for reason in decision["reasons"])
         lines.append(
             f"registered: {decision['model_name']} version {decision['version']}, "
-            f"aliases: {', '.join(decision['aliases'])}"
+            f"aliases: {', '.join(decision['aliases']) or 'none'}"
         )
         lines.append(
             f"MLflow run {decision['run_id']} in experiment "
             f"'{params.tracking.experiment}' ({tracking_uri(params.tracking)})"
         )
+        from tlops.tracking.report import run_url
+        from tlops.tracking.review import experiment_id
+
+        found = experiment_id(params.tracking)
+        if found is not None:
+            page = run_url("http://127.0.0.1:5000", found, decision["run_id"])
+            lines.append(f"the run in the MLflow UI (after `make ui`): {page}")
     lines.append("open the MLflow UI: make ui   (or: tlops ui)")
     return lines
 
@@ -605,17 +614,166 @@ def rollback(
     _guard(body)
 
 
+@app.command("predict")
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="models:/<name>@<alias>, models:/<name>/<version>, runs:/... or a model.pt "
+            "(default: the champion of register_model.model_name)."
+        ),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    top: Annotated[int, typer.Option(help="Classes shown per image.", min=1)] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """Classify images with a registered model, exactly as the scoring server does.
+
+    Each file is read, converted, aligned and resized as training did; the answer is the class
+    name and its probability, and the next most likely classes.
+    """
+
+    def body() -> None:
+        import json
+
+        from tlops.tracking.runs import client
+        from tlops.tracking.serving import BadImage, load_classifier
+
+        resolved = _params(params)
+        spec = model or f"models:/{resolved.register_model.model_name}@champion"
+        missing = [str(p) for p in images if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+        if spec.startswith(("models:/", "runs:/")):
+            client(resolved.tracking)
+        classifier = load_classifier(spec, resolved.image)
+        try:
+            pixels = classifier.prepare([p.read_bytes() for p in images])
+        except BadImage as exc:  # the file, not the request row, is what the user knows
+            where = f"{images[exc.row]}: " if exc.row is not None else ""
+            raise ValueError(where + exc.reason) from None
+        answer = classifier.answer(classifier.probabilities(pixels))
+        if as_json:
+            for path, (_, row) in zip(images, answer.iterrows(), strict=True):
+                console.print_json(json.dumps({"image": str(path), **row.to_dict()}), indent=None)
+            return
+        table = Table(title=f"{spec}", title_justify="left")
+        for column in ("image", "class", "probability", f"next {top - 1}"):
+            table.add_column(column)
+        for path, (_, row) in zip(images, answer.iterrows(), strict=True):
+            ranked = sorted(row["probabilities"].items(), key=lambda kv: -kv[1])[1:top]
+            table.add_row(
+                str(path),
+                str(row["class"]),
+                f"{row['probability']:.4f}",
+                ", ".join(f"{name} {p:.4f}" for name, p in ranked),
+            )
+        (console if console.is_terminal else Console(width=200)).print(table)
+
+    _guard(body)
+
+
+def _wide() -> Console:
+    """The console for tables: piped output has no terminal width to squeeze them into."""
+    return console if console.is_terminal else Console(width=200)
+
+
+@app.command("runs")
+def runs_(
+    params: ParamsOpt = Path("params.yaml"),
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.", min=1)] = 10,
+) -> None:
+    """The recent runs of the experiment: strategy, data version, test metric, decision."""
+
+    def body() -> None:
+        from datetime import datetime
+
+        from tlops.tracking.review import recent_runs
+
+        resolved = _params(params)
+        primary = resolved.register_model.gate.primary_metric
+        rows = recent_runs(resolved.tracking, limit, primary)
+        if not rows:
+            console.print(f"no runs yet in experiment '{resolved.tracking.experiment}'")
+            return
+        table = Table(title=f"experiment '{resolved.tracking.experiment}'", title_justify="left")
+        for column in ("run", "started", "status", "strategy", "data", f"test {primary}"):
+            table.add_column(column, no_wrap=column == "run")
+        table.add_column("decision")
+        for row in rows:
+            when = datetime.fromtimestamp(row.started / 1000).strftime("%Y-%m-%d %H:%M")
+            table.add_row(
+                row.name,
+                when,
+                row.status,
+                row.strategy,
+                row.data_version[:12],
+                "-" if row.metric is None else f"{row.metric:.4f}",
+                row.decision,
+            )
+        _wide().print(table)
+
+    _guard(body)
+
+
+@app.command("compare")
+def compare(
+    run_a: Annotated[str, typer.Argument(help="A run id or its first characters (#a81f03).")],
+    run_b: Annotated[str, typer.Argument(help="Another run.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Two runs side by side: the params that differ, their metrics, their decisions."""
+
+    def body() -> None:
+        from tlops.tracking.review import compare_runs
+
+        resolved = _params(params)
+        found = compare_runs(resolved.tracking, run_a, run_b)
+        a, b = found.names
+        out = _wide()
+        table = Table(title="params that differ", title_justify="left")
+        for column in ("param", a, b):
+            table.add_column(column)
+        for key, old, new in found.params:
+            table.add_row(key, old, new)
+        if not found.params:
+            table.add_row("(none: same params)", "", "")
+        out.print(table)
+        table = Table(title="metrics", title_justify="left")
+        for column in ("metric", a, b, "b - a"):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for key, va, vb in found.metrics:
+            delta = "-" if va is None or vb is None else f"{vb - va:+.4f}"
+            shown = ["-" if v is None else f"{v:.4f}" for v in (va, vb)]
+            table.add_row(key, *shown, delta)
+        out.print(table)
+        out.print(f"decision: {a}: {found.decisions[0]}; {b}: {found.decisions[1]}")
+
+    _guard(body)
+
+
 @app.command("ui")
 def ui(
     params: ParamsOpt = Path("params.yaml"),
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI on the embedded store (http://127.0.0.1:PORT)."""
+    from tlops.tracking.report import experiment_url
+    from tlops.tracking.review import experiment_id
     from tlops.tracking.runs import tracking_uri
 
     resolved = _params(params)
     uri = tracking_uri(resolved.tracking)
-    console.print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it")
+    base = f"http://127.0.0.1:{port}"
+    found = experiment_id(resolved.tracking)
+    where = experiment_url(base, found) if found is not None else base
+    console.print(
+        f"MLflow UI on {base} (store {uri}); Ctrl-C stops it\n"
+        f"  the runs of experiment '{resolved.tracking.experiment}': {where}",
+        highlight=False,
+        soft_wrap=True,
+    )
     raise typer.Exit(
         subprocess.call(
             [

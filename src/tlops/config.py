@@ -160,6 +160,8 @@ class ValidateConfig(_Section):
     modes: tuple[str, ...] = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I")
     max_imbalance_ratio: float = Field(default=5.0, ge=1.0)
     fail_on_duplicates: bool = False
+    # an animated GIF/WebP or multi-page TIFF: only its first frame is used (warn) or it fails
+    multi_frame: Literal["warn", "fail"] = "warn"
     # False: once a champion exists, the data must have its classes (a changed class set fails);
     # True: validate against `classes` and let a retrain change the class map (new head)
     allow_class_change: bool = False
@@ -392,6 +394,20 @@ class RegisterConfig(_Section):
     gate: GatePolicy = GatePolicy()
     lock_timeout_s: float = Field(default=300.0, gt=0.0)  # wait this long for the promotion lock
     lock_lease_s: float = Field(default=600.0, gt=0.0)  # a lock older than this is stale
+    # a release registers into model_name and moves challenger/champion; an experiment
+    # registers into experiments_model and moves nothing. auto: the pipeline (tlops run, KFP)
+    # releases, DVC (dvc repro, dvc exp run) and tlops step run experiments
+    release: Literal["auto", "true", "false"] = "auto"
+    experiments_model: str | None = None  # default: <model_name>-experiments
+
+    @field_validator("release", mode="before")
+    @classmethod
+    def _release_words(cls, value: Any) -> Any:
+        return str(value).lower() if isinstance(value, bool) else value
+
+    def experiments_name(self) -> str:
+        """Where experiments register: ``experiments_model`` or ``<model_name>-experiments``."""
+        return self.experiments_model or f"{self.model_name}-experiments"
 
 
 class TrackingConfig(_Section):
@@ -487,12 +503,42 @@ class Params(_Section):
         return flat
 
 
-def _format_errors(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid parameters"]
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys params.yaml allows beside ``loc`` (a validation error's location)."""
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = None if field is None else field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _suggest(name: str, keys: list[str]) -> str:
+    """`` (did you mean 'lr'?)`` for a typo of one of ``keys``, else nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _error_lines(error: ValidationError) -> list[str]:
+    """One line per broken rule: the dotted key, and what is wrong with it."""
+    lines = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"])
-        lines.append(f"  - {where}: {item['msg']}")
-    return "\n".join(lines)
+        loc = tuple(item["loc"])
+        where = ".".join(str(part) for part in loc)
+        if item["type"] == "extra_forbidden":
+            hint = _suggest(str(loc[-1]), _keys_at(loc))
+            lines.append(f"  - {where}: not a key of params.yaml{hint}")
+        else:
+            lines.append(f"  - {where}: {item['msg']}")
+    return lines
+
+
+def _format_errors(path: Path, error: ValidationError) -> str:
+    return "\n".join([f"{path}: invalid parameters", *_error_lines(error)])
 
 
 def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
@@ -521,20 +567,24 @@ def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, A
     return result
 
 
-def load_params(path: Path, overrides: dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: Path, overrides: dict[str, Any] | None = None, source: str = "override"
+) -> Params:
     """Read and validate a params file.
 
     Args:
         path: The YAML file (normally ``params.yaml`` at the repository root).
         overrides: Dotted keys to replace after reading, e.g. ``{"ingest_data.salt": "x"}``;
             every key must exist in :class:`Params` (an unknown key is named in the error).
+        source: Where the overrides came from, for the errors (``-S``, a pipeline parameter).
 
     Returns:
         The frozen, validated parameters.
 
     Raises:
         ConfigError: The file is missing, is not YAML, a value breaks a rule or an override
-            names an unknown key; the message names the file and every offending key.
+            names an unknown key; the message names the file (or the override) and every
+            offending key.
     """
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -545,31 +595,62 @@ def load_params(path: Path, overrides: dict[str, Any] | None = None) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
-        return apply_overrides(Params.model_validate(raw), overrides or {})
+        params = Params.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from exc
+    return apply_overrides(params, overrides or {}, source)
 
 
-def apply_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+def apply_overrides(params: Params, overrides: dict[str, Any], source: str = "override") -> Params:
     """A copy of ``params`` with dotted keys replaced, validated again.
 
+    Args:
+        params: The params to start from.
+        overrides: Dotted keys and their new values.
+        source: Where the overrides came from (``-S``, ``--param``, a pipeline parameter):
+            every error names it with the offending ``key=value``.
+
     Raises:
-        ConfigError: A key is not a key of params.yaml (the message names it and the keys that
-            exist there) or a new value breaks a rule (the message names the key).
+        ConfigError: A key is not a key of params.yaml (the message names it, the nearest key
+            and the keys that exist there) or a new value breaks a rule (the message names
+            the key and the value).
     """
     if not overrides:
         return params
     tree = params.model_dump(mode="json")
     for dotted, value in overrides.items():
-        _set_dotted(tree, dotted, value)
+        try:
+            _set_dotted(tree, dotted, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source} {dotted}={_shown(value)}: {exc}") from None
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
-        lines = ["invalid override"]
+        lines = []
         for item in exc.errors():
             where = ".".join(str(part) for part in item["loc"])
-            lines.append(f"  - {where}: {item['msg']}")
+            given = [k for k in overrides if where == k or where.startswith(k + ".")]
+            what = f"{given[0]}={_shown(overrides[given[0]])}" if given else where
+            lines.append(f"{source} {what}: {where}: {item['msg']}")
         raise ConfigError("\n".join(lines)) from exc
+
+
+def params_from_json(text: str, source: str = "the pipeline parameter 'params'") -> Params:
+    """Params from the JSON a pipeline carries (KFP components receive them so).
+
+    Raises:
+        ConfigError: The JSON is not params (naming ``source`` and every offending key).
+    """
+    try:
+        return Params.model_validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError("\n".join([f"{source}: invalid parameters", *_error_lines(exc)])) from exc
+
+
+def _shown(value: Any) -> str:
+    """An override's value as the user typed it (YAML), for messages."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return text.removesuffix("\n...").removesuffix(" ...").strip()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -581,16 +662,16 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
         seen.append(part)
         if not isinstance(child, dict):
             where = ".".join(seen[:-1]) or "params.yaml"
-            known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
+            known = sorted(node) if isinstance(node, dict) else []
             raise ConfigError(
-                f"unknown key {dotted!r}: {part!r} is not a section of {where} "
-                f"(sections there: {known})"
+                f"unknown key {dotted!r}: {part!r} is not a section of {where}"
+                f"{_suggest(part, known)} (sections there: {', '.join(known)})"
             )
         node = child
     if leaf not in node and not _is_open_mapping(parents):
         where = ".".join(parents) or "params.yaml"
         raise ConfigError(
-            f"unknown key {dotted!r}: {where} has no key {leaf!r} "
+            f"unknown key {dotted!r}: {where} has no key {leaf!r}{_suggest(leaf, sorted(node))} "
             f"(keys there: {', '.join(sorted(node))})"
         )
     node[leaf] = value

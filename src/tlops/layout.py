@@ -28,3 +28,5 @@ DECISION_FILE = "decision.json"
 CHANGE_FILE = "change.json"
 # register_model: the training manifest logged with each model (what detect_change compares with)
 MANIFEST_ARTIFACT = "data/manifest.csv"
+# train -> the console: the line each epoch writes on stderr (`tlops run` echoes it from KFP's log)
+PROGRESS_PREFIX = "train: epoch "

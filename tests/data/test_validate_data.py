@@ -212,6 +212,30 @@ def test_duplicates_inside_a_split_are_a_warning(
     fails(strict, root, tmp_path, "no duplicate files", f"{root}/cat/again.png")
 
 
+def test_every_file_is_accounted_for_nested_and_multi_frame_images_too(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    root = make_tree()
+    nested = save_image(root / "cat" / "deeper" / "still" / "x.png", 999)
+    frames = [Image.fromarray(np.full((16, 16), v, dtype=np.uint8)) for v in (10, 120, 240)]
+    frames[0].save(root / "dog" / "anim.gif", save_all=True, append_images=frames[1:])
+    (root / "dog" / "notes.txt").write_text("not an image")
+    result = check(params, root, tmp_path)
+    manifest = (tmp_path / "out" / "ingest" / "manifest.csv").read_text()
+    assert "cat/deeper/still/x.png" in manifest  # an image below its class folder is used
+    info = json.loads((tmp_path / "out" / "ingest" / "ingest.json").read_text())
+    assert [s["path"] for s in info["skipped"]] == ["dog/notes.txt"]  # with its reason
+    # a multi-frame file: a warning naming it (its first frame is used), or a failure
+    assert result.passed
+    (warning,) = [w for w in result.warnings if "multi-frame" in w["rule"]]
+    assert warning["offending"] == ["dog/anim.gif"]
+    strict = params.model_copy(
+        update={"validate_data": params.validate_data.model_copy(update={"multi_frame": "fail"})}
+    )
+    fails(strict, root, tmp_path, warning["rule"], "dog/anim.gif")
+    assert nested.is_file()
+
+
 def test_class_imbalance(params: Params, make_tree: Tree, tmp_path: Path) -> None:
     root = make_tree(classes=("cat", "dog"), per_class=6)
     make_tree(classes=("fox",), per_class=30)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,24 +111,35 @@ def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
         "tracking",
     }
     decision = json.loads((project / "outputs" / "register_model" / "decision.json").read_text())
-    assert decision["version"] == "1" and decision["promote"] is True
+    # an experiment, not a release: its own registered model, no alias moved
+    assert decision["released"] is False and decision["aliases"] == []
+    assert decision["model_name"] == "tlops-digits-experiments"
+    assert decision["version"] == "1" and decision["promote"] is True  # the gate would
     # dvc repro logs into MLflow like every runner: one run from train to register_model
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store(project)}")
+    uri = f"sqlite:///{store(project)}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("tlops")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["runner"] == "dvc"
     assert run.data.tags["data_version"] == tracked
-    assert run.data.tags["registered.version"] == "1"
-    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 1  # per epoch
+    assert run.data.tags["registered.version"] == "1" and run.data.tags["release"] == "false"
+    registry = {m.name for m in client.search_registered_models()}
+    assert "tlops-digits" not in registry  # nothing released: no challenger, no champion
+    assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == 1  # per epoch
     assert client.list_artifacts(run.info.run_id, "validate_data/target")
-    assert "test_macro_f1" in run.data.metrics
+    assert "test/macro_f1" in run.data.metrics
     second = sh(project, "dvc", "repro")
     assert "Running stage" not in second.stdout
     assert "Data and pipelines are up to date" in second.stdout
     shown = sh(project, "dvc", "metrics", "show", "--json")
     assert "macro_f1" in shown.stdout
+    # the plots page holds only what tlops rendered: it renders offline (no CDN script or link)
+    sh(project, "dvc", "plots", "show", "--out", "dvc_plots")
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert page.count("<img") == 3 and "confusion_matrix.png" in page
+    assert not re.search(r"(src|href)=\"https?://", page)
 
 
 def test_dvc_exp_run_with_a_param_change(project: Path) -> None:
@@ -138,6 +150,24 @@ def test_dvc_exp_run_with_a_param_change(project: Path) -> None:
     assert "Running stage 'extract_features'" not in result.stdout  # unchanged, not rerun
     shown = sh(project, "dvc", "exp", "show", "--json")
     assert "0.001" in shown.stdout
+    # a full MLflow run, with the DVC experiment it ran in; still not a release
+    import mlflow
+
+    uri = f"sqlite:///{store(project)}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("tlops")
+    latest = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )[0]
+    assert latest.data.params["train.lr"] == "0.001"
+    assert latest.data.tags.get("dvc.experiment") and latest.data.tags.get("dvc.baseline_rev")
+    assert "test/macro_f1" in latest.data.metrics and latest.inputs.dataset_inputs
+    assert latest.data.tags["mlflow.note.content"].startswith(
+        "### tlops-digits-experiments v2: experiment"
+    )
+    versions = client.search_model_versions("name='tlops-digits-experiments'")
+    assert len(versions) == 2 and not [v for v in versions if v.aliases]
+    assert "tlops-digits" not in {m.name for m in client.search_registered_models()}
 
 
 def test_push_and_pull_through_the_default_remote(project: Path) -> None:

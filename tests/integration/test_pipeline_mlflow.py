@@ -6,64 +6,40 @@ tuned for speed; `tlops run` runs as a subprocess, as a user would run it.
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.helpers import tiny_project
+from tests.conftest import BIN, project_env, sh
+from tests.helpers import free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-BIN = Path(sys.executable).parent
 MODEL = "tlops-digits"
 
 
+@pytest.fixture
+def project(pipeline_project: Path) -> Path:
+    return pipeline_project
+
+
 def env(project: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "COLUMNS": "200",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-    }
-
-
-def sh(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        args, cwd=project, env=env(project), text=True, capture_output=True, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args}: {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_project(tmp_path_factory.mktemp("pipeline"), REPO)
+    return project_env(project)
 
 
 @pytest.fixture(autouse=True)
 def _project_store(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # what these tests read is the project's store (the one `tlops run` wrote)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-
-
-@pytest.fixture(scope="module")
-def two_runs(project: Path) -> tuple[str, str]:
-    # the same steps on the same data and params give the same metrics, so the second run is a
-    # tie with the champion the first one registered
-    first = sh(project, "tlops", "run", "--out", "runs/first")
-    second = sh(project, "tlops", "run", "--out", "runs/second")
-    return first.stdout, second.stdout
 
 
 def client(project: Path):  # type: ignore[no-untyped-def]
@@ -95,6 +71,10 @@ def test_first_run_is_promoted_second_is_registered_with_reasons(two_runs: tuple
         f"registered: {MODEL} version 2, aliases: challenger",
     ):
         assert text in second, second
+    # the epochs show while training (echoed from the KFP task's log)
+    assert "train: epoch 1/2: loss " in first and "train: epoch 2/2: loss " in first
+    assert "val accuracy" in first
+    assert "?workflowType=machine_learning" in first  # the run's page in the training view
     accuracy = float(first.split("test accuracy ")[1].split(",")[0])
     assert accuracy > 0.5  # a real model, even after 2 epochs at 32 px
 
@@ -106,16 +86,22 @@ def test_registry_aliases_tags_and_signature(project: Path, two_runs: tuple[str,
     assert str(c.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert str(c.get_model_version_by_alias(MODEL, "challenger").version) == "2"
     version = c.get_model_version(MODEL, "1")
-    for tag in ("data_version", "git_sha", "backbone", "strategy", "classes", "gate.reasons"):
+    for tag in ("data_version", "git_sha", "backbone", "strategy", "classes", "gate.promote"):
         assert version.tags.get(tag), tag
     assert version.tags["classes"] == ",".join(str(i) for i in range(10))
+    assert len(version.tags) <= 8  # a handful to filter by; the decision is the description
+    assert version.description.startswith(f"**{MODEL} v1: PROMOTED to champion**")
+    assert "no champion yet" in version.description
+    second = c.get_model_version(MODEL, "2")
+    assert "not promoted" in second.description and "test macro_f1" in second.description
     from tlops.config import TrackingConfig
     from tlops.tracking.runs import client as tlops_client
 
     tlops_client(TrackingConfig(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
     info = mlflow.models.get_model_info(f"models:/{MODEL}@champion")
     assert info.signature is not None
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 32, 32, 3]
+    assert info.signature.inputs.input_names() == ["image"]  # encoded images, any size
+    assert info.signature.outputs.input_names() == ["class", "probability", "probabilities"]
     assert info.metadata["classes"] == [str(i) for i in range(10)]
 
 
@@ -139,17 +125,64 @@ def test_run_logs_params_curves_plots_and_decision(
     assert run.data.tags["numerics.source"] == "default"
     assert run.data.tags["numerics.evaluate"] == "fp32+channels_last+eager"
     for step in ("ingest_data.target", "validate_data.target", "train", "evaluate"):
-        assert f"step_seconds.{step}" in run.data.metrics, step
-    assert len(c.get_metric_history(run.info.run_id, "val_accuracy")) == 2
-    assert "test_macro_f1" in run.data.metrics and "test_ece" in run.data.metrics
+        assert f"time/step_seconds.{step}" in run.data.metrics, step
+    assert len(c.get_metric_history(run.info.run_id, "val/accuracy")) == 2
+    assert "test/macro_f1" in run.data.metrics and "test/ece" in run.data.metrics
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "evaluate")}
-    assert {
-        "evaluate/confusion_matrix.png",
-        "evaluate/reliability.png",
-        "evaluate/metrics.json",
-    } <= artifacts
+    assert {"evaluate/metrics.json", "evaluate/evaluation.json"} <= artifacts
     assert c.list_artifacts(run.info.run_id, "validate_data/target")
-    assert runs[1].data.metrics["champion_test_macro_f1"] == run.data.metrics["test_macro_f1"]
+    assert runs[1].data.metrics["champion/macro_f1"] == run.data.metrics["test/macro_f1"]
+
+
+def test_a_run_explains_itself_in_the_mlflow_ui(project: Path, two_runs: tuple[str, str]) -> None:
+    c = client(project)
+    experiment = c.get_experiment_by_name("tlops")
+    first, second = c.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+    )
+    # the name says what was trained on which data, and tells two such runs apart
+    version = first.data.tags["data_version"][:8]
+    assert first.info.run_name == (
+        f"finetune · tf_efficientnet_lite0 · data {version} · #{first.info.run_id[:6]}"
+    )
+    assert first.info.run_name != second.info.run_name
+    # the description: the decision, its reasons, the table against the champion, the plots
+    note = second.data.tags["mlflow.note.content"]
+    assert note.startswith(f"### {MODEL} v2: not promoted")
+    assert "| macro_f1 |" in note and "champion v1" in note and "+0.0000" in note
+    assert f"get-artifact?path=confusion_matrix.png&run_uuid={second.info.run_id}" in note
+    # metrics grouped by what they measure: the per-epoch curves are under train/ and val/
+    groups = {key.split("/")[0] for key in first.data.metrics if "/" in key}
+    assert {"train", "val", "test", "time"} <= groups
+    assert not [key for key in first.data.metrics if "/" not in key]
+    assert "champion" in {key.split("/")[0] for key in second.data.metrics}
+    # the key plots at the root of the artifacts, where the compare view finds them
+    top = {a.path for a in c.list_artifacts(second.info.run_id)}
+    assert {"confusion_matrix.png", "reliability.png", "per_class.csv", "decision.json"} <= top
+    assert "champion_confusion_matrix.png" in top
+    # the data: an MLflow dataset input with the data version, and the Data Docs
+    (dataset,) = first.inputs.dataset_inputs
+    assert dataset.dataset.name == "target"
+    assert dataset.dataset.digest == first.data.tags["data_version"][:36]
+    docs = {a.path for a in c.list_artifacts(first.info.run_id, "validate_data/target/data_docs")}
+    assert "validate_data/target/data_docs/index.html" in docs
+
+
+def test_runs_and_compare_from_the_terminal(project: Path, two_runs: tuple[str, str]) -> None:
+    c = client(project)
+    experiment = c.get_experiment_by_name("tlops")
+    first, second = c.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+    )
+    listed = sh(project, "tlops", "runs")
+    assert first.info.run_name in listed.stdout and second.info.run_name in listed.stdout
+    assert "v1 promoted" in listed.stdout and "v2 not promoted" in listed.stdout
+    compared = sh(project, "tlops", "compare", first.info.run_id[:6], "#" + second.info.run_id[:8])
+    assert "(none: same params)" in compared.stdout  # the same params: a tie, not promoted
+    assert "test/macro_f1" in compared.stdout and "+0.0000" in compared.stdout
+    assert "v1 promoted" in compared.stdout and "v2 not promoted" in compared.stdout
+    unknown = sh(project, "tlops", "compare", "zzzzzz", first.info.run_id, check=False)
+    assert unknown.returncode == 1 and "run zzzzzz: no run" in unknown.stderr
 
 
 def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
@@ -182,10 +215,23 @@ def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
     assert again.returncode == 1 and "no 'previous' version" in again.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _invoke(port: int, images: list[bytes]) -> tuple[int, str]:
+    payload = {
+        "dataframe_split": {
+            "columns": ["image"],
+            "data": [[base64.b64encode(image).decode()] for image in images],
+        }
+    }
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def test_champion_is_served_by_the_mlflow_scoring_server(
@@ -193,9 +239,7 @@ def test_champion_is_served_by_the_mlflow_scoring_server(
 ) -> None:
     from PIL import Image
 
-    from tlops.data.tensors import resize_square
-
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -217,39 +261,28 @@ def test_champion_is_served_by_the_mlflow_scoring_server(
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    log = server.stdout.read().decode() if server.stdout else ""
-                    raise AssertionError(log) from None
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         first = project / "runs" / "first" / "kfp"
         with next(first.glob("*/evaluate/evaluation/predictions.csv")).open() as handle:
             rows = list(csv.DictReader(handle))[:16]
         images_dir = next(first.glob("*/ingest-data/dataset/images"))
-        pixels = np.stack(
-            [
-                np.asarray(
-                    resize_square(Image.open(images_dir / row["path"]).convert("RGB"), 32),
-                    dtype=np.float32,
-                )
-                for row in rows
-            ]
-        )
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": pixels.tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = np.asarray(json.loads(response.read())["predictions"])
-        assert predictions.shape == (16, 10)
-        served = [str(i) for i in predictions.argmax(axis=1)]
-        assert served == [row["predicted"] for row in rows]  # the served model is the champion
+        # what a client sends: the image files as they are (PNG), base64 in a JSON column
+        files = [(images_dir / row["path"]).read_bytes() for row in rows]
+        status, body = _invoke(port, files)
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert [p["class"] for p in predictions] == [row["predicted"] for row in rows]
+        for p in predictions:  # the answer names the classes
+            assert set(p["probabilities"]) == {str(i) for i in range(10)}
+            assert p["probability"] == max(p["probabilities"].values())
+        # a JPEG of any size and mode (here RGB, 40x40) is prepared as training prepared it
+        jpeg = io.BytesIO()
+        Image.open(io.BytesIO(files[0])).convert("RGB").resize((40, 40)).save(jpeg, "JPEG")
+        status, body = _invoke(port, [jpeg.getvalue()])
+        assert status == 200 and json.loads(body)["predictions"][0]["class"] in "0123456789"
+        # a malformed image: a short 400 naming the row and the problem
+        status, body = _invoke(port, [files[0], files[1][:40]])
+        assert status == 400 and "row 1: truncated" in body and len(body) < 1000, body
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -322,3 +355,24 @@ def test_a_held_promotion_lock_registers_nothing(project: Path, two_runs: tuple[
         max_results=1,
     )[0]
     assert latest.info.status == "FAILED" and "promotion lock" in latest.data.tags["error"]
+
+
+def test_tlops_predict_classifies_files_with_the_champion(
+    project: Path, two_runs: tuple[str, str], tmp_path: Path
+) -> None:
+    first = project / "runs" / "first" / "kfp"
+    with next(first.glob("*/evaluate/evaluation/predictions.csv")).open() as handle:
+        rows = list(csv.DictReader(handle))[:2]
+    images_dir = next(first.glob("*/ingest-data/dataset/images"))
+    files = [str(images_dir / row["path"]) for row in rows]
+    shown = sh(project, "tlops", "predict", *files, "--json")
+    answers = [json.loads(line) for line in shown.stdout.splitlines() if line.strip()]
+    assert [a["image"] for a in answers] == files
+    assert [a["class"] for a in answers] == [row["predicted"] for row in rows]
+    table = sh(project, "tlops", "predict", files[0], "--model", f"models:/{MODEL}/1")
+    assert rows[0]["predicted"] in table.stdout and "next 2" in table.stdout
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(files[0]).read_bytes()[:30])
+    bad = sh(project, "tlops", "predict", files[0], str(broken), check=False)
+    assert bad.returncode == 1 and f"{broken}: truncated" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr

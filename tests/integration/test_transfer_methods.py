@@ -77,13 +77,13 @@ def test_unsupervised_domain_adaptation_end_to_end(project: Path) -> None:
     assert tags["strategy"] == "coral" and tags["target_labels"] == "0"
     assert tags["selection"] == "source val"
     assert (
-        "loss_coral" in metrics
-        and len(client.get_metric_history(run.info.run_id, "loss_coral")) == 2
+        "train/loss_coral" in metrics
+        and len(client.get_metric_history(run.info.run_id, "train/loss_coral")) == 2
     )
     assert run.data.params["model.align.resolution"] == "8"
     # evaluate measured how far apart the domains' features are, before and after training
     for when in ("before", "after"):
-        assert metrics[f"domain_mmd2_{when}"] >= 0 and 0 < metrics[f"domain_mmd_p_{when}"] <= 1
+        assert metrics[f"domain/mmd2_{when}"] >= 0 and 0 < metrics[f"domain/mmd_p_{when}"] <= 1
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.run_id == run.info.run_id
 
@@ -106,8 +106,8 @@ def test_distill_a_student_from_the_champion_end_to_end(project: Path) -> None:
     assert run.data.tags["strategy"] == "distill"
     assert run.data.tags["teacher"] == f"models:/{MODEL}/{champion}"
     metrics = run.data.metrics
-    assert metrics["distill.student_params"] * 4 < metrics["distill.teacher_params"]
-    assert metrics["distill.student_images_per_s"] > 0 and "loss_kd" in metrics
+    assert metrics["distill/student_params"] * 4 < metrics["distill/teacher_params"]
+    assert metrics["distill/student_images_per_s"] > 0 and "train/loss_kd" in metrics
     # registered through the same gate, compared with the (fine-tuned) champion
     version = client.get_model_version_by_alias(MODEL, "challenger")
-    assert version.run_id == run.info.run_id and "champion_test_macro_f1" in metrics
+    assert version.run_id == run.info.run_id and "champion/macro_f1" in metrics

@@ -89,3 +89,41 @@ def test_bad_override_value_is_not_blamed_on_the_params_file(tmp_path: Path) -> 
     )
     assert result.exit_code == 1
     assert "train.epochs" in result.output and "params.yaml" not in result.output
+
+
+def test_piped_output_keeps_paths_whole(make_tree, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = make_tree("a-data-directory-with-a-long-name-" + "x" * 40)
+    out = tmp_path / ("an-output-directory-with-a-long-name-" + "y" * 40)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tlops.cli",
+            "step",
+            "ingest_data",
+            "-S",
+            f"data.target={root}",
+            "--dataset",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        check=True,
+    )
+    assert str(out) in result.stdout, result.stdout  # not cut at column 80
+    assert any(
+        line.startswith(f"ingest_data: target {root}: ") and "data version" in line
+        for line in result.stdout.splitlines()
+    ), result.stdout
+
+
+def test_a_typo_in_the_set_option_is_named_with_the_nearest_key(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["step", "ingest_data", "--dataset", str(tmp_path / "o"), "-S", "train.lrr=1"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 1
+    assert "-S train.lrr=1: unknown key 'train.lrr'" in result.output
+    assert "did you mean 'lr'?" in result.output and "Traceback" not in result.output

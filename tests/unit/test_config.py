@@ -87,3 +87,32 @@ def test_bad_params_name_file_and_rule(tmp_path: Path, text: str, fragment: str)
 def test_missing_params_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "nope.yaml")
+
+
+def test_a_typo_gets_the_nearest_key(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path)
+    assert "train.lrr: not a key of params.yaml (did you mean 'lr'?)" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        load_params(REPO / "params.yaml", {"trian.lr": 0.1}, "-S")
+    assert str(info.value).startswith("-S trian.lr=0.1: unknown key")
+    assert "(did you mean 'train'?)" in str(info.value)
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_params(REPO / "params.yaml", {"train.epochs": 0}, "-S")
+    assert str(info.value).startswith("-S train.epochs=0: train.epochs: ")
+    assert "params.yaml" not in str(info.value)
+    from tlops.config import params_from_json
+
+    tree = load_params(REPO / "params.yaml").model_dump(mode="json")
+    tree["train"]["epochs"] = -1
+    import json
+
+    with pytest.raises(ConfigError) as info:
+        params_from_json(json.dumps(tree))
+    assert str(info.value).startswith("the pipeline parameter 'params': invalid parameters")
+    assert "train.epochs" in str(info.value)

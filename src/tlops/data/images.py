@@ -50,6 +50,7 @@ class ImageInfo:
     height: int
     mode: str
     format: str
+    frames: int = 1  # an animated GIF/WebP or a multi-page TIFF has more; the first is read
 
 
 # File signatures of the formats image.extensions allows: a file that starts like an image but
@@ -75,7 +76,7 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _to_mode(image: Image.Image, cfg: ImageConfig) -> Image.Image:
+def convert_mode(image: Image.Image, cfg: ImageConfig) -> Image.Image:
     """Convert any Pillow mode to ``cfg.mode`` (``RGB`` or ``L``)."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -162,13 +163,19 @@ def decode_bytes(data: bytes, path: Path, cfg: ImageConfig) -> tuple[Image.Image
                 f"header declares {width}x{height} = {width * height:,} pixels, "
                 f"more than image.max_pixels = {cfg.max_pixels:,}",
             )
-        info = ImageInfo(width=width, height=height, mode=image.mode, format=image.format or "")
+        info = ImageInfo(
+            width=width,
+            height=height,
+            mode=image.mode,
+            format=image.format or "",
+            frames=int(getattr(image, "n_frames", 1) or 1),
+        )
         try:
             image.load()
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageDecodeError(path, DecodeStatus.TRUNCATED, str(exc)) from exc
     try:
-        converted = _to_mode(image, cfg)
+        converted = convert_mode(image, cfg)
     except (OSError, ValueError) as exc:
         raise ImageDecodeError(
             path, DecodeStatus.CONVERSION_FAILED, f"mode {info.mode} -> {cfg.mode}: {exc}"

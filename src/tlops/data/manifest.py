@@ -32,6 +32,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "width",
     "height",
     "mode",
+    "frames",
     "bytes",
     "decode_status",
     "error",
@@ -53,6 +54,7 @@ class ManifestRow:
     width: int | None
     height: int | None
     mode: str | None
+    frames: int | None  # > 1: a multi-frame file of which only the first frame is used
     bytes: int
     decode_status: str
     error: str
@@ -296,6 +298,7 @@ def _scan_file(
             width=None,
             height=None,
             mode=None,
+            frames=None,
             bytes=size,
             decode_status=status.value,
             error=error,
@@ -335,6 +338,7 @@ def _scan_file(
             width=info.width,
             height=info.height,
             mode=info.mode,
+            frames=info.frames,
             bytes=len(data),
             decode_status=DecodeStatus.OK.value,
             error="",

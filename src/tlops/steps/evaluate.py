@@ -39,6 +39,7 @@ from tlops.models.numerics import CACHE_FILE
 from tlops.runtime import resolve_device
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
+from tlops.tracking.report import KEY_ARTIFACTS
 from tlops.tracking.runs import client
 from tlops.train.strategies import STRATEGIES, Need
 
@@ -367,7 +368,10 @@ def run(params: Params, io: StepIO) -> StepResult:
                 for spec, seconds in numerics["timings"].items()
             }
         )
-        io.run.artifacts(sorted(out_dir.iterdir()), "evaluate")
+        files = sorted(out_dir.iterdir())
+        # the key plots and tables at the root, where the compare view finds them for every run
+        io.run.artifacts([f for f in files if f.name in KEY_ARTIFACTS], None)
+        io.run.artifacts([f for f in files if f.name not in KEY_ARTIFACTS], "evaluate")
     primary = params.register_model.gate.primary_metric
     moved = (
         f"; source-target MMD^2 {distance['domain_mmd2_before']:.4f} before, "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tlops.config import Params
+from tlops.config import Params, params_from_json
 from tlops.steps.declarations import spec_of
 from tlops.steps.spec import StepFailure, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking import lifecycle
@@ -141,7 +141,7 @@ def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **a
     """
     os.environ.setdefault(lifecycle.RUNNER_ENV, "kfp")
     spec = spec_of(name)
-    params = Params.model_validate_json(params_json)
+    params = params_from_json(params_json)
     inputs = {
         port.name: Path(artifacts[port.name].path)
         for port in spec.inputs

@@ -24,6 +24,7 @@ from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
     DECISION_FILE,
     EVALUATION_FILE,
+    IMAGES_DIR,
     MANIFEST_ARTIFACT,
     MANIFEST_FILE,
     MODEL_FILE,
@@ -33,13 +34,17 @@ from tlops.layout import (
 from tlops.models.init import load_model
 from tlops.steps.evaluate import champion_scores
 from tlops.steps.spec import StepIO, StepResult
-from tlops.tracking.lifecycle import RunLog
-from tlops.tracking.promotion import promote_if_current, promotion_lock
+from tlops.tracking.lifecycle import RunLog, runner
+from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
+from tlops.tracking.report import (
+    DESCRIPTION_TAG,
+    KEY_ARTIFACTS,
+    run_description,
+    version_description,
+)
 from tlops.tracking.runs import client, git_sha
-from tlops.tracking.serving import log_and_register, to_pixels
-
-EXAMPLE_IMAGES = 1  # the input example is JSON: each 64 px image adds ~100 KB to write and validate
+from tlops.tracking.serving import log_and_register
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,23 @@ def scores(evaluation: dict[str, Any], key: str = "candidate") -> ModelScores | 
         )
     return ModelScores(
         evaluation["overall"], {row["class"]: row["f1"] for row in evaluation["per_class"]}
+    )
+
+
+def is_release(params: Params) -> bool:
+    """Whether this run is a release (``register_model.release``; auto: the KFP pipeline)."""
+    setting = params.register_model.release
+    return setting == "true" or (setting == "auto" and runner() == "kfp")
+
+
+def verdict_of(promote: bool, release: bool) -> str:
+    """The decision in words: a release is promoted or not; an experiment only would be."""
+    if release:
+        return "PROMOTED to champion" if promote else "not promoted"
+    return (
+        "experiment: the gate would promote it (no alias moved)"
+        if promote
+        else "experiment: the gate would not promote it (no alias moved)"
     )
 
 
@@ -99,18 +121,19 @@ def run(params: Params, io: StepIO) -> StepResult:
     model = load_model(model_dir / MODEL_FILE)
     train_info = read_json(model_dir / TRAIN_FILE)
     test = load_splits(params, ingest_dir, classes, ("test",))["test"]
-    example = to_pixels(test.images[:EXAMPLE_IMAGES])
+    # the input example is what a client sends: the file of a test image, as it was ingested
+    example = (ingest_dir / IMAGES_DIR / test.paths[0]).read_bytes()
     metrics = evaluation["overall"]
+    primary = cfg.gate.primary_metric
+    # a handful of tags to filter versions by; the decision and its reasons are the description
     tags = {
         "data_version": str(ingest["data_version"]),
         "git_sha": git_sha(),
-        "backbone": params.model.backbone,
         "strategy": str(train_info["strategy"]),
-        "init": str(train_info["init"]),
+        "backbone": params.model.backbone,
         "classes": ",".join(classes),
         "gate.promote": str(decision.promote).lower(),
-        "gate.reasons": " | ".join(decision.reasons),
-        **{f"test_{k}": describe(v) for k, v in metrics.items() if v is not None},
+        f"test.{primary}": describe(metrics.get(primary)),
     }
     # the training manifest, so detect_change can later tell what is new to this model
     io.run.artifacts([ingest_dir / MANIFEST_FILE], MANIFEST_ARTIFACT.rpartition("/")[0])
@@ -126,77 +149,100 @@ def run(params: Params, io: StepIO) -> StepResult:
             return should_promote(candidate, None, cfg.gate)
         return should_promote(candidate, scores({"champion": fresh}, "champion"), cfg.gate)
 
-    # registration and promotion under one lock: a run that cannot get it registers nothing
-    with promotion_lock(params.tracking, cfg.model_name, cfg.lock_timeout_s, cfg.lock_lease_s):
-        started = time.perf_counter()
-        registered = log_and_register(
-            params.tracking, run_id, model, cfg.model_name, params.model.image_size, example, tags
-        )
-        io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
-        promotion = promote_if_current(
-            params.tracking, cfg.model_name, registered.version, compared_with, decision, regate
-        )
-    decision, previous = promotion.decision, promotion.previous
-    if promotion.regated:  # the version's gate tags say what was decided in the end
-        final = {
-            "gate.promote": str(decision.promote).lower(),
-            "gate.reasons": " | ".join(decision.reasons),
-            "gate.regated": f"champion {compared_with} -> {promotion.found}",
-        }
-        for key, value in final.items():
-            client(params.tracking).set_model_version_tag(
-                cfg.model_name, registered.version, key, value
+    release = is_release(params)
+    name = cfg.model_name if release else cfg.experiments_name()
+    promotion: Promotion | None = None
+    started = time.perf_counter()
+    if release:
+        # registration and promotion under one lock: a run that cannot get it registers nothing
+        with promotion_lock(params.tracking, name, cfg.lock_timeout_s, cfg.lock_lease_s):
+            registered = log_and_register(
+                params.tracking, run_id, model, name, params.image, example, tags
             )
-    aliases = aliases_of(params.tracking, cfg.model_name, registered.version)
+            promotion = promote_if_current(
+                params.tracking, name, registered.version, compared_with, decision, regate
+            )
+        decision = promotion.decision
+        if promotion.regated:  # the version's gate tag says what was decided in the end
+            client(params.tracking).set_model_version_tag(
+                name, registered.version, "gate.promote", str(decision.promote).lower()
+            )
+    else:  # an experiment: its own registered model, no alias moves
+        registered = log_and_register(
+            params.tracking, run_id, model, name, params.image, example, tags, alias=None
+        )
+    io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
+    previous = promotion.previous if promotion is not None else None
+    aliases = aliases_of(params.tracking, name, registered.version)
     payload = {
         **decision.as_dict(),
-        "model_name": cfg.model_name,
+        "released": release,
+        "model_name": name,
         "version": registered.version,
         "aliases": list(aliases),
         "previous_champion": previous,
         "compared_with": compared_with,
-        "champion_at_promotion": promotion.found,
-        "regated": promotion.regated,
+        "champion_at_promotion": promotion.found if promotion is not None else None,
+        "regated": promotion.regated if promotion is not None else False,
         "model_uri": registered.model_uri,
         "run_id": run_id,
-        "primary_metric": cfg.gate.primary_metric,
-        "candidate": metrics.get(cfg.gate.primary_metric),
-        "champion": (evaluation.get("champion") or {})
-        .get("metrics", {})
-        .get(cfg.gate.primary_metric),
+        "primary_metric": primary,
+        "candidate": metrics.get(primary),
+        "champion": (evaluation.get("champion") or {}).get("metrics", {}).get(primary),
     }
-    verdict = "PROMOTED to champion" if decision.promote else "not promoted"
+    verdict = verdict_of(decision.promote, release)
     reasons = [f"- {reason}" for reason in decision.reasons]
     with atomic_dir(out_dir) as staging:
         write_json(staging / DECISION_FILE, payload)
         (staging / SUMMARY_FILE).write_text(
-            "\n".join(
-                [f"## {cfg.model_name} version {registered.version}: {verdict}", "", *reasons]
-            )
-            + f"\n\naliases: {', '.join(aliases)}\n",
+            "\n".join([f"## {name} version {registered.version}: {verdict}", "", *reasons])
+            + f"\n\naliases: {', '.join(aliases) or 'none'}\n",
             encoding="utf-8",
         )
+    headline = f"{name} v{registered.version}: {verdict}"
+    client(params.tracking).update_model_version(
+        name,
+        registered.version,
+        description=version_description(
+            headline, decision.reasons, primary, payload["candidate"], payload["champion"]
+        )
+        + (
+            f"\nre-gated: champion {compared_with} -> {promotion.found}\n"
+            if promotion is not None and promotion.regated
+            else ""
+        ),
+    )
+    plots = [a for a in KEY_ARTIFACTS if a.endswith(".png") and (eval_dir / a).is_file()]
     io.run.tags(
         {
             "gate.promote": str(decision.promote).lower(),
             "gate.reasons": " | ".join(decision.reasons),
+            "registered.model": name,
             "registered.version": registered.version,
             "registered.aliases": ",".join(aliases),
+            "release": str(release).lower(),
+            DESCRIPTION_TAG: run_description(
+                headline=headline,
+                reasons=decision.reasons,
+                evaluation=evaluation,
+                trained=train_info,
+                run_id=run_id,
+                plots=plots,
+            ),
         }
     )
-    io.run.artifacts([out_dir / DECISION_FILE], "register_model")
-    result = RegisterResult(
-        cfg.model_name, registered.version, aliases, decision, previous, out_dir
-    )
+    io.run.artifacts([out_dir / DECISION_FILE], None)  # at the root: the compare view shows it
+    result = RegisterResult(name, registered.version, aliases, decision, previous, out_dir)
     return StepResult(
-        f"register_model: {cfg.model_name} v{registered.version} {verdict}; aliases: "
-        f"{', '.join(aliases)}\n" + "\n".join(f"  {reason}" for reason in reasons),
+        f"register_model: {name} v{registered.version} {verdict}; aliases: "
+        f"{', '.join(aliases) or 'none'}\n" + "\n".join(f"  {reason}" for reason in reasons),
         metadata={
             "decision": {
                 "version": registered.version,
                 "aliases": list(aliases),
                 "promote": decision.promote,
-                "model_name": cfg.model_name,
+                "released": release,
+                "model_name": name,
             }
         },
         views={"summary": out_dir / SUMMARY_FILE},

@@ -40,6 +40,7 @@ from tlops.layout import (
     CHANGE_FILE,
     FEATURES_FILE,
     MODEL_FILE,
+    PROGRESS_PREFIX,
     REFERENCE_FILE,
     TRAIN_FILE,
     VALIDATION_FILE,
@@ -52,7 +53,7 @@ from tlops.runtime import resolve_device, seed_everything
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.runs import client
-from tlops.train.loop import TrainOutcome, fit
+from tlops.train.loop import EpochCallback, TrainOutcome, fit
 from tlops.train.numerics import training_numerics
 from tlops.train.strategies import UNLABELED, Need, Strategy, TrainData, get_strategy
 
@@ -275,6 +276,26 @@ def _reference(
     return reference.cpu()
 
 
+def progress(epochs: int, log: EpochCallback | None) -> EpochCallback:
+    """The epoch callback: a line on stderr, then ``log`` (MLflow).
+
+    Every runner shows stderr (KFP keeps it in the task's log, which `tlops run` echoes).
+    """
+
+    def on_epoch(row: dict[str, float]) -> None:
+        parts = [f"loss {row['train_loss']:.4f}"]
+        for key in ("val_accuracy", "val_macro_f1", "val_loss"):
+            if key in row:
+                parts.append(f"{key.replace('_', ' ', 1)} {row[key]:.4f}")
+        parts.append(f"{row['epoch_seconds']:.1f} s")
+        sys.stderr.write(f"{PROGRESS_PREFIX}{int(row['epoch']) + 1}/{epochs}: {', '.join(parts)}\n")
+        sys.stderr.flush()
+        if log is not None:
+            log(row)
+
+    return on_epoch
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Train with ``train.strategy`` and write the model.
 
@@ -335,7 +356,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         checkpoints,
         key,
         device,
-        io.run.epoch if io.run is not None else None,
+        progress(strategy.schedule().epochs, io.run.epoch if io.run is not None else None),
         choice.numerics,
     )
     pretraining = strategy.pretraining_metrics()

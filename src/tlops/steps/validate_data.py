@@ -3,7 +3,8 @@
 Outputs (in the ``report`` directory, written all at once):
 
 * ``gx_results.json`` - the Great Expectations validation results, one per table;
-* ``data_docs/index.html`` - the Great Expectations Data Docs site;
+* ``data_docs/index.html`` - the Great Expectations Data Docs site, made to render offline;
+* ``report.html`` - the whole validation on one self-contained page (KFP's HTML view);
 * ``validation.json`` - pass/fail, every rule with its offending files, the data version;
 * ``summary.md`` - a short human summary.
 
@@ -26,6 +27,7 @@ from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, UNLABELED_DIR, VALIDATION_FILE
 from tlops.steps.spec import StepFailure, StepIO, StepResult
 from tlops.tracking.registry import champion_classes
+from tlops.validate.offline import REPORT_FILE, make_offline, write_report
 from tlops.validate.suite import (
     MAX_LISTED,
     RuleOutcome,
@@ -160,6 +162,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         }
         write_json(staging / RESULTS_FILE, suite.gx_results)
         write_json(staging / VALIDATION_FILE, report)
+        make_offline(staging / DOCS_DIR)  # no CDN: the pages render on a machine offline
+        write_report(staging, report, staging / DOCS_DIR, MAX_LISTED)
         message = _message(data_dir, ingest, failures, warnings, details, out_dir)
         (staging / SUMMARY_FILE).write_text(_summary_md(ingest, report, message), encoding="utf-8")
         (staging / MESSAGE_FILE).write_text(message + "\n", encoding="utf-8")
@@ -173,7 +177,6 @@ def run(params: Params, io: StepIO) -> StepResult:
         warnings=report["warnings"],
         out_dir=out_dir,
     )
-    pages = sorted((out_dir / DOCS_DIR / "validations").rglob("*.html"))
     return StepResult(
         f"validate_data: {data_dir} passed, {len(result.warnings)} warning(s), data version "
         f"{result.data_version} -> {out_dir}",
@@ -185,7 +188,8 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "warnings": len(result.warnings),
             }
         },
-        views={"summary": out_dir / SUMMARY_FILE, **({"data_docs": pages[0]} if pages else {})},
+        # the whole report, every table (KFP's HTML view of the step)
+        views={"summary": out_dir / SUMMARY_FILE, "data_docs": out_dir / REPORT_FILE},
         details=result,
     )
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from tlops.config import Params
 from tlops.io import read_json, write_json
-from tlops.layout import INGEST_FILE, SUMMARY_FILE, VALIDATION_FILE
+from tlops.layout import DOCS_DIR, INGEST_FILE, MANIFEST_FILE, SUMMARY_FILE, VALIDATION_FILE
 from tlops.tracking import runs
+from tlops.tracking.report import RUN_NAME_TAG, run_name
 
 RUN_FILE = "mlflow_run.json"
 STEP_FILE = "step.json"
@@ -44,8 +45,8 @@ class RunLog:
         """Set tags."""
         runs.set_tags(self.params.tracking, self.run_id, values)
 
-    def artifacts(self, paths: list[Path], artifact_path: str) -> None:
-        """Upload files (and folders) under ``artifact_path``."""
+    def artifacts(self, paths: list[Path], artifact_path: str | None) -> None:
+        """Upload files (and folders) under ``artifact_path`` (None: the run's root)."""
         runs.log_artifacts(self.params.tracking, self.run_id, paths, artifact_path)
 
     def epoch(self, row: Mapping[str, float]) -> None:
@@ -73,6 +74,12 @@ def runner() -> str:
     return "dvc" if os.environ.get("DVC_STAGE") else "cli"  # DVC sets it for stage commands
 
 
+def dvc_experiment() -> dict[str, str]:
+    """The DVC experiment a stage runs in (``dvc exp run`` tells its stages), as tags."""
+    names = {"DVC_EXP_NAME": "dvc.experiment", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev"}
+    return {tag: os.environ[env] for env, tag in names.items() if os.environ.get(env)}
+
+
 def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
     """Start the MLflow run of a new model and log what its inputs carry.
 
@@ -91,11 +98,16 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
         "strategy": params.train.strategy,
         "runner": runner(),
         **versions,
+        **dvc_experiment(),
     }
     if "data_version.target" in versions:
         tags["data_version"] = versions["data_version.target"]
-    name = f"{params.train.strategy} {params.model.backbone.split(':')[-1]}"
-    run = RunLog(params, runs.start_run(params.tracking, name, params.to_flat_dict(), tags))
+    strategy, backbone = params.train.strategy, params.model.backbone
+    run_id = runs.start_run(params.tracking, strategy, params.to_flat_dict(), tags)
+    run = RunLog(params, run_id)
+    # the name says what was trained on which data; the id part tells same-named runs apart
+    name = run_name(strategy, backbone, versions.get("data_version.target"), run_id)
+    run.tags({RUN_NAME_TAG: name})
     record_inputs(run, inputs)
     return run
 
@@ -109,7 +121,7 @@ def join_run(params: Params, inputs: Mapping[str, Path]) -> RunLog | None:
 
 
 def record_inputs(run: RunLog, inputs: Mapping[str, Path]) -> None:
-    """Log the validation reports and upstream step timings found in ``inputs``."""
+    """Log what ``inputs`` carry: datasets, validation reports and Data Docs, step timings."""
     for path in inputs.values():
         record = _step_record(path)
         if record is not None:
@@ -118,7 +130,20 @@ def record_inputs(run: RunLog, inputs: Mapping[str, Path]) -> None:
         report = path / VALIDATION_FILE
         if report.is_file():
             domain = read_json(report).get("domain") or "data"
-            run.artifacts([path / SUMMARY_FILE, report], f"validate_data/{domain}")
+            files = [path / SUMMARY_FILE, report, path / DOCS_DIR]
+            run.artifacts([f for f in files if f.exists()], f"validate_data/{domain}")
+        ingest = path / INGEST_FILE
+        if ingest.is_file() and (path / MANIFEST_FILE).is_file():
+            info = read_json(ingest)
+            source = info.get("data_dir") or str(path)
+            runs.log_dataset(
+                run.params.tracking,
+                run.run_id,
+                path / MANIFEST_FILE,
+                str(info.get("domain", "target")),
+                str(source),
+                str(info["data_version"]),
+            )
 
 
 def record_failure(params: Params, step: str, error: BaseException, outputs: list[Path]) -> str:

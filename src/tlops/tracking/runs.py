@@ -102,10 +102,47 @@ def start_run(
     return str(run.info.run_id)
 
 
+# Where MLflow shows a metric: its charts put each prefix before "/" in a section of its own,
+# so the per-epoch curves (train/, val/) are not lost among single-value bars. Step records
+# (history.json, metrics.json, train.json) keep the steps' own names, which params refer to
+# (train.early_stopping.metric: val_accuracy); only the MLflow key is grouped.
+METRIC_GROUPS: tuple[tuple[str, str], ...] = (
+    ("champion_test_", "champion/"),
+    ("source_only_test_", "source_only/"),
+    ("test_", "test/"),
+    ("val_", "val/"),
+    ("train_", "train/"),
+    ("loss_", "train/loss_"),
+    ("step_seconds.", "time/step_seconds."),
+    ("numerics.", "numerics/"),
+    ("distill.", "distill/"),
+    ("detect_change.", "detect_change/"),
+    ("domain_", "domain/"),
+)
+METRIC_NAMES = {
+    "lr": "train/lr",
+    "best_epoch": "train/best_epoch",
+    "features_used": "train/features_used",
+    "ae_reconstruction_loss": "train/ae_reconstruction_loss",
+    "epoch_seconds": "time/epoch_seconds",
+    "model_logging_seconds": "time/model_logging",
+}
+
+
+def metric_key(name: str) -> str:
+    """The MLflow key of a step's metric: ``val_accuracy`` -> ``val/accuracy`` (see above)."""
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    for prefix, group in METRIC_GROUPS:
+        if name.startswith(prefix):
+            return group + name[len(prefix) :]
+    return name
+
+
 def log_metrics(
     cfg: TrackingConfig, run_id: str | None, metrics: Mapping[str, float], step: int | None = None
 ) -> None:
-    """Log finite metrics into ``run_id`` (no-op without a run)."""
+    """Log finite metrics into ``run_id`` under their :func:`metric_key` (no-op without a run)."""
     import math
 
     from mlflow.entities import Metric
@@ -116,7 +153,7 @@ def log_metrics(
 
     now = int(time.time() * 1000)
     items = [
-        Metric(key, float(value), now, step or 0)
+        Metric(metric_key(key), float(value), now, step or 0)
         for key, value in metrics.items()
         if value is not None and math.isfinite(float(value))
     ]
@@ -134,17 +171,54 @@ def set_tags(cfg: TrackingConfig, run_id: str | None, tags: Mapping[str, Any]) -
 
 
 def log_artifacts(
-    cfg: TrackingConfig, run_id: str | None, paths: list[Path], artifact_path: str
+    cfg: TrackingConfig, run_id: str | None, paths: list[Path], artifact_path: str | None
 ) -> None:
-    """Upload files into ``artifact_path`` of ``run_id`` (no-op without a run)."""
+    """Upload files (and folders) into ``artifact_path`` of ``run_id``, None: its root.
+
+    No-op without a run.
+    """
     if run_id is None:
         return
     mlflow_client = client(cfg)
     for path in paths:
         if path.is_dir():
-            mlflow_client.log_artifacts(run_id, str(path), f"{artifact_path}/{path.name}")
+            folder = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            mlflow_client.log_artifacts(run_id, str(path), folder)
         elif path.is_file():
             mlflow_client.log_artifact(run_id, str(path), artifact_path)
+
+
+def log_dataset(
+    cfg: TrackingConfig,
+    run_id: str,
+    manifest: Path,
+    name: str,
+    source: str,
+    digest: str,
+    context: str = "training",
+) -> None:
+    """Log a manifest as an MLflow dataset input of the run (the run page's Datasets).
+
+    Args:
+        cfg: Tracking params.
+        run_id: The run.
+        manifest: The manifest CSV (one row per image: schema and row count in the UI).
+        name: The dataset's name (the domain: ``target``, ``source``).
+        source: Where the images came from (a data directory or a DVC repository).
+        digest: The data version (DVC md5), shown beside the name.
+        context: What the run did with it.
+    """
+    import pandas as pd
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    frame = pd.read_csv(manifest, dtype={"label": str})
+    dataset = from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
+    entity = DatasetInput(
+        dataset._to_mlflow_entity(), [InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
+    )
+    client(cfg).log_inputs(run_id, datasets=[entity])
 
 
 def end_run(cfg: TrackingConfig, run_id: str, ok: bool) -> None:

@@ -1,48 +1,207 @@
-"""Logging a trained model to MLflow as a model that serves images, and registering it.
+"""The registered model: an MLflow pyfunc that takes images and answers with class names.
 
-The logged model is a :class:`ServingModel` (pixels in, probabilities out) with its signature,
-an input example, pinned requirements, the class names in its metadata and the weights-only
-tlops checkpoint as an extra file (what tlops itself reads back: :data:`CHECKPOINT_ARTIFACT`).
+What is logged (``mlflow.pyfunc.log_model`` with a ``loader_module``, no pickle anywhere):
+
+* ``data/tlops_model.pt`` - the weights-only tlops checkpoint (architecture spec, classes,
+  normalisation, resolution, alignment, state dict), read with ``torch.load(weights_only=True)``;
+* ``data/preprocess.json`` - how the training images were read (``image`` params: mode,
+  background for transparency, the decompression-bomb limit);
+* ``MLmodel`` naming this module as the loader: MLflow calls :func:`_load_pyfunc`, so the code
+  that runs on the serving host is the installed ``tlops`` package (the project image), never
+  code from the artifact store. A tampered ``tlops_model.pt`` cannot run code: the weights-only
+  unpickler refuses anything but tensors and plain containers.
+
+The input is a DataFrame (or dict) with an ``image`` column; each value is encoded image bytes
+(PNG, JPEG, ... or a base64 string of them, as JSON carries them) or an array of pixel values
+0..255 of any size, (H, W) gray or (H, W, 1|3|4). Each image is prepared as training prepared it
+(mode conversion, alignment, resize of the shorter side + centre crop to the model's
+resolution, normalisation). The answer is one row per image: ``class``, ``probability`` and
+``probabilities`` (class name -> probability). A bad image is an ``MlflowException`` with
+``INVALID_PARAMETER_VALUE`` (HTTP 400 from ``mlflow models serve``) naming the row and the rule.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from tlops.config import TrackingConfig
+from tlops.config import ImageConfig, TrackingConfig
+from tlops.data.images import ImageDecodeError, convert_mode, decode_bytes
+from tlops.data.tensors import model_input, normalize
+from tlops.models.init import load_model
 from tlops.models.model import CHECKPOINT_ARTIFACT, TransferModel
 from tlops.tracking.registry import CHALLENGER
 from tlops.tracking.runs import active_run, client
 
+PREPROCESS_FILE = "preprocess.json"
+IMAGE_COLUMN = "image"
+LOADER_MODULE = __name__
+MAX_BATCH = 256  # images per forward pass: bounds memory whatever a request holds
 
-class ServingModel(nn.Module):
-    """What the scoring server runs: raw pixels in, class probabilities out.
 
-    Input: float32 (N, S, S, 3) pixel values in 0..255, S = the model's image size (the
-    ``input_example`` logged with the model shows the shape). Output: (N, C) probabilities in the
-    order of the ``classes`` in the model's metadata.
-    """
+class BadImage(ValueError):
+    """An input that is not an image the model can take: the row (if one) and the rule."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    def __init__(self, reason: str, row: int | None = None) -> None:
+        super().__init__(reason if row is None else f"row {row}: {reason}")
+        self.reason = reason
+        self.row = row
 
-    def __init__(self, model: TransferModel) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(model.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(model.std).view(1, 3, 1, 1))
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Normalise (N, S, S, 3) pixels and return softmax probabilities."""
-        x = pixels.permute(0, 3, 1, 2).float().div(255.0)
-        x = (x - self.mean) / self.std
-        return torch.softmax(self.model(x), dim=1)
+@dataclass
+class ImageClassifier:
+    """What MLflow's pyfunc calls: images in, class names and probabilities out."""
+
+    model: TransferModel
+    image: ImageConfig
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """Classify every image of ``data`` (see the module docstring for the input forms).
+
+        Raises:
+            mlflow.exceptions.MlflowException: An input is not a usable image (HTTP 400).
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        try:
+            pixels = self.prepare(images_of(data))
+        except BadImage as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.answer(self.probabilities(pixels))
+
+    def prepare(self, images: Sequence[Any]) -> np.ndarray:
+        """Each input as the model takes it: uint8 (N, C, S, S), prepared as in training."""
+        size = self.model.image_size
+        if size is None:
+            raise BadImage("the model records no training resolution (not trained by tlops)")
+        if not len(images):
+            raise BadImage(f"no images: send a column '{IMAGE_COLUMN}' with at least one row")
+        prepared = []
+        for row, value in enumerate(images):
+            picture = to_picture(value, row, self.image)
+            prepared.append(model_input(picture, size, self.model.align))
+        return np.stack(prepared)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, classes) of prepared images, in batches."""
+        model = self.model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(pixels), MAX_BATCH):
+                batch = torch.from_numpy(pixels[start : start + MAX_BATCH])
+                x = normalize(batch, model.mean, model.std)
+                out.append(torch.softmax(model(x), dim=1).numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def answer(self, probabilities: np.ndarray) -> Any:
+        """One row per image: the class, its probability, every class's probability."""
+        import pandas as pd
+
+        classes = self.model.classes
+        best = probabilities.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "class": [classes[i] for i in best],
+                "probability": probabilities[np.arange(len(best)), best],
+                "probabilities": [
+                    {name: float(p) for name, p in zip(classes, row, strict=True)}
+                    for row in probabilities
+                ],
+            }
+        )
+
+
+def images_of(data: Any) -> list[Any]:
+    """The image values of a request: a DataFrame or dict column, a list, or an array batch."""
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        if IMAGE_COLUMN not in data.columns:
+            columns = [str(c) for c in data.columns]
+            raise BadImage(f"the input has no column '{IMAGE_COLUMN}' (columns: {columns})")
+        return list(data[IMAGE_COLUMN])
+    if isinstance(data, dict):
+        if IMAGE_COLUMN not in data:
+            raise BadImage(f"the input has no field '{IMAGE_COLUMN}' (fields: {sorted(data)})")
+        value = data[IMAGE_COLUMN]
+        return list(value) if isinstance(value, list | tuple) else [value]
+    if isinstance(data, np.ndarray) and data.dtype != object and data.ndim in (3, 4):
+        if data.ndim == 4 or data.shape[-1] not in (1, 3, 4):
+            return list(data)  # a batch of images
+        return [data]
+    if isinstance(data, list | tuple):
+        return list(data)
+    return [data]
+
+
+def to_picture(value: Any, row: int, cfg: ImageConfig) -> Any:
+    """One input value as a PIL image in ``cfg.mode`` (the bomb guard and mode rules apply)."""
+    from PIL import Image
+
+    where = Path(f"row {row}")
+    if isinstance(value, str):
+        value = _base64(value, row)
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            picture, _ = decode_bytes(bytes(value), where, cfg)
+        except ImageDecodeError as exc:
+            raise BadImage(f"{exc.status.value}: {exc.detail}", row) from None
+        return picture
+    if value is None:
+        raise BadImage("no image (null)", row)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise BadImage(f"not an array of pixels: {exc}", row) from None
+    if array.dtype == object or array.dtype.kind not in "uif":
+        raise BadImage(f"pixel values must be numbers (got {array.dtype})", row)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4))):
+        raise BadImage(
+            f"an array image is (H, W) or (H, W, 1|3|4) pixels, got shape {tuple(array.shape)}",
+            row,
+        )
+    if array.shape[0] * array.shape[1] > cfg.max_pixels:
+        raise BadImage(
+            f"{array.shape[1]}x{array.shape[0]} pixels is more than image.max_pixels "
+            f"= {cfg.max_pixels:,}",
+            row,
+        )
+    if array.size and (not np.isfinite(array).all() or array.min() < 0 or array.max() > 255):
+        raise BadImage("pixel values must be within 0..255", row)
+    mode = "L" if array.ndim == 2 else {3: "RGB", 4: "RGBA"}[array.shape[-1]]
+    picture = Image.fromarray(np.rint(array).astype(np.uint8), mode=mode)
+    return convert_mode(picture, cfg)
+
+
+def _base64(text: str, row: int) -> bytes:
+    payload = text.split(",", 1)[1] if text.startswith("data:") else text  # a data: URL
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadImage(
+            "a string must be base64 of an encoded image (PNG, JPEG, ...)", row
+        ) from None
+
+
+def _load_pyfunc(data_path: str) -> ImageClassifier:
+    """MLflow's entry point (``loader_module``): the classifier from the model's data folder."""
+    folder = Path(data_path)
+    preprocess = json.loads((folder / PREPROCESS_FILE).read_text(encoding="utf-8"))
+    model = load_model(folder / CHECKPOINT_ARTIFACT)
+    return ImageClassifier(model.cpu().eval(), ImageConfig.model_validate(preprocess["image"]))
 
 
 @dataclass(frozen=True)
@@ -66,7 +225,6 @@ def _requirements() -> list[str]:
         "mlflow",
         "numpy",
         "pillow",
-        "scikit-learn",
         "pydantic",
         "pyyaml",
         "pandas",
@@ -74,62 +232,87 @@ def _requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 (C, H, W) or (H, W[, C]) pixels as PNG bytes (input examples, tests, benchmarks)."""
+    from PIL import Image
+
+    array = pixels.transpose(1, 2, 0) if pixels.ndim == 3 and pixels.shape[0] in (1, 3) else pixels
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def log_and_register(
     cfg: TrackingConfig,
     run_id: str,
     model: TransferModel,
     model_name: str,
-    image_size: int,
-    sample_pixels: np.ndarray,
+    image_cfg: ImageConfig,
+    example: bytes,
     tags: dict[str, str],
+    alias: str | None = CHALLENGER,
 ) -> Registered:
-    """Log the model with ``mlflow.pytorch`` and register it as a new version (``challenger``).
+    """Log the model as an image-taking pyfunc and register it as a new version.
 
     Args:
         cfg: Tracking params.
         run_id: The pipeline's run.
-        model: The trained model (CPU).
+        model: The trained model (CPU); its checkpoint records resolution and alignment.
         model_name: Registered model name.
-        image_size: Square input size of the model.
-        sample_pixels: A few target images, float32 (N, S, S, 3) in 0..255 (input example).
-        tags: Tags for the version (data version, git sha, metrics, decision...).
+        image_cfg: How training read images (the model reads its inputs the same way).
+        example: One encoded image (the input example MLflow validates the model with).
+        tags: Tags for the version.
+        alias: The alias the new version takes (``challenger``; None: none, an experiment).
 
     Returns:
         The registered version.
     """
     import mlflow
-    from mlflow.models import infer_signature
-
-    import tlops
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, DataType, Map, Schema
 
     model = model.cpu().eval()
-    serving = ServingModel(model).eval()
-    with torch.no_grad():
-        output = serving(torch.from_numpy(sample_pixels)).numpy()
-    signature = infer_signature(sample_pixels, output)
+    signature = ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),  # type: ignore[no-untyped-call]
+        outputs=Schema(
+            [
+                ColSpec(DataType.string, "class"),
+                ColSpec(DataType.double, "probability"),
+                ColSpec(Map(DataType.double), "probabilities"),
+            ]
+        ),
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / CHECKPOINT_ARTIFACT
-        torch.save(model.checkpoint(), checkpoint)
+        data = Path(tmp) / "tlops"
+        data.mkdir()
+        torch.save(model.checkpoint(), data / CHECKPOINT_ARTIFACT)
+        (data / PREPROCESS_FILE).write_text(
+            json.dumps({"image": image_cfg.model_dump(mode="json")}, indent=2), encoding="utf-8"
+        )
         with active_run(cfg, run_id):
-            info = mlflow.pytorch.log_model(
-                serving,
+            info = mlflow.pyfunc.log_model(
                 name="model",
-                # "pt2" (MLflow 3's default) runs torch.export: ~5 s on 2 cores, against < 1 s
-                # for a pickle of the module; tlops itself never reads it (it reads the
-                # weights-only checkpoint in extra_files), only the scoring server does.
-                serialization_format="pickle",
+                loader_module=LOADER_MODULE,
+                data_path=str(data),
                 signature=signature,
-                input_example=sample_pixels,
+                input_example=pd.DataFrame(
+                    {IMAGE_COLUMN: [base64.b64encode(example).decode("ascii")]}
+                ),
                 pip_requirements=_requirements(),
-                extra_files=[str(checkpoint)],
-                code_paths=[str(Path(tlops.__file__).parent)],
                 metadata={
                     "classes": model.classes,
-                    "image_size": image_size,
-                    "input": "float32 (N, S, S, 3) pixels 0..255"
-                    + (", aligned as `align` says" if model.align.active else ""),
+                    "image_size": model.image_size,
+                    "input": (
+                        f"column '{IMAGE_COLUMN}': encoded image bytes (base64 in JSON) or "
+                        "pixel arrays 0..255, any size and mode; prepared as in training"
+                    ),
+                    "output": "class, probability, probabilities (class name -> probability)",
                     "align": model.align.model_dump(mode="json") if model.align.active else None,
                     "backbone": model.spec,
+                    "serving": "needs the tlops package installed (the project image)",
                 },
             )
     mlflow_client = client(cfg)
@@ -141,13 +324,28 @@ def log_and_register(
     version = mlflow_client.create_model_version(
         model_name, info.model_uri, run_id=run_id, tags=tags
     )
-    mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version.version)
-    return Registered(model_name, str(version.version), (CHALLENGER,), info.model_uri)
+    if alias is not None:
+        mlflow_client.set_registered_model_alias(model_name, alias, version.version)
+    aliases = (alias,) if alias is not None else ()
+    return Registered(model_name, str(version.version), aliases, info.model_uri)
 
 
-def to_pixels(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, C, S, S) -> the serving input, float32 (N, S, S, 3) in 0..255."""
-    x = images.astype(np.float32).transpose(0, 2, 3, 1)
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    return np.ascontiguousarray(x)
+def load_classifier(spec: str, image_cfg: ImageConfig) -> ImageClassifier:
+    """The classifier of a registered model (``models:/...``, ``runs:/...``) or a checkpoint.
+
+    A registered model brings its own ``preprocess.json``; a checkpoint file (``model.pt`` of a
+    train output) is read with ``image_cfg``, the params' ``image`` section.
+    """
+    from tlops.models.init import is_mlflow_uri
+
+    if is_mlflow_uri(spec):
+        import mlflow
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec))
+        found = sorted(local.rglob(PREPROCESS_FILE))
+        if not found:
+            raise FileNotFoundError(
+                f"{spec}: not an image model logged by tlops (no {PREPROCESS_FILE})"
+            )
+        return _load_pyfunc(str(found[0].parent))
+    return ImageClassifier(load_model(Path(spec)).cpu().eval(), image_cfg)

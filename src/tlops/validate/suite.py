@@ -182,6 +182,18 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
         ),
         Rule(
             "manifest",
+            "single-frame images (of a multi-frame file only the first frame is used)",
+            gxe.ExpectColumnValuesToBeBetween(
+                column="frames",
+                max_value=1,
+                severity=FailureSeverity.CRITICAL
+                if cfg.multi_frame == "fail"
+                else FailureSeverity.WARNING,
+            ),
+            critical=cfg.multi_frame == "fail",
+        ),
+        Rule(
+            "manifest",
             "split is train, val, test or unlabeled",
             gxe.ExpectColumnValuesToBeInSet(column="split", value_set=[*SPLITS, UNLABELED_SPLIT]),
         ),
@@ -309,8 +321,10 @@ def run_suite(
         )
         payload = result.to_json_dict()
         gx_results.append(payload)
-        for rule, item in zip(table_rules, payload["results"], strict=True):
-            outcomes.append(_outcome(rule, item))
+        # GX does not keep the suite's order in its results: match them by the rule's name
+        by_rule = {item["expectation_config"]["meta"]["rule"]: item for item in payload["results"]}
+        for rule in table_rules:
+            outcomes.append(_outcome(rule, by_rule[rule.name]))
     context.build_data_docs()
     index = docs_dir / "index.html"
     return SuiteRun(outcomes, gx_results, index if index.is_file() else None)
