@@ -4,9 +4,10 @@ On the UCI digits target (hash-split test set, 284 images), every row through th
 ``train`` step, per seed (the student's init, shuffles, augmentation and the k-shot draw), at
 k = 10 labels per class and with all labels:
 
-* the teacher: ``finetune`` of the ImageNet EfficientNet-Lite0 on the labels of that budget
-  (at k = 10 the same 10 per class the students get: a teacher trained on every label would
-  hand the student the labels its budget withholds);
+* the teacher: ``finetune`` of the ImageNet EfficientNet-Lite0 on the labels of that budget:
+  with all labels once (seed 0), at k = 10 per seed, on the same 10 per class the students
+  get (a teacher trained on every label would hand the student the labels its budget
+  withholds);
 * the student, ``timm:mobilenetv3_small_050`` from random init (0.58 M parameters against the
   teacher's 3.38 M): ``distill`` (the teacher's soft targets on every target training image
   + the labels the budget allows) against ``scratch`` (the same student on the labels alone).
@@ -62,11 +63,24 @@ def main() -> None:
         work = Path(tmp)
         params = bench_params(work, args.image_size, {})
         prepare(params, work)
+        # the all-label teacher is trained once (seed 0) and teaches every seed's students; a
+        # k = 10 teacher is trained per seed, on that seed's draw of 10 labels per class
+        teacher_all = _row(
+            params,
+            work,
+            "teacher, k=all",
+            0,
+            {"train.strategy": "finetune", **schedule, "train.seed": 0},
+            results,
+        )
         for seed in range(args.seeds):
             for k, budget in BUDGETS.items():
                 base = {"train.seed": seed, "train.target_labels": budget}
-                teacher_rows = {"train.strategy": "finetune", **schedule, **base}
-                teacher = _row(params, work, f"teacher, k={k}", seed, teacher_rows, results)
+                if k == "all":
+                    teacher = teacher_all
+                else:
+                    teacher_rows = {"train.strategy": "finetune", **schedule, **base}
+                    teacher = _row(params, work, f"teacher, k={k}", seed, teacher_rows, results)
                 for kind in ("distill", "scratch"):
                     overrides = {**STUDENT, **schedule, **base, "train.strategy": kind}
                     if kind == "distill":
@@ -111,7 +125,9 @@ def side_by_side(
             continue
         k = r["row"].split("k=")[1]
         teacher = next(
-            t for t in results if t["row"] == f"teacher, k={k}" and t["seed"] == r["seed"]
+            t
+            for t in results
+            if t["row"] == f"teacher, k={k}" and t["seed"] == (r["seed"] if k != "all" else 0)
         )
         models = {
             "teacher": load_model(Path(teacher["model"])),
@@ -141,11 +157,12 @@ def report(
     print("| row | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | parameters |")
     print("|---" * (len(seeds) + 3) + "|")
     for name in dict.fromkeys(r["row"] for r in results):
-        accs = [100 * by[(name, s)]["accuracy"] for s in seeds]
+        accs = [100 * by[(name, s)]["accuracy"] for s in seeds if (name, s) in by]
         size = by[(name, seeds[0])]["params"] / 1e6
         print(
             f"| {name} | "
             + " | ".join(f"{a:.1f}" for a in accs)
+            + " | -" * (len(seeds) - len(accs))  # the all-label teacher: seed 0 only
             + f" | {statistics.mean(accs):.1f} | {size:.2f} M |"
         )
     print("\ninference images/s, side by side (teacher / distilled student):\n")
@@ -155,7 +172,7 @@ def report(
             f"({pair['student'] / pair['teacher']:.1f}x)"
         )
     for k in BUDGETS:
-        teachers = [by[(f"teacher, k={k}", s)] for s in seeds]
+        teachers = [by[(f"teacher, k={k}", s if k != "all" else 0)] for s in seeds]
         distilled = [by[(f"distill, k={k}", s)] for s in seeds]
         alone = [by[(f"scratch, k={k}", s)] for s in seeds]
         share = [d["accuracy"] / t["accuracy"] for d, t in zip(distilled, teachers, strict=True)]

@@ -2,9 +2,9 @@
 
 One run of the full demo pipeline (params.yaml defaults, fresh demo data, a fresh MLflow store
 and cache) through ``tlops run``'s KFP SubprocessRunner path. Every step records the seconds its
-body took (``step_seconds.<step>`` in the MLflow run); the overhead is the wall time of the whole
-local run minus their sum: process starts, imports, KFP's executor, MLflow run set-up, logging
-and artifact handling. MLflow model logging (``mlflow.pytorch.log_model`` + registration) is
+body took (``time/step_seconds.<step>`` in the MLflow run); the overhead is the wall time of the
+whole local run minus their sum: process starts, imports, KFP's executor, MLflow run set-up, logging
+and artifact handling. MLflow model logging (``mlflow.pyfunc.log_model`` + registration) is
 timed inside register_model. Goals: overhead <= 15% of the wall time, model logging < 3 s.
 
     .venv/bin/python bench/pipeline_overhead.py
@@ -39,9 +39,9 @@ def one_run(params: Any, work: Path, name: str, uri: str) -> dict[str, float]:
 
 def report(label: str, metrics: dict[str, float]) -> None:
     steps = {
-        k.removeprefix("step_seconds."): v
+        k.removeprefix("time/step_seconds."): v
         for k, v in metrics.items()
-        if k.startswith("step_seconds.")
+        if k.startswith("time/step_seconds.")
     }
     wall = metrics["wall"]
     compute = sum(steps.values())
@@ -57,7 +57,7 @@ def report(label: str, metrics: dict[str, float]) -> None:
         f"(goal: <= 15%); per task {overhead / max(len(steps), 1):.1f} s"
     )
     print(
-        f"MLflow model logging + registration: {metrics.get('model_logging_seconds', 0):.2f} s "
+        f"MLflow model logging + registration: {metrics.get('time/model_logging', 0):.2f} s "
         "(goal: < 3 s)"
     )
 
