@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -215,13 +216,14 @@ def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
     assert again.returncode == 1 and "no 'previous' version" in again.stderr
 
 
-def _invoke(port: int, images: list[bytes]) -> tuple[int, str]:
-    payload = {
-        "dataframe_split": {
-            "columns": ["image"],
-            "data": [[base64.b64encode(image).decode()] for image in images],
-        }
-    }
+def _invoke(port: int, images: list[bytes], form: str = "dataframe_split") -> tuple[int, str]:
+    """POST ``images`` as base64: a DataFrame column, or a JSON field per image (``instances``)."""
+    encoded = [base64.b64encode(image).decode() for image in images]
+    payload: dict[str, Any] = (
+        {"instances": [{"image": value} for value in encoded]}
+        if form == "instances"
+        else {"dataframe_split": {"columns": ["image"], "data": [[value] for value in encoded]}}
+    )
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/invocations",
         data=json.dumps(payload).encode(),
@@ -275,6 +277,12 @@ def test_champion_is_served_by_the_mlflow_scoring_server(
         for p in predictions:  # the answer names the classes
             assert set(p["probabilities"]) == {str(i) for i in range(10)}
             assert p["probability"] == max(p["probabilities"].values())
+        # the same images as a JSON field each: the same answers
+        status, body = _invoke(port, files[:4], form="instances")
+        assert status == 200, body
+        assert [p["class"] for p in json.loads(body)["predictions"]] == [
+            row["predicted"] for row in rows[:4]
+        ]
         # a JPEG of any size and mode (here RGB, 40x40) is prepared as training prepared it
         jpeg = io.BytesIO()
         Image.open(io.BytesIO(files[0])).convert("RGB").resize((40, 40)).save(jpeg, "JPEG")
