@@ -452,8 +452,10 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
     )
     if trained is not None:
         lines.append(
+            # epochs count from 1 on the console, as the progress lines do
             f"train: {trained['strategy']} from {trained['init']}, best epoch "
-            f"{trained['best_epoch']}, {trained['seconds']:.0f} s"
+            f"{trained['best_epoch'] + 1} of {trained.get('epochs_run', '?')}, "
+            f"{trained['seconds']:.0f} s"
         )
     if evaluation is not None:
         m = evaluation["overall"]

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -264,3 +265,35 @@ def test_demo_drops(tmp_path: Path) -> None:
         tmp_path, "tlops", "data", "demo", "--params", str(params), "--if-missing", "--no-dvc"
     )
     assert "present" in again.stdout
+
+
+def _lookup(params: dict[str, Any], dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def test_the_repository_holds_a_dvc_baseline_of_the_defaults() -> None:
+    """A fresh clone can `dvc metrics diff` / `dvc exp show` against the committed defaults.
+
+    dvc.lock and the uncached outputs (metrics, plots, decision) of a `make repro` on
+    params.yaml's defaults are committed; this fails when params.yaml moved on without them.
+    """
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())
+    listed = sh(REPO, "dvc", "stage", "list", "--name-only").stdout.split()
+    assert sorted(lock["stages"]) == sorted(listed)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stale = [
+        f"{stage}: {key} is {value!r} in dvc.lock, {_lookup(params, key)!r} in params.yaml"
+        for stage, entry in lock["stages"].items()
+        for key, value in entry.get("params", {}).get("params.yaml", {}).items()
+        if _lookup(params, key) != value
+    ]
+    assert not stale, (
+        "the committed baseline is of other params (make repro, commit):\n" + "\n".join(stale)
+    )
+    shown = json.loads(sh(REPO, "dvc", "metrics", "show", "--json").stdout)
+    (metrics,) = [v["data"] for v in shown.values()]
+    baseline = metrics["outputs/evaluate/metrics.json"]["data"]
+    assert 0.9 < baseline["test"]["accuracy"] <= 1.0

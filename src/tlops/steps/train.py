@@ -381,6 +381,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         "source_data_version": source_version,
         "run_key": key,
         **{k: v for k, v in asdict(outcome).items() if k != "history"},
+        "epochs_run": len(outcome.history),  # best_epoch counts from 0, as history does
         "numerics_choice": choice.as_dict(),
     }
     with atomic_dir(out_dir) as staging:
@@ -455,7 +456,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         else ""
     )
     return StepResult(
-        f"train: {cfg.strategy}, {result.epochs_run} epoch(s), best epoch {result.best_epoch} "
+        f"train: {cfg.strategy}, {result.epochs_run} epoch(s), best epoch {result.best_epoch + 1} "
         f"({result.best_metric:.4f}){resumed}, {choice.describe()} -> {out_dir}",
         metadata={
             "model": {

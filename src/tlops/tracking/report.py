@@ -89,7 +89,7 @@ def run_description(
         *(f"- {reason}" for reason in reasons),
         "",
         f"**Model**: `{trained.get('strategy')}` from `{start}`, label budget {budget}, "
-        f"best epoch {trained.get('best_epoch')} "
+        f"best epoch {_epoch(trained)} "
         f"(chosen on the {trained.get('selection', 'target val')} split)",
         "",
         f"**Data**: version `{evaluation.get('data_version')}`, "
@@ -133,3 +133,12 @@ def experiment_url(base: str, experiment_id: str) -> str:
 def run_url(base: str, experiment_id: str, run_id: str) -> str:
     """A run's page in the MLflow UI."""
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+
+
+def _epoch(trained: dict[str, Any]) -> str:
+    """The best epoch as people count (from 1), of how many ran."""
+    best = trained.get("best_epoch")
+    if not isinstance(best, int) or best < 0:
+        return "-"
+    ran = trained.get("epochs_run")
+    return f"{best + 1} of {ran}" if ran else str(best + 1)
