@@ -68,8 +68,15 @@ def ensure_experiment(cfg: TrackingConfig) -> str:
     return experiment_id
 
 
+GIT_SHA_ENV = "TLOPS_GIT_SHA"  # baked into the image at build time (infra/docker/Dockerfile)
+
+
 def git_sha(cwd: Path | None = None) -> str:
-    """The commit of the working tree (``-dirty`` when it has changes), or ``unknown``."""
+    """The commit of the working tree (``-dirty`` when it has changes).
+
+    Where git has no answer (a container has no ``.git``), the commit the image was built from
+    (``TLOPS_GIT_SHA``), else ``unknown``.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -82,7 +89,7 @@ def git_sha(cwd: Path | None = None) -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get(GIT_SHA_ENV) or "unknown"
     return sha + ("-dirty" if dirty else "")
 
 
