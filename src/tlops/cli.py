@@ -391,8 +391,7 @@ def retrain_demo(
                 chapter.aliases or "-",
                 metric,
             )
-        # piped output has no terminal width: do not squeeze the table into 80 columns
-        wide = console if console.is_terminal else Console(width=200)
+        wide = _wide()
         wide.print(table)
         wide.print(
             "registry now: "
@@ -451,11 +450,11 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
         outputs.get("decision"),
     )
     if trained is not None:
+        from tlops.tracking.report import best_epoch_text
+
         lines.append(
-            # epochs count from 1 on the console, as the progress lines do
             f"train: {trained['strategy']} from {trained['init']}, best epoch "
-            f"{trained['best_epoch'] + 1} of {trained.get('epochs_run', '?')}, "
-            f"{trained['seconds']:.0f} s"
+            f"{best_epoch_text(trained)}, {trained['seconds']:.0f} s"
         )
     if evaluation is not None:
         m = evaluation["overall"]
@@ -639,6 +638,7 @@ def predict(
     def body() -> None:
         import json
 
+        from tlops.models.init import is_mlflow_uri
         from tlops.tracking.runs import client
         from tlops.tracking.serving import BadImage, load_classifier
 
@@ -647,7 +647,7 @@ def predict(
         missing = [str(p) for p in images if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
-        if spec.startswith(("models:/", "runs:/")):
+        if is_mlflow_uri(spec):
             client(resolved.tracking)
         classifier = load_classifier(spec, resolved.image)
         try:
@@ -671,7 +671,7 @@ def predict(
                 f"{row['probability']:.4f}",
                 ", ".join(f"{name} {p:.4f}" for name, p in ranked),
             )
-        (console if console.is_terminal else Console(width=200)).print(table)
+        _wide().print(table)
 
     _guard(body)
 

@@ -89,7 +89,7 @@ def run_description(
         *(f"- {reason}" for reason in reasons),
         "",
         f"**Model**: `{trained.get('strategy')}` from `{start}`, label budget {budget}, "
-        f"best epoch {_epoch(trained)} "
+        f"best epoch {best_epoch_text(trained)} "
         f"(chosen on the {trained.get('selection', 'target val')} split)",
         "",
         f"**Data**: version `{evaluation.get('data_version')}`, "
@@ -135,8 +135,11 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
 
 
-def _epoch(trained: dict[str, Any]) -> str:
-    """The best epoch as people count (from 1), of how many ran."""
+def best_epoch_text(trained: dict[str, Any]) -> str:
+    """train.json's best epoch counted from 1 (as the progress lines count), of how many ran.
+
+    ``7 of 8``; ``-`` when none was recorded.
+    """
     best = trained.get("best_epoch")
     if not isinstance(best, int) or best < 0:
         return "-"

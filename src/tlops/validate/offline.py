@@ -135,11 +135,7 @@ def _rules_table(rules: Sequence[dict[str, Any]], listed: int) -> str:
 
 
 def _header(report: dict[str, Any]) -> str:
-    verdict = (
-        '<span class="badge ok">passed</span>'
-        if report["passed"]
-        else '<span class="badge bad">FAILED</span>'
-    )
+    verdict = _status(bool(report["passed"]), critical=True)
     return (
         f"<h1>Data validation: {html.escape(str(report['data_dir']))} {verdict}</h1>"
         '<p class="muted">'
