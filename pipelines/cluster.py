@@ -51,15 +51,31 @@ def data_versions(params: Params, from_dvc_file: bool) -> dict[str, str]:
         from_dvc_file: Take the version recorded in ``<dir>.dvc`` (what a pod pulls) when there
             is one; otherwise, and always with False, hash the directory as it is now.
 
+    A directory of a DVC repository (``data.<domain>: {repo, rev, path}``) has the version
+    the repository records at that revision.
+
     Raises:
-        FileNotFoundError: Neither the directory nor its ``.dvc`` file exists here.
+        FileNotFoundError: Neither the directory nor its ``.dvc`` file exists here, or the data
+            is an object-store prefix (its version is known only after ingest).
+        tlops.data.manifest.DataDirError: The DVC repository or its path cannot be read.
     """
     from pipelines.training import domains_used
+    from tlops.config import DvcData
+    from tlops.data import location
     from tlops.data.version import directory_md5, tracked_md5
 
     versions = {}
     for domain in domains_used(params):
-        folder = params.data.directory(domain)
+        where = params.data.location(domain)
+        if isinstance(where, DvcData):  # what the repository records at that revision
+            versions[f"data_version_{domain}"] = location.tracked_md5(where)
+            continue
+        if not isinstance(where, Path):
+            raise FileNotFoundError(
+                f"data.{domain} = {where}: the version of an object-store prefix is known only "
+                "once ingest_data has read it"
+            )
+        folder = where
         dvc_file = folder.with_name(folder.name + ".dvc")
         tracked = tracked_md5(dvc_file) if from_dvc_file and dvc_file.is_file() else None
         if tracked is not None:

@@ -16,10 +16,12 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -55,25 +57,105 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class DataConfig(_Section):
-    """The data directories of the two domains (and unlabeled target images, if any)."""
+class DvcData(_Section):
+    """Data in a DVC repository at a git revision, pulled from that repository's DVC remote.
 
-    source: Path = Path("data/source")
-    target: Path = Path("data/target")
+    What a pod uses: it has no checkout, so it reads the directory the way ``dvc get`` would
+    (``repo`` may be any git URL or a local repository).
+    """
+
+    repo: str = Field(min_length=1)  # git URL (https, ssh) or a path to a repository
+    path: str = Field(min_length=1)  # the directory inside it, e.g. data/target
+    rev: str | None = None  # branch, tag or commit; None: the default branch
+    remote: str | None = None  # the DVC remote to pull from; None: the repository's default
+
+    def __str__(self) -> str:
+        return f"{self.repo}@{self.rev or 'HEAD'}:{self.path}"
+
+
+# object stores a data location may name (DVC's S3 support, s3fs, is installed)
+OBJECT_STORE_SCHEMES = ("s3",)
+
+
+class ObjectPrefix(_Section):
+    """Every object under a prefix of an object store: ``s3://bucket/some/prefix``.
+
+    Written in params.yaml as the URL itself; credentials and endpoint come from the usual
+    environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+    ``AWS_ENDPOINT_URL``).
+    """
+
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in OBJECT_STORE_SCHEMES or not rest.strip("/"):
+            raise ValueError(
+                f"{value!r}: expected an object-store prefix "
+                f"{' or '.join(s + '://bucket/prefix' for s in OBJECT_STORE_SCHEMES)}"
+            )
+        return value.rstrip("/")
+
+    @model_serializer
+    def _as_url(self) -> str:
+        return self.url
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def _data_location(value: Any) -> Any:
+    """A local directory, an object-store URL or a mapping naming a DVC repository."""
+    if isinstance(value, str) and "://" in value:
+        return ObjectPrefix(url=value)
+    if isinstance(value, dict):
+        return DvcData.model_validate(value)
+    return value
+
+
+# Where the images of a domain are: one value, so one pipeline parameter says it
+DataLocation = Annotated[Path | ObjectPrefix | DvcData, BeforeValidator(_data_location)]
+
+
+class DataConfig(_Section):
+    """Where the images of the two domains are (and unlabeled target images, if any).
+
+    A domain's data is a local directory (``data/target``), an object-store prefix
+    (``s3://bucket/digits/target``) or a directory of a DVC repository at a revision
+    (``{repo: URL, rev: v3, path: data/target}``), which is what a pod without a checkout uses.
+    """
+
+    source: DataLocation = Path("data/source")
+    target: DataLocation = Path("data/target")
     # a folder of target-domain images without class folders: ingested with the target, used
     # as unlabeled training data by the strategies that learn from unlabeled images
     target_unlabeled: Path | None = None
 
-    def directory(self, domain: str) -> Path:
-        """The directory of ``domain`` (``target`` or ``source``).
+    def location(self, domain: str) -> Path | ObjectPrefix | DvcData:
+        """Where the data of ``domain`` (``target`` or ``source``) is.
 
         Raises:
             ValueError: No such domain.
         """
         if domain not in DOMAINS:
             raise ValueError(f"data domain {domain!r}: expected target or source")
-        path: Path = getattr(self, domain)
-        return path
+        location: Path | ObjectPrefix | DvcData = getattr(self, domain)
+        return location
+
+    def directory(self, domain: str) -> Path:
+        """The local directory of ``domain`` (what the demo writes and DVC tracks).
+
+        Raises:
+            ValueError: No such domain, or its data is not a local directory.
+        """
+        location = self.location(domain)
+        if not isinstance(location, Path):
+            raise ValueError(
+                f"data.{domain} = {location}: not a local directory (this command needs one)"
+            )
+        return location
 
 
 class DemoConfig(_Section):
@@ -462,6 +544,10 @@ class KfpConfig(_Section):
     shm_size: str = "8Gi"
     secrets: dict[str, dict[str, str]] = {}
     checkpoint_pvc: str | None = "tlops-checkpoints"
+    # every task runs as the image's user; the checkpoint PVC is made writable for its group
+    # (infra/k8s: the tlops-checkpoints-fsgroup Job)
+    task_uid: int = Field(default=10001, ge=1)
+    task_gid: int = Field(default=10001, ge=1)
     train_retries: int = Field(default=3, ge=0)
     retry_backoff: str = "60s"
 

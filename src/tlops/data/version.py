@@ -77,17 +77,36 @@ def tracked_md5(dvc_file: Path) -> str | None:
     return str(md5) if md5 else None
 
 
-def data_version(root: Path, known: Mapping[str, str] | None = None) -> DataVersion:
-    """Compute the data version of ``root`` and compare it with ``<root>.dvc``.
+def data_version(
+    root: Path,
+    known: Mapping[str, str] | None = None,
+    recorded: str | None = None,
+    recorded_in: str | None = None,
+) -> DataVersion:
+    """Compute the data version of ``root`` and compare it with what DVC recorded for it.
 
     Args:
         root: The data directory.
         known: md5 of files already hashed during the scan.
+        recorded: The md5 DVC records for this data elsewhere (a directory pulled from a DVC
+            repository, which has no ``.dvc`` file beside it); None: read ``<root>.dvc``.
+        recorded_in: Where ``recorded`` comes from, for the note.
 
     Returns:
-        The version, with ``source="dvc"`` when the ``.dvc`` file records exactly this content.
+        The version, with ``source="dvc"`` when DVC records exactly this content.
+
+    Raises:
+        ValueError: ``recorded`` is given and the content differs from it (a corrupt pull).
     """
     md5 = directory_md5(root, known)
+    if recorded is not None:
+        where = recorded_in or "the DVC repository"
+        if recorded != md5:
+            raise ValueError(
+                f"{where}: DVC records {recorded}, but the pulled data hashes to {md5} "
+                "(a corrupt or incomplete pull)"
+            )
+        return DataVersion(md5, "dvc", where, f"matches {where}")
     dvc_file = root.with_name(root.name + ".dvc")
     if not dvc_file.is_file():
         return DataVersion(md5, "content", None, "not tracked by DVC: content hash")

@@ -23,6 +23,7 @@ from typing import Any
 
 from tlops.config import SPLITS, Params
 from tlops.data.images import DecodeStatus
+from tlops.data.location import LocalCopy, describe, local_copy
 from tlops.data.manifest import (
     MANIFEST_COLUMNS,
     DataDirError,
@@ -83,10 +84,11 @@ def run(params: Params, io: StepIO) -> StepResult:
         ValueError: An unknown domain, or the data is not the expected version.
     """
     domain = io.args["domain"]
-    data_dir = params.data.directory(domain)
+    location = params.data.location(domain)
     out_dir = io.outputs["dataset"]
     cfg = params.ingest_data
-    with atomic_dir(out_dir) as staging:
+    with local_copy(location) as copy, atomic_dir(out_dir) as staging:
+        data_dir = copy.root
         images = staging / IMAGES_DIR
         images.mkdir()
 
@@ -95,24 +97,27 @@ def run(params: Params, io: StepIO) -> StepResult:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
 
-        scan: ScanResult = scan_image_folder(
-            data_dir, params.image, cfg.split, cfg.salt, progress=io.progress, sink=sink
-        )
+        try:
+            scan: ScanResult = scan_image_folder(
+                data_dir, params.image, cfg.split, cfg.salt, progress=io.progress, sink=sink
+            )
+        except DataDirError as exc:  # name the location, not the scratch copy of it
+            raise DataDirError(str(exc).replace(str(data_dir), copy.name)) from exc
         unlabeled = None
         if domain == "target" and params.data.target_unlabeled is not None:
             if UNLABELED_DIR in scan.classes:
                 raise DataDirError(
-                    f"{data_dir}: a class folder may not be named {UNLABELED_DIR!r} when "
+                    f"{copy.name}: a class folder may not be named {UNLABELED_DIR!r} when "
                     "data.target_unlabeled is set (the unlabeled images are kept under that name)"
                 )
             unlabeled = scan_unlabeled_folder(
                 params.data.target_unlabeled, params.image, UNLABELED_DIR, io.progress, sink
             )
-        result = _finish(params, domain, data_dir, out_dir, staging, scan, unlabeled)
+        result = _finish(params, domain, copy, out_dir, staging, scan, unlabeled)
         expected = io.args.get("data_version")
         if expected and result.data_version != expected:
             raise ValueError(
-                f"{data_dir}: data version {result.data_version} differs from the expected "
+                f"{copy.name}: data version {result.data_version} differs from the expected "
                 f"{expected} (the data changed after the run was started)"
             )
     extra = (
@@ -122,9 +127,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         else ""
     )
     return StepResult(
-        f"ingest_data: {domain} {data_dir}: {result.n_images} images, {len(result.classes)} "
-        f"classes, {result.n_failed} undecodable, data version {result.data_version} "
-        f"({result.version_source}){extra} -> {out_dir}",
+        f"ingest_data: {domain} {describe(location)}: {result.n_images} images, "
+        f"{len(result.classes)} classes, {result.n_failed} undecodable, "
+        f"data version {result.data_version} ({result.version_source}){extra} -> {out_dir}",
         metadata={
             "dataset": {
                 "data_version": result.data_version,
@@ -156,14 +161,16 @@ def _unlabeled_summary(folder: Path, scan: ScanResult) -> dict[str, Any]:
 def _finish(
     params: Params,
     domain: str,
-    data_dir: Path,
+    copy: LocalCopy,
     out_dir: Path,
     staging: Path,
     scan: ScanResult,
     unlabeled: ScanResult | None,
 ) -> IngestResult:
     cfg = params.ingest_data
-    version: DataVersion = data_version(data_dir, scan.file_md5)
+    version: DataVersion = data_version(
+        copy.root, scan.file_md5, copy.recorded_md5, copy.recorded_in
+    )
     counts = _counts(scan.rows, scan.classes)
     failed = [row for row in scan.rows if row.decode_status != DecodeStatus.OK.value]
     extra: dict[str, Any] | None = None
@@ -172,7 +179,7 @@ def _finish(
         extra = _unlabeled_summary(params.data.target_unlabeled, unlabeled)
         failed += [row for row in unlabeled.rows if row.decode_status != DecodeStatus.OK.value]
     summary: dict[str, Any] = {
-        "data_dir": str(data_dir),
+        "data_dir": copy.name,
         "domain": domain,
         "data_version": version.md5,
         "version_source": version.source,
