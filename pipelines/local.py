@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cluster import data_versions
+from pipelines.training import domains_used
 from tlops.config import Params
 from tlops.layout import PROGRESS_PREFIX
 
@@ -120,12 +121,23 @@ def run_local(
 
     Raises:
         RuntimeError: A task failed (its log is in ``<run_dir>/kfp.log``).
+        tlops.tracking.runs.TrackingServerError: The MLflow server does not answer (checked
+            before any task runs).
     """
     from kfp import local
 
-    arguments = {
+    from tlops.tracking.runs import check_server
+
+    check_server(params.tracking)  # a server that is down fails the run now, not in train
+    try:
         # the data as it is now (edited after `dvc add` or not): ingest checks it is unchanged
-        **data_versions(params, from_dvc_file=False),
+        versions = data_versions(params, from_dvc_file=False)
+    except FileNotFoundError:
+        if any(isinstance(params.data.location(d), Path) for d in domains_used(params)):
+            raise  # a local directory that is not there: say so now
+        versions = {}  # an object-store prefix: its version is known once ingested
+    arguments = {
+        **versions,
         "checkpoint_root": str((params.extract_features.cache_dir / "checkpoints").resolve()),
     }
     if pipeline_name == "retraining":
@@ -135,7 +147,7 @@ def run_local(
     else:
         from pipelines.training import build_training_pipeline
 
-        pipeline = build_training_pipeline(params)
+        pipeline = build_training_pipeline(params, pinned_data=bool(versions))
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "kfp.log"
     local.init(

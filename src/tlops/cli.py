@@ -146,7 +146,7 @@ def data_demo(
 
         resolved = _params(params)
         cfg = resolved.demo
-        source, target = resolved.data.source, resolved.data.target
+        source, target = resolved.data.directory("source"), resolved.data.directory("target")
         if if_missing and source.is_dir() and target.is_dir():
             console.print(
                 f"demo data present: {source}, {target} (use without --if-missing to rewrite)"
@@ -486,9 +486,14 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
         from tlops.tracking.review import experiment_id
 
         found = experiment_id(params.tracking)
-        if found is not None:
-            page = run_url("http://127.0.0.1:5000", found, decision["run_id"])
-            lines.append(f"the run in the MLflow UI (after `make ui`): {page}")
+        uri = tracking_uri(params.tracking)
+        server = uri.startswith(("http://", "https://"))
+        if found is not None:  # a tracking server has its own UI; the embedded store needs one
+            page = run_url(uri if server else "http://127.0.0.1:5000", found, decision["run_id"])
+            where = "" if server else " (after `make ui`)"
+            lines.append(f"the run in the MLflow UI{where}: {page}")
+        if server:
+            return lines
     lines.append("open the MLflow UI: make ui   (or: tlops ui)")
     return lines
 

@@ -86,7 +86,11 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
     Args:
         params: Resolved params (all of them are logged, flattened).
         inputs: The training step's input directories (ingest and validation outputs...).
+
+    Raises:
+        tlops.tracking.runs.TrackingServerError: The tracking server does not answer.
     """
+    runs.check_server(params.tracking)
     versions = {
         f"data_version.{info['domain']}": info["data_version"]
         for info in (_ingest_info(path) for path in inputs.values())
@@ -113,9 +117,14 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
 
 
 def join_run(params: Params, inputs: Mapping[str, Path]) -> RunLog | None:
-    """The run an input directory was stamped with (:meth:`RunLog.stamp`), if any."""
+    """The run an input directory was stamped with (:meth:`RunLog.stamp`), if any.
+
+    Raises:
+        tlops.tracking.runs.TrackingServerError: There is a run, and its server does not answer.
+    """
     for path in inputs.values():
         if (path / RUN_FILE).is_file():
+            runs.check_server(params.tracking)
             return RunLog(params, str(read_json(path / RUN_FILE)["run_id"]))
     return None
 

@@ -26,6 +26,78 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
 
 
+class TrackingServerError(RuntimeError):
+    """The MLflow tracking server cannot be reached, or refuses the credentials given."""
+
+
+# how long a step waits for the tracking server to answer before it gives up (a server that is
+# down fails a step in seconds; the step's own retries, with backoff, ride out a restart)
+REACH_TIMEOUT_S = 5.0
+
+
+def check_server(cfg: TrackingConfig, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Fail fast when the tracking store is a server that does not answer or refuses us.
+
+    MLflow's own client retries a refused connection for minutes; a step that cannot log
+    should say so at once instead. A local store (SQLite, a folder) is not checked.
+
+    Raises:
+        TrackingServerError: No answer within ``timeout`` seconds, a server error, or the
+            credentials (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` or ``_TOKEN``) refused.
+    """
+    import requests
+
+    uri = tracking_uri(cfg)
+    if not uri.startswith(("http://", "https://")):
+        return
+    auth: Any = None
+    headers = {}
+    user, password = (
+        os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+    if user and password:
+        auth = (user, password)
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name"
+    try:
+        answer = requests.get(
+            url,
+            params={"experiment_name": cfg.experiment},
+            auth=auth,
+            headers=headers,
+            timeout=timeout,
+        )
+    except requests.RequestException as exc:
+        if isinstance(exc, requests.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        elif isinstance(exc, requests.ConnectionError):
+            reason = "connection refused or host unreachable"
+        else:
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        raise TrackingServerError(
+            f"MLflow tracking server {uri} is not reachable ({reason}); is it running, and is "
+            "MLFLOW_TRACKING_URI right?"
+        ) from exc
+    if answer.status_code in (401, 403):
+        given = "the credentials given" if auth or headers else "no credentials"
+        raise TrackingServerError(
+            f"MLflow tracking server {uri} refused {given} (HTTP {answer.status_code}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    if answer.status_code >= 500:
+        raise TrackingServerError(
+            f"MLflow tracking server {uri} answers HTTP {answer.status_code}: "
+            f"{answer.text[:200].strip()}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
 def store_exists(cfg: TrackingConfig) -> bool:
     """False for an embedded SQLite store whose file does not exist yet (nothing is in it)."""
     uri = tracking_uri(cfg)

@@ -321,8 +321,9 @@ def log_and_register(
     except mlflow.exceptions.MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
+    # the logged model's id goes with its models:/ URI: a tracking server checks the two agree
     version = mlflow_client.create_model_version(
-        model_name, info.model_uri, run_id=run_id, tags=tags
+        model_name, info.model_uri, run_id=run_id, tags=tags, model_id=info.model_id
     )
     if alias is not None:
         mlflow_client.set_registered_model_alias(model_name, alias, version.version)
