@@ -83,7 +83,7 @@ def _as_user(uid: int | None) -> list[str]:
     """
     if os.geteuid() != 0 or uid is None:
         return []
-    gid = pwd.getpwuid(uid).pw_gid if _has_user(uid) else uid
+    gid = _gid(uid)
     return [
         "setpriv",
         f"--reuid={uid}",
@@ -94,17 +94,17 @@ def _as_user(uid: int | None) -> list[str]:
     ]
 
 
-def _has_user(uid: int) -> bool:
+def _gid(uid: int) -> int:
+    """The primary group of ``uid``, or the same number when it has no passwd entry."""
     try:
-        pwd.getpwuid(uid)
+        return pwd.getpwuid(uid).pw_gid
     except KeyError:
-        return False
-    return True
+        return uid
 
 
 def _chown(path: Path, uid: int | None) -> None:
     if os.geteuid() == 0 and uid is not None:
-        gid = pwd.getpwuid(uid).pw_gid if _has_user(uid) else uid
+        gid = _gid(uid)
         os.chown(path, uid, gid)
         for root, dirs, files in os.walk(path):
             os.chown(root, uid, gid)

@@ -33,11 +33,6 @@ class LocalCopy:
     recorded_in: str | None = None  # where that md5 is recorded
 
 
-def describe(location: Location) -> str:
-    """The location as messages name it (a path, a URL, or ``repo@rev:path``)."""
-    return str(location)
-
-
 def _dvc_fs(location: DvcData) -> Any:
     from dvc.api import DVCFileSystem
 

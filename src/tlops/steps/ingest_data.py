@@ -23,7 +23,7 @@ from typing import Any
 
 from tlops.config import SPLITS, Params
 from tlops.data.images import DecodeStatus
-from tlops.data.location import LocalCopy, describe, local_copy
+from tlops.data.location import LocalCopy, local_copy
 from tlops.data.manifest import (
     MANIFEST_COLUMNS,
     DataDirError,
@@ -127,7 +127,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         else ""
     )
     return StepResult(
-        f"ingest_data: {domain} {describe(location)}: {result.n_images} images, "
+        f"ingest_data: {domain} {copy.name}: {result.n_images} images, "
         f"{len(result.classes)} classes, {result.n_failed} undecodable, "
         f"data version {result.data_version} ({result.version_source}){extra} -> {out_dir}",
         metadata={
