@@ -34,13 +34,18 @@ def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
     from kfp import kubernetes
 
     spec, kfp_cfg = SPECS[step], cfg.kfp
-    res = kfp_cfg.resources_for(step)
+    dp = cfg.train.distributed
+    # a multi-node train task only launches its TrainJob (whose nodes get the GPUs): a CPU pod
+    launcher = step == "train" and dp.nodes > 1
+    res = kfp_cfg.resources_for("default" if launcher else step)
     task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
     task.set_caching_options(spec.cacheable and cache)
-    if spec.resources == "gpu" and kfp_cfg.gpu.count > 0:
+    if spec.resources == "gpu" and kfp_cfg.gpu.count > 0 and not launcher:
         gpu = kfp_cfg.gpu
-        task.set_accelerator_type(gpu.resource).set_accelerator_limit(gpu.count)
+        # one node of several processes: torchrun in the task, a GPU per process
+        count = max(gpu.count, dp.procs_per_node) if step == "train" else gpu.count
+        task.set_accelerator_type(gpu.resource).set_accelerator_limit(count)
         kubernetes.add_node_selector(task, gpu.node_selector.key, gpu.node_selector.value)
         tol = gpu.toleration
         kubernetes.add_toleration(

@@ -119,3 +119,32 @@ def wait_for_http(url: str, server: Any, seconds: float = 120) -> None:
                 text = output.decode() if isinstance(output, bytes) else output
                 raise AssertionError(f"{url} did not answer:\n{text}") from None
             time.sleep(0.5)
+
+
+def training_inputs(
+    tree: Path, work: Path, classes: list[str], repo: Path, edit: Any = None
+) -> tuple[Path, dict[str, Path]]:
+    """A params file for training on the tiny ImageFolder ``tree``, and ``tree`` ingested and
+    validated under ``work``: ``(params file, {"dataset": ..., "report": ...})``.
+
+    The repository's params with ``classes``, 32 px, fp32 contiguous eager, patience 10 and the
+    cache under ``work``; ``edit(raw)`` changes the raw params before they are written.
+    """
+    import yaml
+
+    from tlops.config import load_params
+
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["validate_data"].update({"classes": list(classes), "min_images_per_split_class": 0})
+    raw["model"]["image_size"] = 32
+    raw["train"]["numerics"] = "fp32+contiguous+eager"
+    raw["train"]["early_stopping"]["patience"] = 10
+    raw["extract_features"]["cache_dir"] = str(work / "cache")
+    if edit is not None:
+        edit(raw)
+    params_file = work / "params.yaml"
+    params_file.write_text(yaml.safe_dump(raw))
+    params = load_params(params_file)
+    ingest(params, tree, work / "ingest")
+    validate(params, work / "ingest", work / "report")
+    return params_file, {"dataset": work / "ingest", "report": work / "report"}

@@ -185,7 +185,8 @@ def _step_command(spec: StepSpec) -> Callable[..., None]:
             args = {a.name: options[a.name] for a in spec.args if options[a.name] is not None}
             with _progress(spec.name, None) as advance:
                 result = execute(spec.name, resolved, inputs, outputs, args, advance)
-            console.print(result.summary, highlight=False)
+            if result.summary:  # a data-parallel process other than rank 0 has nothing to say
+                console.print(result.summary, highlight=False)
 
         _guard(body)
 

@@ -390,6 +390,30 @@ class AutoEncoderConfig(_Section):
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
+class DistributedConfig(_Section):
+    """Data-parallel ``train`` (DDP under torchrun; a Kubeflow Trainer TrainJob on a cluster)."""
+
+    # > 1: the pipeline's train task creates a TrainJob of this many nodes (a cluster only)
+    nodes: int = Field(default=1, ge=1)
+    # processes per node: torchrun --nproc-per-node (one per GPU on a cluster)
+    procs_per_node: int = Field(default=1, ge=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    # batch-norm statistics: batch (each process's own batch: its shard under DDP) | sync
+    # (SyncBatchNorm, the global batch; NCCL only) | frozen (the pretrained running statistics,
+    # so the result does not depend on the number of processes) | auto (batch for one process,
+    # sync on NCCL, frozen on gloo)
+    batchnorm: Literal["auto", "batch", "sync", "frozen"] = "auto"
+    runtime: str = "tlops-torch-distributed"  # the ClusterTrainingRuntime (infra/k8s)
+    namespace: str | None = None  # where the TrainJob is created; None: the task's own namespace
+    timeout_s: float = Field(default=86400.0, gt=0.0)  # the TrainJob fails the task after this
+    poll_s: float = Field(default=10.0, gt=0.0)  # how often its status is read
+
+    @property
+    def world_size(self) -> int:
+        """Processes in all (nodes x processes per node)."""
+        return self.nodes * self.procs_per_node
+
+
 class TrainConfig(_Section):
     """Parameters of the ``train`` step."""
 
@@ -429,6 +453,7 @@ class TrainConfig(_Section):
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0
+    distributed: DistributedConfig = DistributedConfig()
 
 
 class RuntimeConfig(_Section):

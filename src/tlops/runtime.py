@@ -44,3 +44,21 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     # cuBLAS needs this for deterministic matmuls on CUDA
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) of a process torchrun started for more than one process, else None.
+
+    torchrun (and a Kubeflow Trainer TrainJob, which runs it) sets ``RANK`` and ``WORLD_SIZE``;
+    read here without importing torch, for runners that must know whether they lead.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return None
+    return int(os.environ.get("RANK", "0") or 0), world
+
+
+def is_follower() -> bool:
+    """Whether this is a data-parallel process other than rank 0 (it logs and writes nothing)."""
+    found = torchrun_rank()
+    return found is not None and found[0] != 0

@@ -12,13 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from tests.conftest import CLASSES, REPO
-from tests.helpers import ingest, run_step, validate
+from tests.helpers import ingest, run_step, training_inputs, validate
 from tlops.config import load_params
 from tlops.io import read_json
 
@@ -35,21 +35,14 @@ def history(path: Path) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize("strategy", ["finetune", "dann"])
 def test_sigkill_then_resume(strategy: str, make_tree: Callable[..., Path], tmp_path: Path) -> None:
-    root = make_tree(per_class=20, size=16)
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["validate_data"].update({"classes": list(CLASSES), "min_images_per_split_class": 0})
-    raw["model"]["image_size"] = 32
-    raw["train"].update({"epochs": 6, "batch_size": 8, "trainable_stages": 2})
-    raw["train"].update({"strategy": strategy, "numerics": "fp32+contiguous+eager"})
-    raw["train"]["da"]["target_batch_size"] = 4
-    raw["train"]["early_stopping"]["patience"] = 10
-    raw["extract_features"]["cache_dir"] = str(tmp_path / "cache")
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(raw))
+    def edit(raw: dict[str, Any]) -> None:
+        raw["train"].update({"epochs": 6, "batch_size": 8, "trainable_stages": 2})
+        raw["train"]["strategy"] = strategy
+        raw["train"]["da"]["target_batch_size"] = 4
+
+    tree = make_tree(per_class=20, size=16)
+    params_file, inputs = training_inputs(tree, tmp_path, list(CLASSES), REPO, edit)
     params = load_params(params_file)
-    ingest(params, root, tmp_path / "ingest")
-    validate(params, tmp_path / "ingest", tmp_path / "report")
-    inputs = {"dataset": tmp_path / "ingest", "report": tmp_path / "report"}
     source_args: list[str] = []
     if strategy == "dann":
         source = make_tree(name="source", per_class=20, size=16)

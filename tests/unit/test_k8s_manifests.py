@@ -19,10 +19,12 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tlops.config import load_params
 
 K8S = REPO / "infra" / "k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.33.0"
+TRAINER_GROUP = "trainer.kubeflow.org"
 KUSTOMIZE = Path(
     os.environ.get("TLOPS_KUSTOMIZE", REPO / ".venv/kustomize/package/kustomize-linux-x64")
 )
@@ -62,7 +64,17 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(overlay:
     objects = render(overlay)
     assert len(objects) >= 8
     for obj in [*objects, *_secret_templates()]:
+        if obj["apiVersion"].startswith(TRAINER_GROUP):
+            continue  # a CRD's kind: checked against Kubeflow Trainer's own API models below
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
+
+    runtimes = [o for o in objects if o["kind"] == "ClusterTrainingRuntime"]
+    assert runtimes
+    for runtime in runtimes:
+        parsed = TrainerV1alpha1ClusterTrainingRuntime.from_dict(runtime)
+        assert parsed is not None and parsed.spec is not None
+        assert parsed.to_dict()["spec"] == runtime["spec"]  # no field it does not know
 
 
 def test_a_broken_manifest_is_refused_by_the_schema_check() -> None:
@@ -144,6 +156,62 @@ def test_the_manifests_name_what_the_compiled_pipeline_uses() -> None:
         assert f"{key}={value}" in notes
     for toleration in train["tolerations"]:
         assert f"{toleration['key']}" in notes and toleration["effect"] in notes
+
+
+def test_the_training_runtime_gives_the_trainjob_what_the_train_task_has() -> None:
+    params = load_params(REPO / "params.yaml")
+    compiled = _compiled()
+    objects = render("prod")
+    runtime = _find(objects, "ClusterTrainingRuntime", params.train.distributed.runtime)
+    assert runtime["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"  # the replicated job and container the SDK patches
+    pod = node["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "node"
+    # the secrets, keys and variables the train task reads (params kfp.secrets), none other
+    refs = {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container["env"]
+    }
+    task = {
+        k["envVar"]: (use["secretName"], k["secretKey"])
+        for use in compiled["k8s"]["exec-train"]["secretAsEnv"]
+        for k in use["keyToEnv"]
+    }
+    assert refs == task
+    assert pod["securityContext"]["runAsUser"] == params.kfp.task_uid
+    # the train task's service account may create and follow TrainJobs, read their runtimes
+    role = _find(objects, "Role", "tlops-trainjobs")
+    pvc = _find(objects, "PersistentVolumeClaim", params.kfp.checkpoint_pvc or "")
+    assert role["metadata"]["namespace"] == pvc["metadata"]["namespace"]
+    rules = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert {"create", "get", "delete", "watch"} <= rules[(TRAINER_GROUP, "trainjobs")]
+    assert "get" in rules[("", "pods/log")] and "list" in rules[("", "pods")]
+    cluster_role = _find(objects, "ClusterRole", "tlops-training-runtimes-reader")
+    assert cluster_role["rules"][0]["resources"] == ["clustertrainingruntimes"]
+    for binding in ("RoleBinding", "ClusterRoleBinding"):
+        subjects = _find(
+            objects,
+            binding,
+            role["metadata"]["name"]
+            if binding == "RoleBinding"
+            else cluster_role["metadata"]["name"],
+        )["subjects"]
+        assert subjects == [
+            {
+                "kind": "ServiceAccount",
+                "name": "pipeline-runner",
+                "namespace": pvc["metadata"]["namespace"],
+            }
+        ]
+    # the TrainJob's pods mount the checkpoint volume beside the task: ReadWriteMany
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 def test_the_mlflow_server_is_locked_down() -> None:

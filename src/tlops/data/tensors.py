@@ -15,7 +15,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -214,11 +214,18 @@ class Augment:
         return bool(self.rotation_deg or self.translate or self.hflip or self.scale != (1.0, 1.0))
 
 
-def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
-    """Apply an independent random affine warp to each image of a float batch."""
+def augment_batch(
+    x: torch.Tensor, aug: Augment, generator: torch.Generator, shard: Shard | None = None
+) -> torch.Tensor:
+    """Apply an independent random affine warp to each image of a float batch.
+
+    With a ``shard``, ``x`` holds this process's rows of the global batch: the warps are drawn
+    for the whole global batch (the same draws in every process, and as one process would
+    make them) and this process applies its rows' warps.
+    """
     if not aug.active:
         return x
-    n = x.shape[0]
+    n = shard.total if shard is not None else x.shape[0]
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(aug.rotation_deg)
     low, high = aug.scale
     scale = low + torch.rand(n, generator=generator) * (high - low)
@@ -228,6 +235,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
         if aug.hflip
         else torch.ones(n)
     )
+    if shard is not None:
+        rows = shard.rows
+        angle, scale, shift, flip = angle[rows], scale[rows], shift[rows], flip[rows]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
@@ -241,19 +251,73 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@dataclass
+class Shard:
+    """This process's part of every global batch, in data-parallel training.
+
+    Every process draws the same shuffle of the whole split and cuts each global batch of
+    ``train.batch_size`` images the same way (``numpy.array_split``: contiguous parts whose
+    sizes differ by at most one); process ``rank`` reads only its part from the decoded image
+    cache. :meth:`take` records the current batch, for what must see the global batch: the
+    augmentation draws (:func:`augment_batch`) and the loss scale (:meth:`loss_scale`).
+    """
+
+    rank: int
+    world: int
+    rows: slice = field(
+        default_factory=lambda: slice(0, 0)
+    )  # this process's rows of the current global batch
+    total: int = 0  # the current global batch's size
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def take(self, labels: np.ndarray) -> slice:
+        """Record a global batch (its labels, in batch order) and return this process's rows."""
+        n = len(labels)
+        base, extra = divmod(n, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        self.rows = slice(start, start + base + (1 if self.rank < extra else 0))
+        self.total, self.labels = n, labels
+        return self.rows
+
+    def loss_scale(self, class_weights: torch.Tensor | None = None) -> float:
+        """The factor that makes DDP's mean of the processes' mean losses the global mean.
+
+        DDP averages gradients over the processes; a process's loss is the (weighted) mean over
+        its rows. Scaled by (its share of the batch's weight) x world, the average is the
+        gradient of the global batch's mean loss, as one process computes it.
+        """
+        if self.total == 0:
+            return 0.0
+        share: float
+        if class_weights is None:
+            share = (self.rows.stop - self.rows.start) / self.total
+        else:
+            weights = class_weights.detach().cpu().numpy()
+            total = float(weights[self.labels].sum())
+            share = float(weights[self.labels[self.rows]].sum()) / total if total else 0.0
+        return float(share * self.world)
+
+
 def batches(
     split: SplitTensors,
     batch_size: int,
     shuffle: bool,
     generator: torch.Generator | None,
     device: torch.device,
+    shard: Shard | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images on ``device``, labels on ``device``) batches of a split."""
+    """Yield (uint8 images on ``device``, labels on ``device``) batches of a split.
+
+    With a ``shard``, each batch holds this process's rows of the global batch (see
+    :class:`Shard`); the shuffle is the global one, drawn the same in every process.
+    """
     n = len(split)
     order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
     pin = device.type == "cuda"
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
+        if shard is not None:
+            idx = idx[shard.take(split.labels[idx])]
         images = torch.from_numpy(np.ascontiguousarray(split.images[idx]))
         labels = torch.from_numpy(split.labels[idx])
         if pin:

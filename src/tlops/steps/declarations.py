@@ -164,6 +164,7 @@ STEPS: tuple[StepSpec, ...] = (
             "tlops.train.loop",
             "tlops.train.losses",
             "tlops.train.strategies",
+            "tlops.train.distributed",
             "tlops.data.budget",
             "tlops.data.align",
             "tlops.models.init",

@@ -11,12 +11,14 @@ import importlib
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tlops.config import Params, params_from_json
+from tlops.runtime import is_follower
 from tlops.steps.declarations import spec_of
 from tlops.steps.spec import StepFailure, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking import lifecycle
@@ -78,8 +80,12 @@ def execute(
         raise ValueError(f"step {name}: no argument {unknown[0]!r} (arguments: {sorted(declared)})")
     resolved_args = {**declared, **(args or {})}
     module = importlib.import_module(f"tlops.steps.{name}")
+    if is_follower():
+        return _follow(module, params, spec, checked, resolved_args, progress)
     run: lifecycle.RunLog | None = None
-    if spec.tracking == Tracking.OPENS:
+    if spec.tracking == Tracking.OPENS and os.environ.get(lifecycle.RUN_ID_ENV):
+        run = lifecycle.join_run(params, checked)  # the launcher recorded the inputs
+    elif spec.tracking == Tracking.OPENS:
         # a run already opened upstream (the retraining pipeline's detect_change) is continued
         run = lifecycle.join_run(params, checked)
         if run is None:
@@ -109,6 +115,28 @@ def execute(
         if spec.tracking == Tracking.CLOSES or result.finished:
             run.close(ok=True)
     return result
+
+
+def _follow(
+    module: Any,
+    params: Params,
+    spec: StepSpec,
+    inputs: Mapping[str, Path],
+    args: Mapping[str, str],
+    progress: Callable[[int], None] | None,
+) -> StepResult:
+    """A data-parallel process other than rank 0: it computes, and logs and writes nothing.
+
+    Its outputs go to a scratch folder removed afterwards (the step writes only on rank 0).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=f"tlops-{spec.name}-rank-"))
+    try:
+        outputs = {p.name: scratch / p.name for p in spec.dirs}
+        io = StepIO(dict(inputs), outputs, dict(args), None, progress)
+        result: StepResult = module.run(params, io)
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _record_failure(

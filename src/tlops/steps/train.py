@@ -49,10 +49,11 @@ from tlops.models.inference import predict_logits
 from tlops.models.init import create_model, load_trained, resolve_init
 from tlops.models.model import BackboneError, TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
-from tlops.runtime import resolve_device, seed_everything
+from tlops.runtime import resolve_device, seed_everything, torchrun_rank
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.runs import client
+from tlops.train.distributed import Group, batchnorm_mode, check_strategy, process_group
 from tlops.train.loop import EpochCallback, TrainOutcome, fit
 from tlops.train.numerics import training_numerics
 from tlops.train.strategies import UNLABELED, Need, Strategy, TrainData, get_strategy
@@ -299,6 +300,12 @@ def progress(epochs: int, log: EpochCallback | None) -> EpochCallback:
 def run(params: Params, io: StepIO) -> StepResult:
     """Train with ``train.strategy`` and write the model.
 
+    In one process, or data-parallel: under torchrun this process trains its shard (see
+    :mod:`tlops.train.distributed`); with ``train.distributed`` asking for more than one
+    process and none started yet, the step starts them (:mod:`tlops.steps.launch`: torchrun on
+    this machine for one node, a Kubeflow Trainer TrainJob for more) and returns what rank 0
+    wrote.
+
     Args:
         params: Resolved params (reads ``model``, ``train``, ``image``, ``runtime``).
         io: Inputs ``dataset``, ``report`` and (for strategies on features) ``features``;
@@ -306,10 +313,53 @@ def run(params: Params, io: StepIO) -> StepResult:
             checkpoints, under a key of data version, params and init; default: the cache).
 
     Returns:
-        Summary of the training (``details``: a :class:`TrainResult`).
+        Summary of the training (``details``: a :class:`TrainResult`, None after a launch).
     """
+    dp = params.train.distributed
+    if dp.world_size > 1 and torchrun_rank() is None:
+        from tlops.steps import launch, trainjob
+
+        check_strategy(get_strategy(params.train))  # before any process starts
+        if dp.nodes > 1:
+            trainjob.run(params, io)
+        else:
+            launch.launch(params, io)
+        return launched_result(io.outputs["model"])
+    device = resolve_device(params.runtime.device)
+    with process_group(dp, device) as group:
+        return _train(params, io, group, group.device if group is not None else device)
+
+
+def launched_result(out_dir: Path) -> StepResult:
+    """The step's result from what rank 0 of a data-parallel launch wrote to ``out_dir``."""
+    summary = read_json(out_dir / TRAIN_FILE)
+    return StepResult(
+        f"train: {summary['strategy']} on {summary['world_size']} processes, "
+        f"{summary['epochs_run']} epoch(s), best epoch {summary['best_epoch'] + 1} "
+        f"({summary['best_metric']:.4f}) -> {out_dir}",
+        metadata={
+            "model": {
+                "backbone": summary["backbone"],
+                "strategy": summary["strategy"],
+                "classes": summary["classes"],
+                "init": summary["init"],
+                "data_version": summary["data_version"],
+                "best_epoch": summary["best_epoch"],
+            }
+        },
+    )
+
+
+def _train(params: Params, io: StepIO, group: Group | None, device: torch.device) -> StepResult:
+    """:func:`run` in this process (alone, or one of a data-parallel group)."""
     cfg = params.train
     strategy = get_strategy(cfg)
+    if group is not None:
+        check_strategy(strategy)
+    batchnorm = (
+        group.batchnorm if group is not None else batchnorm_mode(cfg.distributed.batchnorm, 1, "")
+    )
+    leads = group is None or group.leads
     out_dir = io.outputs["model"]
     ingest = ingest_info(io.inputs["dataset"])
     require_validated(io.inputs["report"], ingest)
@@ -319,7 +369,6 @@ def run(params: Params, io: StepIO) -> StepResult:
     if start is not None:
         client(params.tracking)  # the champion is read through the configured store
     model = _build(params, strategy, classes, start)
-    device = resolve_device(params.runtime.device)
     teacher = None
     if Need.TEACHER in strategy.uses:
         client(params.tracking)  # the champion is read through the configured store
@@ -333,12 +382,23 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
     unlabeled = unlabeled_version(ingest) if strategy.uses_unlabeled else None
     cache_file = params.extract_features.cache_dir / CACHE_FILE
-    choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
+    if group is None:
+        choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
+    else:  # every process trains in rank 0's choice (a timing is not the same twice)
+        chosen = (
+            training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
+            if group.leads
+            else None
+        )
+        choice = group.broadcast(chosen)
     key = fingerprint(
         ingest["data_version"],
         classes,
         params.model.model_dump(mode="json"),
-        cfg.model_dump(mode="json"),
+        # how many processes train does not change what they compute (train.distributed's
+        # batchnorm does, resolved below): a job restarted on another count resumes
+        cfg.model_dump(mode="json", exclude={"distributed"}),
+        batchnorm,
         params.image.model_dump(mode="json"),
         choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
         start,
@@ -356,9 +416,16 @@ def run(params: Params, io: StepIO) -> StepResult:
         checkpoints,
         key,
         device,
-        progress(strategy.schedule().epochs, io.run.epoch if io.run is not None else None),
+        progress(strategy.schedule().epochs, io.run.epoch if io.run is not None else None)
+        if leads
+        else None,
         choice.numerics,
+        group,
+        batchnorm,
     )
+    if not leads:  # rank 0 writes the outputs and logs; this process is done
+        return StepResult("")
+    world = group.world if group is not None else 1
     pretraining = strategy.pretraining_metrics()
     if outcome.fallback:
         sys.stderr.write(f"train: {outcome.fallback}\n")
@@ -383,6 +450,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         **{k: v for k, v in asdict(outcome).items() if k != "history"},
         "epochs_run": len(outcome.history),  # best_epoch counts from 0, as history does
         "numerics_choice": choice.as_dict(),
+        "world_size": world,
+        "backend": group.backend if group is not None else None,
+        "batchnorm": batchnorm,
     }
     with atomic_dir(out_dir) as staging:
         torch.save(model.checkpoint(), staging / MODEL_FILE)
@@ -421,6 +491,9 @@ def run(params: Params, io: StepIO) -> StepResult:
                 "numerics": outcome.numerics,
                 "numerics.source": choice.source,
                 "numerics.reason": choice.reason,
+                "distributed.world_size": str(world),
+                "distributed.batchnorm": batchnorm,
+                **({"distributed.backend": group.backend} if group is not None else {}),
                 **({"numerics.fallback": outcome.fallback} if outcome.fallback else {}),
             }
         )

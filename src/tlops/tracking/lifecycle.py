@@ -28,6 +28,9 @@ from tlops.tracking.report import RUN_NAME_TAG, run_name
 RUN_FILE = "mlflow_run.json"
 STEP_FILE = "step.json"
 RUNNER_ENV = "TLOPS_RUNNER"
+# the run a data-parallel launch continues: the train task that started torchrun (or a
+# TrainJob) opened it and recorded the inputs; rank 0 of the processes logs into it
+RUN_ID_ENV = "TLOPS_MLFLOW_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,16 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
 def join_run(params: Params, inputs: Mapping[str, Path]) -> RunLog | None:
     """The run an input directory was stamped with (:meth:`RunLog.stamp`), if any.
 
+    A process of a data-parallel launch joins the run its launcher names in
+    ``TLOPS_MLFLOW_RUN_ID`` instead.
+
     Raises:
         tlops.tracking.runs.TrackingServerError: There is a run, and its server does not answer.
     """
+    launched = os.environ.get(RUN_ID_ENV)
+    if launched:
+        runs.check_server(params.tracking)
+        return RunLog(params, launched)
     for path in inputs.values():
         if (path / RUN_FILE).is_file():
             runs.check_server(params.tracking)

@@ -9,6 +9,7 @@ the same metrics on CPU. The loop knows no strategy by name (see
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from tlops.config import TrainConfig
 from tlops.models.inference import FP32
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
+from tlops.train.distributed import Group, freeze_batchnorm, sync_batchnorm
 from tlops.train.strategies import Strategy, TrainData
 
 CHECKPOINT = "last.pt"
@@ -130,6 +132,8 @@ def fit(
     device: torch.device,
     on_epoch: EpochCallback | None = None,
     numerics: Numerics = FP32,
+    group: Group | None = None,
+    batchnorm: str = "batch",
 ) -> TrainOutcome:
     """Train ``model`` with ``strategy``; checkpoint every epoch and resume exactly.
 
@@ -148,6 +152,11 @@ def fit(
         device: Where to train.
         on_epoch: Called with the metrics of every ``strategy.log_every``-th epoch and the last.
         numerics: Precision, memory layout and compilation (see :mod:`tlops.models.numerics`).
+        group: The data-parallel group under torchrun (None: one process). Each process trains
+            on its shard of every global batch through DDP; rank 0 alone writes the
+            checkpoints and calls ``on_epoch`` (see :mod:`tlops.train.distributed`).
+        batchnorm: ``batch``, ``sync`` or ``frozen``
+            (:func:`tlops.train.distributed.batchnorm_mode`).
 
     Returns:
         The history and best epoch; ``model`` holds the best epoch's weights.
@@ -160,12 +169,20 @@ def fit(
     strategy.numerics = numerics
     strategy.modules().to(device)
     strategy.work_dir = checkpoint_dir
+    strategy.shard = group.shard() if group is not None else None
+    if batchnorm == "sync" and group is not None:
+        sync_batchnorm(model)
     strategy.prepare(model, data, device)
     initial = {k: v.detach().clone() for k, v in strategy.state(model).items()}
     if numerics.compile:
         model.compile()  # in place: the state dict keeps its keys
+    # the same arguments for the fp32 run after a fallback
+    train = functools.partial(
+        _fit, strategy, model, data, cfg, checkpoint_dir, fingerprint, device, on_epoch, group,
+        batchnorm,
+    )  # fmt: skip
     try:
-        outcome = _fit(strategy, model, data, cfg, checkpoint_dir, fingerprint, device, on_epoch)
+        outcome = train()
     except NonFiniteLoss as exc:
         if numerics.precision == "fp32":
             raise
@@ -173,7 +190,7 @@ def fit(
         strategy.numerics = numerics
         strategy.load_state(model, initial)
         strategy.prepare(model, data, device)
-        outcome = _fit(strategy, model, data, cfg, checkpoint_dir, fingerprint, device, on_epoch)
+        outcome = train()
         outcome.fallback = f"{exc}; trained again from the start in fp32"
     outcome.seconds = time.perf_counter() - started
     return outcome
@@ -188,6 +205,8 @@ def _fit(
     fingerprint: str,
     device: torch.device,
     on_epoch: EpochCallback | None,
+    group: Group | None,
+    batchnorm: str,
 ) -> TrainOutcome:
     """:func:`fit` with the model and strategy prepared, in ``strategy.numerics``."""
     numerics = strategy.numerics
@@ -228,26 +247,45 @@ def _fit(
     trained, train_seconds = 0, 0.0
     patience = cfg.early_stopping.patience
     stopped_early = plan.early_stopping and bad_epochs >= patience
+    leads = group is None or group.leads
+    view: nn.Module = model  # what the strategy calls: the model, or the model in DDP
+    trains: tuple[bool, ...] = ()
     for epoch in range(start_epoch, plan.epochs):
         if stopped_early:
             break
         model.freeze(strategy.trainable_stages(epoch))
+        if group is not None:
+            now = tuple(p.requires_grad for p in model.parameters())
+            if now != trains:  # DDP fixes the parameters it reduces when it is built
+                view, trains = group.wrap(model), now
         torch.manual_seed(cfg.seed * 1009 + epoch)  # dropout
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         model.train()
+        if batchnorm == "frozen":
+            freeze_batchnorm(model)
         extra.train()
         epoch_start = time.perf_counter()
         running, seen = 0.0, 0
+        weight = getattr(strategy.criterion, "weight", None)
         for step, batch in enumerate(strategy.batches(data, generator, device)):
             strategy.progress = (epoch * steps_per_epoch + step) / (plan.epochs * steps_per_epoch)
             with numerics.autocast(device):
-                loss = strategy.loss(model, batch, generator)
+                loss = strategy.loss(view, batch, generator)  # type: ignore[arg-type]
             value = loss.item()  # the one sync per step the running mean needs anyway
             if not math.isfinite(value):
                 raise NonFiniteLoss(
                     f"loss is {value} at epoch {epoch}, step {step} in {numerics.precision}"
                     + ("" if numerics.precision != "fp32" else ": lower train.lr")
                 )
+            shard = strategy.shard
+            if shard is not None:
+                # DDP averages the processes' gradients: weigh each by its share of the batch
+                scale = shard.loss_scale(weight)
+                loss = loss * scale
+                # this process's part of the global batch's mean, x its size (summed below)
+                running += value * scale / shard.world * shard.total
+            else:
+                running += value * len(batch[1])
             optimizer.zero_grad(set_to_none=True)
             scaled: Any = scaler.scale(loss)  # torch's backward() is untyped
             scaled.backward()
@@ -255,8 +293,10 @@ def _fit(
             scaler.update()
             strategy.after_step(model, optimizer)
             scheduler.step()
-            running += value * len(batch[1])
             seen += len(batch[1])
+        if group is not None:  # the epoch's mean loss over the global batches
+            running, total = group.sum([running, float(seen)])
+            seen = int(total)
         epoch_seconds = time.perf_counter() - epoch_start
         trained += seen
         train_seconds += epoch_seconds
@@ -279,8 +319,10 @@ def _fit(
         stopped_early = plan.early_stopping and bad_epochs >= patience
         last_epoch = stopped_early or epoch == plan.epochs - 1
         every = strategy.log_every
-        if on_epoch is not None and (epoch % every == every - 1 or last_epoch):
+        if on_epoch is not None and leads and (epoch % every == every - 1 or last_epoch):
             on_epoch(row)
+        if not leads:
+            continue  # rank 0 writes the checkpoint every process resumes from
         _save_atomic(
             {
                 "fingerprint": fingerprint,
@@ -297,6 +339,8 @@ def _fit(
             },
             last,
         )
+    if group is not None:
+        group.barrier()  # the last checkpoint is written before any process moves on
     if best_state is not None:
         strategy.load_state(model, best_state)
     model.freeze(None)

@@ -66,6 +66,9 @@ class AutoEncoder(Scratch):
     """Reconstruction pretraining, then fine-tuning; see the module docstring."""
 
     name: ClassVar[str] = "autoencoder"
+    data_parallel: ClassVar[str | None] = (
+        "its reconstruction pretraining runs before the training loop, in one process"
+    )
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
     uses_unlabeled: ClassVar[bool] = True
     # the pretrained encoder learns slower than the new head, as a pretrained backbone does

@@ -21,7 +21,7 @@ from torch import nn
 
 from tlops.config import TrainConfig
 from tlops.data.budget import UNLABELED
-from tlops.data.tensors import SplitTensors
+from tlops.data.tensors import Shard, SplitTensors
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
 
@@ -88,6 +88,8 @@ class Strategy(ABC):
     own_source_head: ClassVar[bool] = False  # the source's labels are its own classes
     # learns from target images whose label it cannot use (data.target_unlabeled's are added)
     uses_unlabeled: ClassVar[bool] = False
+    # why it cannot train data-parallel (None: it can; see tlops.train.distributed)
+    data_parallel: ClassVar[str | None] = "it does not shard its batches"
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -101,6 +103,8 @@ class Strategy(ABC):
         # the run's progress in 0..1, set by the loop before every step from (epoch, step), so a
         # resumed run sees the values the uninterrupted one did (loss weights that ramp up)
         self.progress = 0.0
+        # this process's rows of every global batch under DDP (set by the loop; None: all)
+        self.shard: Shard | None = None
         # a folder of the run (the loop's checkpoint folder) for what a strategy computes before
         # the first epoch and wants to keep across a resume; None outside a training run
         self.work_dir: Path | None = None

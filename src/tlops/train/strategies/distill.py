@@ -33,6 +33,10 @@ class Distill(FineTune):
     """A student trained on a teacher's soft targets and the labels; see the module docstring."""
 
     name: ClassVar[str] = "distill"
+    data_parallel: ClassVar[str | None] = (
+        "its batches carry the teacher's logits and its label term is normalised per batch; "
+        "neither is sharded"
+    )
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.TEACHER})
     uses_unlabeled: ClassVar[bool] = True
 

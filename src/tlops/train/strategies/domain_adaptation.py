@@ -46,6 +46,10 @@ class SourceOnly(FineTune):
     """Fine-tune on the labeled source domain (and the target labels the budget allows)."""
 
     name: ClassVar[str] = "source_only"
+    data_parallel: ClassVar[str | None] = (
+        "its steps pair a source batch with a target batch, and the domain losses (MMD, CORAL, "
+        "MCC) are statistics of the whole batch; a shard alone cannot compute them"
+    )
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.SOURCE})
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:

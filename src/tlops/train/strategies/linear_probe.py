@@ -21,6 +21,9 @@ class LinearProbe(Strategy):
     """
 
     name: ClassVar[str] = "linear_probe"
+    data_parallel: ClassVar[str | None] = (
+        "it fits a linear head on cached features, seconds in one process: nothing to scale out"
+    )
     needs: ClassVar[frozenset[Need]] = frozenset({Need.FEATURES})
     log_every: ClassVar[int] = 10
 

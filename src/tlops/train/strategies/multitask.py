@@ -31,6 +31,9 @@ class MultiTask(FineTune):
     """Target and source tasks on a shared backbone; see the module docstring."""
 
     name: ClassVar[str] = "multitask"
+    data_parallel: ClassVar[str | None] = (
+        "its steps pair a target batch with a source batch, which are not sharded"
+    )
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.SOURCE})
     own_source_head: ClassVar[bool] = True
 

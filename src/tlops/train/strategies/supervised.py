@@ -39,6 +39,7 @@ class FineTune(Strategy):
 
     name: ClassVar[str] = "finetune"
     needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
+    data_parallel: ClassVar[str | None] = None  # per-image loss: any shard of a batch adds up
 
     def backbone_lr(self) -> float:
         """The backbone's learning rate."""
@@ -78,7 +79,9 @@ class FineTune(Strategy):
     ) -> Iterator[Batch]:
         """Shuffled uint8 image batches of the labeled images of the train split."""
         assert data.train is not None
-        return batches(labeled(data.train), self.cfg.batch_size, True, generator, device)
+        return batches(
+            labeled(data.train), self.cfg.batch_size, True, generator, device, self.shard
+        )
 
     def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         """Cross-entropy (label smoothing, class weights) on augmented images."""
@@ -88,10 +91,14 @@ class FineTune(Strategy):
             normalize(images, model.mean, model.std),
             Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip),
             generator,
+            self.shard,
         )
-        loss: torch.Tensor = self.criterion(
-            model(x.contiguous(memory_format=self.numerics.memory_format)), labels
-        )
+        logits: torch.Tensor = model(x.contiguous(memory_format=self.numerics.memory_format))
+        if not len(labels):
+            # a process with no row of a short last batch: a zero loss that still takes part
+            # in DDP's gradient all-reduce
+            return logits.sum() * 0.0
+        loss: torch.Tensor = self.criterion(logits, labels)
         return loss
 
     def val_logits(
