@@ -334,6 +334,7 @@ def test_a_multi_node_train_creates_a_trainjob_streams_its_log_and_takes_its_mod
     assert mounts == {"dshm": "/dev/shm", "tlops-checkpoints": str(checkpoints)}
 
     assert "train: epoch 1/2: loss 1.0 (rank 0)" in result.stderr  # node 0's log, streamed
+    assert not [r for r in server.requests if r["method"] == "DELETE"]  # a complete job stays
     assert read_json(tmp_path / "model" / "train.json") == read_json(
         tmp_path / "rank0" / "train.json"
     )
@@ -374,6 +375,8 @@ def test_a_failed_trainjob_fails_the_task_and_writes_nothing(
         )
     assert not (tmp_path / "model").exists()
     assert not list((tmp_path / "ckpt" / "trainjobs").iterdir())
+    # the failed job is deleted: a retry's job is alone on the checkpoints
+    assert [r["method"] for r in server.requests].count("DELETE") == 1
 
 
 def test_a_trainjob_past_its_timeout_is_deleted_and_fails_the_task(

@@ -33,14 +33,14 @@ class LaunchFailed(RuntimeError):
 
 
 def step_options(io: StepIO, paths: Mapping[str, str] | None = None) -> list[str]:
-    """``tlops step train``'s options for ``io`` (``paths`` renames a directory, e.g. on a PVC)."""
+    """``tlops step train``'s options for ``io``; ``paths`` replaces some values (a PVC)."""
     renamed = paths or {}
     options: list[str] = []
     for name, path in {**io.inputs, **io.outputs}.items():
         options += ["--" + name.replace("_", "-"), renamed.get(name, str(path))]
     for name, value in io.args.items():
         if value not in (None, ""):
-            options += ["--" + name.replace("_", "-"), str(value)]
+            options += ["--" + name.replace("_", "-"), renamed.get(name, str(value))]
     return options
 
 

@@ -385,6 +385,7 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
     if group is None:
         choice = training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     else:  # every process trains in rank 0's choice (a timing is not the same twice)
+        strategy.shard = group.shard()  # timed on this process's part of a global batch
         chosen = (
             training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
             if group.leads

@@ -11,7 +11,8 @@ The pipeline's ``train`` task (the launcher) runs on a CPU node of the cluster a
    and S3 credentials come from the runtime's pod template (the same secrets and keys as the
    task's; the SDK cannot set secret references on the trainer container);
 3. streams the logs of node 0 (rank 0) into its own log while it waits, fails when the job
-   fails or runs past ``train.distributed.timeout_s`` (and deletes it then);
+   fails or runs past ``train.distributed.timeout_s``, and deletes a job it does not see
+   complete (so no pod outlives the task, and a retry's job is alone on the checkpoints);
 4. copies the model rank 0 wrote back into its output artifact and removes the copies.
 """
 
@@ -37,6 +38,7 @@ EXCHANGE_DIR = "trainjobs"  # under checkpoint_root: the job's inputs and output
 SHM_VOLUME = "dshm"
 CHECKPOINT_VOLUME = "tlops-checkpoints"
 NODE = "node"  # the trainer container and replicated job of a torch-distributed runtime
+READ_ATTEMPTS = 5  # reads of the job's status in a row that may fail before the task does
 
 
 def job_name() -> str:
@@ -100,6 +102,7 @@ def trainjob_request(
         kfp.gpu.resource: str(dp.procs_per_node),
     }
     paths = {port: str(exchange / port) for port in (*io.inputs, *io.outputs)}
+    paths["checkpoint_root"] = str(Path(io.args["checkpoint_root"]).absolute())
     options = step_options(io, paths)
     command = torchrun_command(dp.procs_per_node, str(exchange / "params.json"), options, dp.nodes)
     trainer = CustomTrainerContainer(
@@ -108,7 +111,7 @@ def trainjob_request(
         resources_per_node=per_node,
         env=trainer_env(params, io),
     )
-    root = str(io.args["checkpoint_root"])
+    root = str(Path(io.args["checkpoint_root"]).absolute())
     toleration = kfp.gpu.toleration.model_dump(exclude_none=True)
     pod = PodSpecPatch(
         node_selector={kfp.gpu.node_selector.key: kfp.gpu.node_selector.value},
@@ -152,7 +155,8 @@ def trainjob_request(
         Labels(labels),
         TrainerCommand(command[:1]),
         TrainerArgs(command[1:]),
-        ActiveDeadlineSeconds(int(dp.timeout_s)),
+        # the cluster's own deadline, a little after the task's (which deletes the job first)
+        ActiveDeadlineSeconds(int(dp.timeout_s) + 300),
         patch,
     ]
 
@@ -174,15 +178,22 @@ def _stage_inputs(io: StepIO, exchange: Path) -> None:
 
 
 def _stream_logs(trainer: Any, name: str, stop: threading.Event) -> None:
-    """Node 0's log lines into this task's log, once its pod runs (rank 0 prints progress)."""
+    """Node 0's log lines into this task's log, once its pod runs (rank 0 prints progress).
+
+    The SDK yields nothing while the pod is pending: ask again until a line came.
+    """
     while not stop.is_set():
+        read = False
         try:
             for line in trainer.get_job_logs(name, step=f"{NODE}-0", follow=True):
+                read = True
                 sys.stderr.write(f"[{name}] {line}\n")
                 sys.stderr.flush()
+        except Exception:  # the API blinked, or the pod went away: ask again
+            pass
+        if read:
             return
-        except Exception:  # not yet scheduled, or the API blinked: try again
-            stop.wait(5.0)
+        stop.wait(5.0)
 
 
 def run(params: Params, io: StepIO) -> None:
@@ -201,8 +212,10 @@ def run(params: Params, io: StepIO) -> None:
             "claim, infra/k8s) and the pipeline's checkpoint_root"
         )
     name = job_name()
-    exchange = Path(root) / EXCHANGE_DIR / name
+    exchange = Path(root).absolute() / EXCHANGE_DIR / name
     exchange.mkdir(parents=True)
+    created = done = False
+    trainer: Any = None
     try:
         _stage_inputs(io, exchange)
         (exchange / "params.json").write_text(params.model_dump_json(), encoding="utf-8")
@@ -210,6 +223,7 @@ def run(params: Params, io: StepIO) -> None:
         try:
             trainer = client(params)
             trainer.train(runtime=dp.runtime, trainer=trainer_spec, options=options)
+            created = True
         except Exception as exc:  # no cluster config, an unknown runtime, a refused request
             raise LaunchFailed(
                 f"could not create TrainJob {name} (runtime {dp.runtime}): {_cause(exc)}"
@@ -219,12 +233,17 @@ def run(params: Params, io: StepIO) -> None:
             f"runtime {dp.runtime}\n"
         )
         _wait(trainer, name, dp.timeout_s, dp.poll_s)
+        done = True
         model = exchange / "model"
         if not model.is_dir():
             raise LaunchFailed(f"TrainJob {name} completed without writing {model}")
         with atomic_dir(io.outputs["model"]) as staging:
             shutil.copytree(model, staging, dirs_exist_ok=True)
     finally:
+        if created and not done:
+            # failed, timed out, or this task is stopping: its pods must not outlive it (a
+            # retry starts another job on the same checkpoints)
+            _delete(trainer, name)
         shutil.rmtree(exchange, ignore_errors=True)
 
 
@@ -233,14 +252,21 @@ def _wait(trainer: Any, name: str, timeout_s: float, poll_s: float) -> None:
     logs = threading.Thread(target=_stream_logs, args=(trainer, name, stop), daemon=True)
     logs.start()
     deadline = time.monotonic() + timeout_s
+    misses = 0
     try:
         while True:
             try:
                 status = trainer.get_job(name).status
+                misses = 0
             except Exception as exc:
-                raise LaunchFailed(
-                    f"TrainJob {name}: could not read its status: {_cause(exc)}"
-                ) from exc
+                misses += 1  # one failed read in a day of polling is no reason to fail
+                if misses >= READ_ATTEMPTS:
+                    raise LaunchFailed(
+                        f"TrainJob {name}: could not read its status {misses} times in a row: "
+                        f"{_cause(exc)}"
+                    ) from exc
+                time.sleep(poll_s)
+                continue
             if status == "Complete":
                 return
             if status == "Failed":
@@ -250,7 +276,6 @@ def _wait(trainer: Any, name: str, timeout_s: float, poll_s: float) -> None:
                     "to resume from the last checkpoint"
                 )
             if time.monotonic() > deadline:
-                _delete(trainer, name)
                 raise LaunchFailed(
                     f"TrainJob {name} did not finish within train.distributed.timeout_s "
                     f"({timeout_s:g} s, last status {status}); it was deleted"

@@ -243,6 +243,11 @@ def _fit(
             )
             best_state = state["best_state"]
             start_epoch = resumed = state["epoch"] + 1
+    if group is not None and group.sum([float(start_epoch)])[0] != start_epoch * group.world:
+        raise RuntimeError(
+            f"the processes found different checkpoints in {checkpoint_dir}: "
+            "checkpoint_root must be one folder every node shares"
+        )
     scaler = torch.amp.GradScaler(device.type, enabled=numerics.needs_scaler)
     trained, train_seconds = 0, 0.0
     patience = cfg.early_stopping.patience
@@ -258,7 +263,8 @@ def _fit(
             now = tuple(p.requires_grad for p in model.parameters())
             if now != trains:  # DDP fixes the parameters it reduces when it is built
                 view, trains = group.wrap(model), now
-        torch.manual_seed(cfg.seed * 1009 + epoch)  # dropout
+        # dropout: its own masks in each process (rank 0 draws what one process does)
+        torch.manual_seed(cfg.seed * 1009 + epoch + 7919 * (group.rank if group else 0))
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         model.train()
         if batchnorm == "frozen":
@@ -272,7 +278,12 @@ def _fit(
             with numerics.autocast(device):
                 loss = strategy.loss(view, batch, generator)  # type: ignore[arg-type]
             value = loss.item()  # the one sync per step the running mean needs anyway
-            if not math.isfinite(value):
+            finite = math.isfinite(value)
+            if group is not None and numerics.precision != "fp32":
+                # an overflow in one shard: every process falls back to fp32 together (in fp32
+                # the error ends the process, and torchrun stops the others)
+                finite = group.sum([0.0 if finite else 1.0])[0] == 0.0
+            if not finite:
                 raise NonFiniteLoss(
                     f"loss is {value} at epoch {epoch}, step {step} in {numerics.precision}"
                     + ("" if numerics.precision != "fp32" else ": lower train.lr")
@@ -310,6 +321,8 @@ def _fit(
             **strategy.epoch_terms(),
             **val_metrics(logits, labels, n_classes),
         }
+        if group is not None:  # rank 0's figures decide, so every process stops together
+            row = group.broadcast(row)
         history.append(row)
         if _is_better(metric, row[metric], best_metric):
             best_metric, best_epoch, bad_epochs = row[metric], epoch, 0
