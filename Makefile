@@ -34,8 +34,7 @@ setup: $(STAMP) ## create .venv from requirements.lock (implicit in run and test
 $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing $(LOCK) into $(VENV) (first time: a few minutes)"
-	@# --no-compile: a module is byte-compiled when first imported, not all 24,000 files of the lock now
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@# components/ and pipelines/ are not in the distribution: put the checkout on the venv's path
 	$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'tlops-checkout.pth').write_text('$(CURDIR)\n')"
@@ -61,7 +60,7 @@ infra-tools: $(CHECKOV_STAMP) $(KUSTOMIZE) ## checkov and kustomize for the infr
 
 $(CHECKOV_STAMP): $(CHECKOV_LOCK)
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -r $(CHECKOV_LOCK)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CHECKOV_LOCK)
 	@rm -f $(CHECKOV_VENV)/.installed-*
 	@touch $@
 
