@@ -183,7 +183,9 @@ def test_a_tracking_server_killed_while_train_runs_fails_it_after_retries(
         watcher.join()
         topology.start_mlflow()
     assert done.returncode != 0
-    log = re.sub(r"\x1b\[[0-9;]*m", "", (topology.state / "pod/run/kfp.log").read_text())
+    kfp_log = topology.state / "pod/run/kfp.log"
+    assert kfp_log.is_file(), f"the run stopped before its tasks:\n{done.stdout}\n{done.stderr}"
+    log = re.sub(r"\x1b\[[0-9;]*m", "", kfp_log.read_text())
     # kfp.train_retries=1: two attempts, with backoff between them, then the run fails
     assert log.count("Task 'train' finished with status FAILURE") == 2
     assert "Task 'train' finished with status FAILURE" in done.stdout

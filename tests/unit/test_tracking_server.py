@@ -11,13 +11,19 @@ import pytest
 
 from tests.helpers import free_port
 from tlops.config import TrackingConfig
-from tlops.tracking.runs import TrackingServerError, check_server
+from tlops.tracking.runs import REACH_ATTEMPTS, TrackingServerError, check_server
 
 
 class _Answer(BaseHTTPRequestHandler):
     status = 200
+    hang = 0  # how many requests get no answer (until the test ends)
+    released = threading.Event()
 
     def do_GET(self) -> None:
+        if _Answer.hang > 0:
+            _Answer.hang -= 1
+            _Answer.released.wait(60)
+            return
         ok = self.headers.get("Authorization") == "Basic dTpwdw=="  # u:pw
         code = self.status if ok or self.status != 200 else 401
         self.send_response(code)
@@ -34,9 +40,11 @@ def server() -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
+    _Answer.released.clear()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
+        _Answer.released.set()
         httpd.shutdown()
 
 
@@ -72,3 +80,16 @@ def test_a_server_error_is_reported_and_a_local_store_is_not_checked(
         check_server(TrackingConfig())
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     check_server(TrackingConfig(tracking_uri="sqlite:///nowhere/mlflow.db"))  # no server
+
+
+def test_a_server_slow_to_answer_once_gets_a_second_try_and_a_hung_one_fails(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "u")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    monkeypatch.setattr(_Answer, "hang", 1)  # just started, say: the first request hangs
+    check_server(TrackingConfig(), timeout=2)  # the second one is answered: no error
+    monkeypatch.setattr(_Answer, "hang", REACH_ATTEMPTS)
+    with pytest.raises(TrackingServerError, match=r"no answer within 2 s, 2 tries"):
+        check_server(TrackingConfig(), timeout=2)

@@ -33,6 +33,9 @@ class TrackingServerError(RuntimeError):
 # how long a step waits for the tracking server to answer before it gives up (a server that is
 # down fails a step in seconds; the step's own retries, with backoff, ride out a restart)
 REACH_TIMEOUT_S = 5.0
+# a server that is up but slow to answer (just started, a loaded node) gets one more try; a
+# refused connection does not: nothing listens there, and waiting would not change that
+REACH_ATTEMPTS = 2
 
 
 def check_server(cfg: TrackingConfig, timeout: float = REACH_TIMEOUT_S) -> None:
@@ -42,7 +45,8 @@ def check_server(cfg: TrackingConfig, timeout: float = REACH_TIMEOUT_S) -> None:
     should say so at once instead. A local store (SQLite, a folder) is not checked.
 
     Raises:
-        TrackingServerError: No answer within ``timeout`` seconds, a server error, or the
+        TrackingServerError: No answer within ``timeout`` seconds in either of
+            ``REACH_ATTEMPTS`` tries, a refused connection, a server error, or the
             credentials (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` or ``_TOKEN``) refused.
     """
     import requests
@@ -62,16 +66,22 @@ def check_server(cfg: TrackingConfig, timeout: float = REACH_TIMEOUT_S) -> None:
         headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
     url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name"
     try:
-        answer = requests.get(
-            url,
-            params={"experiment_name": cfg.experiment},
-            auth=auth,
-            headers=headers,
-            timeout=timeout,
-        )
+        for attempt in range(1, REACH_ATTEMPTS + 1):
+            try:
+                answer = requests.get(
+                    url,
+                    params={"experiment_name": cfg.experiment},
+                    auth=auth,
+                    headers=headers,
+                    timeout=timeout,
+                )
+                break
+            except requests.Timeout:
+                if attempt == REACH_ATTEMPTS:
+                    raise
     except requests.RequestException as exc:
         if isinstance(exc, requests.Timeout):
-            reason = f"no answer within {timeout:g} s"
+            reason = f"no answer within {timeout:g} s, {REACH_ATTEMPTS} tries"
         elif isinstance(exc, requests.ConnectionError):
             reason = "connection refused or host unreachable"
         else:
