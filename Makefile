@@ -76,11 +76,11 @@ debs: ## the Debian packages of the tests (Chromium, PostgreSQL) in one apt run,
 	if [ -n "$${missing// /}" ]; then echo "installing $$missing (Debian)"; \
 	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
 
-test: ## run the whole test suite (two workers, a test file on one)
+test: ## run the whole test suite (three workers, a test file on one)
 	@# the venv, the Debian packages and checkov's venv are independent: install them side by side
 	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
-	  pytest -n 2 --dist loadfile
+	  pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 prod-local: setup postgres ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod
 	python -m infra.prod_local up

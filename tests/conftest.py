@@ -18,6 +18,32 @@ from tlops.config import Params, load_params
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "fox")
 
+# Seconds one test worker spends in each long test file (a fresh-clone `make test`, 2 cores).
+# `make test` hands whole files to the workers (--dist loadfile) in collection order: these go
+# first, longest first, and the many short files fill in behind them, so no worker is left with
+# a long file at the end (xdist's own default order, by number of tests, started the one-test
+# retraining story last). The browser tests read the store of the pipeline tests' two runs:
+# they start once those are under way, not waiting for them from the start.
+FILE_SECONDS = {
+    "tests/integration/test_pipeline_mlflow.py": 440,
+    "tests/integration/test_dvc_project.py": 435,
+    "tests/integration/test_prod_local.py": 430,
+    "tests/integration/test_retraining.py": 270,
+    "tests/integration/test_transfer_methods.py": 220,
+    "tests/integration/test_distributed.py": 135,
+    "tests/integration/test_train_resume.py": 95,
+    "tests/unit/test_domain_adaptation.py": 75,
+    "tests/e2e/test_review_in_the_browser.py": 65,
+    "tests/integration/test_trainjob.py": 60,
+    "tests/data/test_validate_data.py": 55,
+    "tests/integration/test_data_locations.py": 50,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the test files longest first (see FILE_SECONDS); tests keep their order in a file."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.nodeid.split("::")[0], 0))
+
 
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.models.init import load_model
-from tlops.steps.evaluate import champion_scores
 from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.lifecycle import RunLog, runner
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
@@ -144,6 +143,9 @@ def run(params: Params, io: StepIO) -> StepResult:
         """The gate against the champion in place now (it moved since evaluate)."""
         if found is None:
             return should_promote(candidate, None, cfg.gate)
+        # here only: evaluate's metrics import scikit-learn, which a plain registration skips
+        from tlops.steps.evaluate import champion_scores
+
         fresh, _, _note = champion_scores(params, ingest_dir, classes, test, found)
         if fresh is None:
             return should_promote(candidate, None, cfg.gate)
