@@ -13,20 +13,20 @@ from typing import Any, NamedTuple
 
 from tlops.config import Params
 from tlops.steps.declarations import SPECS
-from tlops.train.strategies import STRATEGIES, Need
+from tlops.train.needs import Need, needs_of
 
 CHECKPOINT_MOUNT = "/checkpoints"
 
 
 def domains_used(cfg: Params) -> tuple[str, ...]:
     """The data domains the strategy trains on: the target, and the source when it needs it."""
-    needs = {need.value for need in STRATEGIES[cfg.train.strategy].required(cfg.train)}
-    return ("target", "source") if "source" in needs else ("target",)
+    needs = needs_of(cfg.train.strategy, cfg.train)
+    return ("target", "source") if Need.SOURCE in needs else ("target",)
 
 
 def uses_features(cfg: Params) -> bool:
     """True when the strategy trains on extract_features' output."""
-    return Need.FEATURES in STRATEGIES[cfg.train.strategy].required(cfg.train)
+    return Need.FEATURES in needs_of(cfg.train.strategy, cfg.train)
 
 
 def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:

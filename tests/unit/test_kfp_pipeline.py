@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +256,25 @@ def test_domain_adaptation_ingests_and_validates_the_source_for_train(
     assert artifacts["dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data"
     evaluate = tasks["evaluate"]["inputs"]["artifacts"]
     assert evaluate["source_dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data-2"
+
+
+def test_pipelines_build_without_the_training_stack(tmp_path: Path) -> None:
+    # `tlops run`'s own process, `tlops compile` and the scheduler build the graph from the
+    # strategies' declared needs: torch, pandas and the rest load in the tasks, not there
+    code = """
+import sys
+from pathlib import Path
+from pipelines.cluster import compile_pipeline, compile_training
+from tlops.config import apply_overrides, load_params
+params, out = load_params(Path(sys.argv[1])), Path(sys.argv[2])
+for strategy in ("finetune", "linear_probe", "coral", "distill"):
+    compile_training(apply_overrides(params, {"train.strategy": strategy}), out / "t.yaml")
+compile_pipeline(params, out / "r.yaml", "retraining")
+heavy = ("torch", "pandas", "sklearn", "mlflow", "great_expectations")
+assert not [m for m in heavy if m in sys.modules], [m for m in heavy if m in sys.modules]
+"""
+    args = [sys.executable, "-c", code, str(REPO / "params.yaml"), str(tmp_path)]
+    subprocess.run(args, cwd=REPO, check=True)
 
 
 def test_cron() -> None:

@@ -16,6 +16,7 @@ from tlops.data.dataset import load_splits
 from tlops.io import read_json
 from tlops.models.init import create_model
 from tlops.train.loop import fit
+from tlops.train.needs import NEEDS, Need, needs_of
 from tlops.train.strategies import STRATEGIES, TrainData, get_strategy
 
 Tiny = tuple[Params, Path, Path]
@@ -71,9 +72,22 @@ def _with(params: Params, **train: object) -> Params:
 
 def test_strategy_names_are_the_ones_params_accept() -> None:
     accepted = TrainConfig.model_fields["strategy"].annotation.__args__  # type: ignore[union-attr]
-    assert set(accepted) == set(STRATEGIES)
+    assert set(accepted) == set(STRATEGIES) == set(NEEDS)
     with pytest.raises(ValueError, match="unknown"):
         get_strategy(TrainConfig.model_construct(strategy="nope"))
+    with pytest.raises(ValueError, match="'nope': unknown"):
+        needs_of("nope", TrainConfig())
+
+
+def test_each_strategy_class_needs_what_its_declaration_says() -> None:
+    for name, cls in STRATEGIES.items():
+        assert cls.name == name and cls.needs == NEEDS[name], name
+        assert cls.required(TrainConfig(strategy=name)) == NEEDS[name]  # type: ignore[arg-type]
+    with_source = TrainConfig.model_validate(
+        {"strategy": "autoencoder", "autoencoder": {"source": True}}
+    )
+    assert STRATEGIES["autoencoder"].required(with_source) == {Need.IMAGES, Need.SOURCE}
+    assert get_strategy(with_source).uses == needs_of("autoencoder", with_source)
 
 
 def test_finetune_is_deterministic(tiny: Tiny, tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
 """Training strategies by name: ``train.strategy`` in params.yaml picks one.
 
 A new strategy is a subclass of :class:`Strategy` in a module of its own, added to
-:data:`STRATEGIES` here (and to the names ``train.strategy`` accepts).
+:data:`STRATEGIES` here, to the names ``train.strategy`` accepts and, with what it trains on, to
+:data:`tlops.train.needs.NEEDS` (which the pipeline is built from without importing torch).
 """
 
 from __future__ import annotations
 
 from tlops.config import TrainConfig
 from tlops.data.budget import UNLABELED
+from tlops.train.needs import Need
 from tlops.train.strategies.autoencoder import AutoEncoder
-from tlops.train.strategies.base import Need, Schedule, Strategy, TrainData
+from tlops.train.strategies.base import Schedule, Strategy, TrainData
 from tlops.train.strategies.distill import Distill
 from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
 from tlops.train.strategies.linear_probe import LinearProbe

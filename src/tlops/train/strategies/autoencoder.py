@@ -24,10 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tlops.config import TrainConfig
 from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
 from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Need, TrainData
+from tlops.train.strategies.base import TrainData
 from tlops.train.strategies.supervised import FineTune, Scratch
 
 PRETRAINED_FILE = "autoencoder.pt"
@@ -69,15 +68,9 @@ class AutoEncoder(Scratch):
     data_parallel: ClassVar[str | None] = (
         "its reconstruction pretraining runs before the training loop, in one process"
     )
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
     uses_unlabeled: ClassVar[bool] = True
     # the pretrained encoder learns slower than the new head, as a pretrained backbone does
     backbone_lr = FineTune.backbone_lr
-
-    @classmethod
-    def required(cls, cfg: TrainConfig) -> frozenset[Need]:
-        """The target images, and the source's when ``train.autoencoder.source``."""
-        return cls.needs | ({Need.SOURCE} if cfg.autoencoder.source else set())
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
         """Pretrain the encoder (or load what an earlier attempt of this run pretrained).

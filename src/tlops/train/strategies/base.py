@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,15 +23,7 @@ from tlops.data.budget import UNLABELED
 from tlops.data.tensors import Shard, SplitTensors
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
-
-
-class Need(StrEnum):
-    """What a strategy trains on; the pipeline runs only the steps that provide it."""
-
-    IMAGES = "images"  # decoded target images (train and val splits)
-    FEATURES = "features"  # cached backbone features of extract_features
-    SOURCE = "source"  # decoded, labeled source-domain images (train and val splits)
-    TEACHER = "teacher"  # a trained model's logits of every target training image
+from tlops.train.needs import NEEDS, Need, needs_of
 
 
 @dataclass
@@ -82,6 +73,8 @@ class Strategy(ABC):
     """One way of training a :class:`TransferModel`; see the module docstring."""
 
     name: ClassVar[str]
+    # what it trains on, whatever its params: declared by name in tlops.train.needs (torch-free,
+    # for the pipeline's build), set on each class that names itself
     needs: ClassVar[frozenset[Need]]
     pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
     log_every: ClassVar[int] = 1  # epochs between two metric reports
@@ -120,10 +113,15 @@ class Strategy(ABC):
         self._terms = {}
         return means
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            cls.needs = NEEDS[cls.name]
+
     @classmethod
     def required(cls, cfg: TrainConfig) -> frozenset[Need]:
         """What the strategy trains on with these params (``needs``, unless it depends on them)."""
-        return cls.needs
+        return needs_of(cls.name, cfg)
 
     @property
     def uses(self) -> frozenset[Need]:

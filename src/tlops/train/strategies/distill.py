@@ -22,7 +22,7 @@ import torch
 from tlops.data.tensors import Augment, augment_batch, normalize
 from tlops.models.model import TransferModel
 from tlops.train import losses
-from tlops.train.strategies.base import Need, TrainData
+from tlops.train.strategies.base import TrainData
 from tlops.train.strategies.supervised import FineTune
 
 # uint8 images, labels (UNLABELED outside the budget), the teacher's logits of those images
@@ -37,7 +37,6 @@ class Distill(FineTune):
         "its batches carry the teacher's logits and its label term is normalised per batch; "
         "neither is sharded"
     )
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.TEACHER})
     uses_unlabeled: ClassVar[bool] = True
 
     def backbone_lr(self) -> float:

@@ -34,7 +34,7 @@ from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, no
 from tlops.models.inference import predict_logits
 from tlops.models.model import TransferModel
 from tlops.train import losses
-from tlops.train.strategies.base import Need, TrainData, class_weights
+from tlops.train.strategies.base import TrainData, class_weights
 from tlops.train.strategies.supervised import FineTune
 
 # A step's batch: the uint8 images of source then target, and their labels (UNLABELED for a
@@ -50,7 +50,6 @@ class SourceOnly(FineTune):
         "its steps pair a source batch with a target batch, and the domain losses (MMD, CORAL, "
         "MCC) are statistics of the whole batch; a shard alone cannot compute them"
     )
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.SOURCE})
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
         """The loss (class weights over the labeled images of both domains) and target pool."""

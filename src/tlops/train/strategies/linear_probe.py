@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Batch, Need, Schedule, Strategy, TrainData
+from tlops.train.strategies.base import Batch, Schedule, Strategy, TrainData
 
 
 class LinearProbe(Strategy):
@@ -24,7 +24,6 @@ class LinearProbe(Strategy):
     data_parallel: ClassVar[str | None] = (
         "it fits a linear head on cached features, seconds in one process: nothing to scale out"
     )
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.FEATURES})
     log_every: ClassVar[int] = 10
 
     def schedule(self) -> Schedule:

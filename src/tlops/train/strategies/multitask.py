@@ -20,7 +20,7 @@ from torch import nn
 
 from tlops.data.tensors import Augment, augment_batch, batches, normalize
 from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Need, TrainData
+from tlops.train.strategies.base import TrainData
 from tlops.train.strategies.supervised import FineTune, labeled
 
 # target and source images (uint8), target labels, source labels
@@ -34,7 +34,6 @@ class MultiTask(FineTune):
     data_parallel: ClassVar[str | None] = (
         "its steps pair a target batch with a source batch, which are not sharded"
     )
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES, Need.SOURCE})
     own_source_head: ClassVar[bool] = True
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:

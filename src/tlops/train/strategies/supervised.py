@@ -13,7 +13,7 @@ from tlops.data.budget import UNLABELED
 from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
 from tlops.models.inference import predict_logits
 from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Batch, Need, Strategy, TrainData
+from tlops.train.strategies.base import Batch, Strategy, TrainData
 
 
 def labeled(split: SplitTensors) -> SplitTensors:
@@ -38,7 +38,6 @@ class FineTune(Strategy):
     """
 
     name: ClassVar[str] = "finetune"
-    needs: ClassVar[frozenset[Need]] = frozenset({Need.IMAGES})
     data_parallel: ClassVar[str | None] = None  # per-image loss: any shard of a batch adds up
 
     def backbone_lr(self) -> float:
