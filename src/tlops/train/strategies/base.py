@@ -73,8 +73,8 @@ class Strategy(ABC):
     """One way of training a :class:`TransferModel`; see the module docstring."""
 
     name: ClassVar[str]
-    # what it trains on, whatever its params: declared by name in tlops.train.needs (torch-free,
-    # for the pipeline's build), set on each class that names itself
+    # what it trains on, whatever its params: for the strategies train.strategy names, declared
+    # in tlops.train.needs (the pipeline is built from there, without torch) and set from there
     needs: ClassVar[frozenset[Need]]
     pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
     log_every: ClassVar[int] = 1  # epochs between two metric reports
@@ -115,13 +115,14 @@ class Strategy(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
+        # one made in code only (an experiment, a test) keeps the needs it inherits or declares
+        if cls.__dict__.get("name") in NEEDS:
             cls.needs = NEEDS[cls.name]
 
     @classmethod
     def required(cls, cfg: TrainConfig) -> frozenset[Need]:
         """What the strategy trains on with these params (``needs``, unless it depends on them)."""
-        return needs_of(cls.name, cfg)
+        return needs_of(cls.name, cfg) if cls.name in NEEDS else cls.needs
 
     @property
     def uses(self) -> frozenset[Need]:
