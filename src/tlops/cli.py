@@ -471,7 +471,7 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
                 f"accuracy {c['accuracy']:.4f}, macro F1 {c['macro_f1']:.4f}"
             )
     if decision is not None:
-        from tlops.steps.register_model import verdict_of
+        from tlops.evaluate.gate import verdict_of
 
         lines.append(f"gate: {verdict_of(decision['promote'], decision.get('released', True))}")
         lines.extend(f"  - {reason}" for reason in decision["reasons"])
@@ -484,15 +484,17 @@ def summary_lines(outputs: dict[str, dict[str, Any]], params: Params) -> list[st
             f"'{params.tracking.experiment}' ({tracking_uri(params.tracking)})"
         )
         from tlops.tracking.report import run_url
-        from tlops.tracking.review import experiment_id
 
-        found = experiment_id(params.tracking)
         uri = tracking_uri(params.tracking)
         server = uri.startswith(("http://", "https://"))
-        if found is not None:  # a tracking server has its own UI; the embedded store needs one
-            page = run_url(uri if server else "http://127.0.0.1:5000", found, decision["run_id"])
-            where = "" if server else " (after `make ui`)"
-            lines.append(f"the run in the MLflow UI{where}: {page}")
+        # a tracking server has its own UI; the embedded store needs one
+        page = run_url(
+            uri if server else "http://127.0.0.1:5000",
+            decision["experiment_id"],
+            decision["run_id"],
+        )
+        where = "" if server else " (after `make ui`)"
+        lines.append(f"the run in the MLflow UI{where}: {page}")
         if server:
             return lines
     lines.append("open the MLflow UI: make ui   (or: tlops ui)")

@@ -115,6 +115,9 @@ def test_run_logs_params_curves_plots_and_decision(
     runs = c.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     assert len(runs) == 2
     run = runs[0]
+    # the closing lines link the run's page (register_model's decision says where it is)
+    page = f"/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}?workflowType"
+    assert page in two_runs[0], two_runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["train.strategy"] == "finetune"
     assert run.data.params["model.image_size"] == "32"

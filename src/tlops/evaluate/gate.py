@@ -103,3 +103,14 @@ def should_promote(
         return Decision(False, tuple(reasons))
     reasons.append(f"no class loses more than {policy.max_class_regression:.4f} F1")
     return Decision(True, tuple(reasons))
+
+
+def verdict_of(promote: bool, release: bool) -> str:
+    """The decision in words: a release is promoted or not; an experiment only would be."""
+    if release:
+        return "PROMOTED to champion" if promote else "not promoted"
+    return (
+        "experiment: the gate would promote it (no alias moved)"
+        if promote
+        else "experiment: the gate would not promote it (no alias moved)"
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.evaluate.gate import Decision, ModelScores, should_promote
+from tlops.evaluate.gate import Decision, ModelScores, should_promote, verdict_of
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
     DECISION_FILE,
@@ -76,17 +76,6 @@ def is_release(params: Params) -> bool:
     """Whether this run is a release (``register_model.release``; auto: the KFP pipeline)."""
     setting = params.register_model.release
     return setting == "true" or (setting == "auto" and runner() == "kfp")
-
-
-def verdict_of(promote: bool, release: bool) -> str:
-    """The decision in words: a release is promoted or not; an experiment only would be."""
-    if release:
-        return "PROMOTED to champion" if promote else "not promoted"
-    return (
-        "experiment: the gate would promote it (no alias moved)"
-        if promote
-        else "experiment: the gate would not promote it (no alias moved)"
-    )
 
 
 def run(params: Params, io: StepIO) -> StepResult:
@@ -188,6 +177,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         "regated": promotion.regated if promotion is not None else False,
         "model_uri": registered.model_uri,
         "run_id": run_id,
+        # where the run is in the UI: the caller's summary links it without opening the store
+        "experiment_id": str(client(params.tracking).get_run(run_id).info.experiment_id),
         "primary_metric": primary,
         "candidate": metrics.get(primary),
         "champion": (evaluation.get("champion") or {}).get("metrics", {}).get(primary),
