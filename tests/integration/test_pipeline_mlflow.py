@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -333,12 +334,21 @@ def test_failed_validation_registers_nothing(project: Path, two_runs: tuple[str,
     }
 
 
-def test_a_held_promotion_lock_registers_nothing(project: Path, two_runs: tuple[str, str]) -> None:
+def test_a_held_promotion_lock_registers_nothing(
+    project: Path, two_runs: tuple[str, str], tmp_path: Path
+) -> None:
     from tlops.tracking.promotion import lock_name
 
     c = client(project)
     before = len(c.search_model_versions(f"name='{MODEL}'"))
     champion = str(c.get_model_version_by_alias(MODEL, "champion").version)
+    # register_model of a release on the first run's model and evaluation, as the pipeline's
+    # last task does, in a run of its own (the first run stays as it is for the other tests)
+    (first,) = (project / "runs" / "first" / "kfp").glob("tlops-training-*")
+    run = c.create_run(c.get_experiment_by_name("tlops").experiment_id, run_name="locked")
+    for port in ("train/model", "evaluate/evaluation"):
+        copy = shutil.copytree(first / port, tmp_path / port)
+        (copy / "mlflow_run.json").write_text(json.dumps({"run_id": run.info.run_id}))
     # another run holds the lock (its lease is far from over)
     c.create_registered_model(
         lock_name(MODEL), tags={"holder": "other-pod:1:abc", "expires": f"{time.time() + 3600}"}
@@ -347,9 +357,18 @@ def test_a_held_promotion_lock_registers_nothing(project: Path, two_runs: tuple[
         result = sh(
             project,
             "tlops",
-            "run",
-            "--out",
-            "runs/locked",
+            "step",
+            "register_model",
+            "--dataset",
+            str(first / "ingest-data" / "dataset"),
+            "--model",
+            str(tmp_path / "train" / "model"),
+            "--evaluation",
+            str(tmp_path / "evaluate" / "evaluation"),
+            "--decision",
+            str(tmp_path / "decision"),
+            "-S",
+            "register_model.release=true",
             "-S",
             "register_model.lock_timeout_s=2",
             check=False,
@@ -358,14 +377,11 @@ def test_a_held_promotion_lock_registers_nothing(project: Path, two_runs: tuple[
         c.delete_registered_model(lock_name(MODEL))
     assert result.returncode == 1
     assert "held by other-pod:1:abc" in result.stderr, result.stderr
+    assert not (tmp_path / "decision").exists()  # no partial output
     assert len(c.search_model_versions(f"name='{MODEL}'")) == before  # nothing registered
     assert str(c.get_model_version_by_alias(MODEL, "champion").version) == champion
-    latest = c.search_runs(
-        [c.get_experiment_by_name("tlops").experiment_id],
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )[0]
-    assert latest.info.status == "FAILED" and "promotion lock" in latest.data.tags["error"]
+    failed = c.get_run(run.info.run_id)
+    assert failed.info.status == "FAILED" and "promotion lock" in failed.data.tags["error"]
 
 
 def test_tlops_predict_classifies_files_with_the_champion(
