@@ -437,9 +437,8 @@ class Topology:
         sh("git", "config", "user.email", "prod-local@tlops")
         sh("git", "config", "user.name", "tlops")
         sh(str(BIN / "dvc"), "init", "-q")
-        write_demo(work / "data" / "source", work / "data" / "target", drops)
-        if "source" not in domains:
-            shutil.rmtree(work / "data" / "source")
+        source = work / "data" / "source" if "source" in domains else None
+        write_demo(source, work / "data" / "target", drops)
         sh(str(BIN / "dvc"), "remote", "add", "-d", "storage", f"s3://{DVC_BUCKET}/store")
         sh(str(BIN / "dvc"), "add", "-q", *(f"data/{d}" for d in domains))
         sh("git", "add", "-A")

@@ -85,7 +85,7 @@ def tiny_project(root: Path, repo: Path, drops: int = 1) -> Path:
 
     from tlops.data.demo import write_demo
 
-    write_demo(root / "unused_source", root / "data" / "target", drops=drops)
+    write_demo(None, root / "data" / "target", drops=drops)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["data"] = {"source": "data/target", "target": "data/target"}
     params["model"]["image_size"] = 32

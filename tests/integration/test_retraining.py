@@ -81,7 +81,7 @@ def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "no new data" in latest.data.tags["detect_change.reasons"]
 
     # the drifted drop: drift detected in v1's feature space, retrained from v1
-    write_demo(project / "unused_source", project / "data" / "target", drops=1, drift=True)
+    write_demo(None, project / "data" / "target", drops=1, drift=True)
     third = _tlops(project, "retrain", "--out", "runs/third")
     change = _change(project, "third")
     assert change["retrain"] and change["champion"]["version"] == "1"

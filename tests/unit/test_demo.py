@@ -20,7 +20,9 @@ def _digest(root: Path) -> str:
 
 def test_drifted_drop_is_the_last_drop_inverted(tmp_path: Path) -> None:
     plain = write_demo(tmp_path / "s", tmp_path / "plain", drops=1)
-    drift = write_demo(tmp_path / "s", tmp_path / "drift", drops=1, drift=True)
+    assert plain.source_images == 5000 == len(list((tmp_path / "s").rglob("*.png")))
+    drift = write_demo(None, tmp_path / "drift", drops=1, drift=True)  # the target only
+    assert drift.source_images == 0
     extra = sorted((tmp_path / "drift").rglob("drift_digits_*.png"))
     assert drift.target_images == plain.target_images + len(extra) > plain.target_images
     assert demo_size(1, 0, drift=True) == 5000 + drift.target_images
@@ -30,7 +32,7 @@ def test_drifted_drop_is_the_last_drop_inverted(tmp_path: Path) -> None:
     images, labels = digits_target()
     assert sample.parent.name == str(labels[index])
     assert np.array_equal(np.asarray(Image.open(sample)), drifted(images[index]))
-    again = write_demo(tmp_path / "s", tmp_path / "again", drops=1, drift=True)
+    again = write_demo(None, tmp_path / "again", drops=1, drift=True)
     assert again.target_images == drift.target_images
     assert _digest(tmp_path / "drift") == _digest(tmp_path / "again")
 

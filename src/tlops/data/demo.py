@@ -31,7 +31,7 @@ TARGET_DROPS = 3  # the number of drops the target set is cut into
 class DemoSummary:
     """What :func:`write_demo` wrote."""
 
-    source_dir: Path
+    source_dir: Path | None
     target_dir: Path
     source_images: int
     target_images: int
@@ -115,7 +115,7 @@ def drifted(images: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 def write_demo(
-    source_dir: Path,
+    source_dir: Path | None,
     target_dir: Path,
     drops: int = TARGET_DROPS,
     seed: int = 0,
@@ -125,7 +125,8 @@ def write_demo(
     """Write the source (MNIST) and target (UCI digits, drops 1..``drops``) trees.
 
     Args:
-        source_dir: Where the MNIST ImageFolder goes (replaced if present).
+        source_dir: Where the MNIST ImageFolder goes (replaced if present); None: write the
+            target only.
         target_dir: Where the digits ImageFolder goes (replaced if present).
         drops: How many of the target drops to include, 1..3.
         seed: Seed of the drop assignment.
@@ -140,10 +141,12 @@ def write_demo(
     """
     if not 1 <= drops <= TARGET_DROPS:
         raise ValueError(f"drops must be between 1 and {TARGET_DROPS}, got {drops}")
-    src_images, src_labels = mnist_source()
-    n_source = _write_tree(
-        source_dir, src_images, src_labels, "mnist", np.ones(len(src_labels), bool), progress
-    )
+    n_source = 0
+    if source_dir is not None:
+        src_images, src_labels = mnist_source()
+        n_source = _write_tree(
+            source_dir, src_images, src_labels, "mnist", np.ones(len(src_labels), bool), progress
+        )
     tgt_images, tgt_labels = digits_target()
     drop = drop_of(tgt_labels, TARGET_DROPS, seed)
     keep = drop < drops
