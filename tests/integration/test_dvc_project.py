@@ -254,16 +254,17 @@ def test_demo_drops(tmp_path: Path) -> None:
         .replace("data/source", str(tmp_path / "s"))
         .replace("data/target", str(tmp_path / "t"))
     )
-    sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--drops", "1", "--no-dvc")
+    demo = ("tlops", "data", "demo", "--params", str(params), "--no-dvc", "--target-only")
+    wrote = sh(tmp_path, *demo, "--drops", "1")
     first = {p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*.png")}
-    sh(tmp_path, "tlops", "data", "demo", "--params", str(params), "--drops", "2", "--no-dvc")
+    assert f"target images (drops 1..1) to {tmp_path / 't'}" in " ".join(wrote.stdout.split())
+    sh(tmp_path, *demo, "--drops", "2")
     second = {p.relative_to(tmp_path / "t") for p in (tmp_path / "t").rglob("*.png")}
     assert 590 <= len(first) <= 610 and 1190 <= len(second) <= 1210
     assert first < second  # a new drop only adds images
     assert {p.parts[0] for p in first} == {str(i) for i in range(10)}
-    again = sh(
-        tmp_path, "tlops", "data", "demo", "--params", str(params), "--if-missing", "--no-dvc"
-    )
+    assert not (tmp_path / "s").exists()  # --target-only: the source is left alone
+    again = sh(tmp_path, *demo, "--if-missing")
     assert "present" in again.stdout
 
 

@@ -26,6 +26,7 @@ def test_drifted_drop_is_the_last_drop_inverted(tmp_path: Path) -> None:
     extra = sorted((tmp_path / "drift").rglob("drift_digits_*.png"))
     assert drift.target_images == plain.target_images + len(extra) > plain.target_images
     assert demo_size(1, 0, drift=True) == 5000 + drift.target_images
+    assert demo_size(1, 0, drift=True, source=False) == drift.target_images
     # each drifted image is the inverse of that digit, in that digit's class folder
     sample = extra[0]
     index = int(sample.stem.rsplit("_", 1)[1])

