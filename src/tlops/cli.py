@@ -657,15 +657,30 @@ def predict(
     def body() -> None:
         import json
 
+        from tlops.data.images import DecodeStatus, ImageDecodeError, load_image
         from tlops.models.init import is_mlflow_uri
-        from tlops.tracking.runs import client
-        from tlops.tracking.serving import BadImage, load_classifier
 
         resolved = _params(params)
         spec = model or f"models:/{resolved.register_model.model_name}@champion"
         missing = [str(p) for p in images if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
+        # A file that no image reader can take fails now, before a model is fetched and loaded
+        # (seconds, or a download). The pixel limit and the mode come with the model's own
+        # preprocessing, so a file that breaks only those is left for it to judge.
+        for path in images:
+            try:
+                load_image(path, resolved.image)
+            except ImageDecodeError as exc:
+                if exc.status not in (
+                    DecodeStatus.CONVERSION_FAILED,
+                    DecodeStatus.DECOMPRESSION_BOMB,
+                ):
+                    raise ValueError(str(exc)) from None
+
+        from tlops.tracking.runs import client
+        from tlops.tracking.serving import BadImage, load_classifier
+
         if is_mlflow_uri(spec):
             client(resolved.tracking)
         classifier = load_classifier(spec, resolved.image)

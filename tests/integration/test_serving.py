@@ -184,3 +184,60 @@ def test_a_tampered_checkpoint_cannot_run_code_on_the_serving_host(
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         mlflow.pyfunc.load_model(str(tampered))
     assert not marker.exists()
+
+
+def test_tlops_predict_names_the_file_that_breaks_a_rule_of_the_models_preprocessing(
+    registered: tuple[str, TrackingConfig, object], tmp_path: Path
+) -> None:
+    """What the model's own preprocessing refuses comes back as the file, not a request row."""
+    from typer.testing import CliRunner
+
+    from tests.conftest import REPO
+    from tests.helpers import png_with_size
+    from tlops.cli import app
+
+    uri, _, _ = registered
+    good = tmp_path / "good.png"
+    good.write_bytes(_png(np.zeros((20, 20), np.uint8)))
+    bomb = png_with_size(tmp_path / "bomb.png", 40_000, 40_000)  # over image.max_pixels
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(good), str(bomb), "--model", uri, "--params", str(REPO / "params.yaml")],
+    )
+    assert result.exit_code == 1, result.output
+    assert f"{bomb}: decompression_bomb" in " ".join(result.output.split())
+    assert "row 1" not in result.output
+
+
+def test_tlops_predict_names_a_file_no_image_reader_takes_before_fetching_a_model(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from tests.conftest import REPO
+    from tlops.cli import app
+
+    good = tmp_path / "good.png"
+    good.write_bytes(_png(np.zeros((20, 20), np.uint8)))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(good.read_bytes()[:30])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for bad, rule in ((broken, "truncated"), (empty, "empty_file")):
+        # the model named is none: the file is judged before any model is looked up
+        result = CliRunner().invoke(
+            app,
+            [
+                "predict",
+                str(good),
+                str(bad),
+                "--model",
+                "models:/nope/9",
+                "--params",
+                str(REPO / "params.yaml"),
+            ],
+        )
+        assert result.exit_code == 1, result.output
+        assert f"{bad}: {rule}" in " ".join(result.output.split())
+        assert "nope" not in result.output  # no model was looked up
+        assert isinstance(result.exception, SystemExit)  # a clear exit, no traceback
