@@ -18,31 +18,41 @@ from tlops.config import Params, load_params
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog", "fox")
 
-# Seconds one test worker spends in each long test file (a fresh-clone `make test`, 2 cores).
-# `make test` hands whole files to the workers (--dist loadfile) in collection order: these go
-# first, longest first, and the many short files fill in behind them, so no worker is left with
-# a long file at the end (xdist's own default order, by number of tests, started the one-test
-# retraining story last). The browser tests read the store of the pipeline tests' two runs:
-# they start once those are under way, not waiting for them from the start.
+# Seconds one test worker spends in each long test file (`make test` in a checkout, 2 cores,
+# 2026-12-02). `make test` hands whole files to the workers (--dist loadfile) in collection
+# order: these go first, longest first, and the many short files fill in behind them, so no
+# worker is left with a long file at the end (xdist's own default order, by number of tests,
+# started the one-test retraining story last). The file of the pipeline tests' two runs starts
+# before all: the browser tests read the store those runs leave, and they start once the runs
+# are under way, not waiting for them from the start.
+SHARED_RUNS_FILE = "tests/integration/test_pipeline_mlflow.py"
 FILE_SECONDS = {
-    "tests/integration/test_pipeline_mlflow.py": 440,
-    "tests/integration/test_dvc_project.py": 435,
-    "tests/integration/test_prod_local.py": 430,
-    "tests/integration/test_retraining.py": 270,
-    "tests/integration/test_transfer_methods.py": 220,
-    "tests/integration/test_distributed.py": 135,
-    "tests/integration/test_train_resume.py": 95,
-    "tests/unit/test_domain_adaptation.py": 75,
-    "tests/e2e/test_review_in_the_browser.py": 65,
-    "tests/integration/test_trainjob.py": 60,
-    "tests/data/test_validate_data.py": 55,
-    "tests/integration/test_data_locations.py": 50,
+    SHARED_RUNS_FILE: 160,
+    "tests/integration/test_dvc_project.py": 210,
+    "tests/integration/test_prod_local.py": 180,
+    "tests/integration/test_retraining.py": 145,
+    "tests/integration/test_transfer_methods.py": 110,
+    "tests/integration/test_distributed.py": 82,
+    "tests/unit/test_domain_adaptation.py": 67,
+    "tests/e2e/test_review_in_the_browser.py": 49,
+    "tests/integration/test_train_resume.py": 46,
+    "tests/data/test_validate_data.py": 24,
+    "tests/integration/test_data_locations.py": 22,
+    "tests/integration/test_trainjob.py": 22,
 }
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Order the test files longest first (see FILE_SECONDS); tests keep their order in a file."""
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.nodeid.split("::")[0], 0))
+    """Order the test files: the shared runs' file, then longest first (see FILE_SECONDS).
+
+    Tests keep their order within a file.
+    """
+
+    def key(item: pytest.Item) -> tuple[bool, int]:
+        path = item.nodeid.split("::")[0]
+        return path != SHARED_RUNS_FILE, -FILE_SECONDS.get(path, 0)
+
+    items.sort(key=key)
 
 
 @pytest.fixture(autouse=True)
