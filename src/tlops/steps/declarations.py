@@ -165,6 +165,7 @@ STEPS: tuple[StepSpec, ...] = (
             "tlops.train.losses",
             "tlops.train.strategies",
             "tlops.train.distributed",
+            "tlops.evaluate.metrics",
             "tlops.data.budget",
             "tlops.data.align",
             "tlops.models.init",

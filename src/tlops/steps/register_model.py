@@ -132,7 +132,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         """The gate against the champion in place now (it moved since evaluate)."""
         if found is None:
             return should_promote(candidate, None, cfg.gate)
-        # here only: evaluate's metrics import scikit-learn, which a plain registration skips
+        # here only: the champion moved since evaluate, so it is scored again on the test split
         from tlops.steps.evaluate import champion_scores
 
         fresh, _, _note = champion_scores(params, ingest_dir, classes, test, found)

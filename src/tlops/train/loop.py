@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tlops.config import TrainConfig
+from tlops.evaluate.metrics import macro_f1
 from tlops.models.inference import FP32
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
@@ -67,20 +68,6 @@ def val_metrics(logits: torch.Tensor, labels: np.ndarray, n_classes: int) -> dic
         "val_accuracy": float((predicted == labels).mean()),
         "val_macro_f1": macro_f1(labels, predicted, n_classes),
     }
-
-
-def macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
-    """Unweighted mean of the per-class F1 over ``range(n_classes)``.
-
-    A class neither seen nor predicted counts 0, as sklearn's ``f1_score(average="macro",
-    zero_division=0)`` does; computed here so that no training process imports sklearn.
-    """
-    f1 = np.zeros(n_classes)
-    for c in range(n_classes):
-        tp = int(np.sum((predicted == c) & (labels == c)))
-        wrong = int(np.sum(predicted == c)) + int(np.sum(labels == c)) - 2 * tp
-        f1[c] = 2 * tp / (2 * tp + wrong) if tp else 0.0
-    return float(f1.mean())
 
 
 def _is_better(metric: str, value: float, best: float) -> bool:
