@@ -154,10 +154,10 @@ def data_demo(
         cfg = resolved.demo
         target = resolved.data.directory("target")
         source = None if target_only else resolved.data.directory("source")
-        present = [d for d in (source, target) if d is not None and d.is_dir()]
-        if if_missing and len(present) == (1 if target_only else 2):
+        tracked = [d for d in (source, target) if d is not None]
+        if if_missing and all(d.is_dir() for d in tracked):
             console.print(
-                f"demo data present: {', '.join(map(str, present))} "
+                f"demo data present: {', '.join(map(str, tracked))} "
                 "(use without --if-missing to rewrite)"
             )
             return
@@ -171,7 +171,6 @@ def data_demo(
             f"wrote {wrote}{summary.target_images} target images "
             f"(drops 1..{n_drops}{drifted}) to {target}"
         )
-        tracked = [d for d in (source, target) if d is not None]
         if unlabeled is not None:
             count = write_unlabeled(unlabeled, cfg.seed)
             console.print(f"wrote {count} unlabeled images (no class folders) to {unlabeled}")

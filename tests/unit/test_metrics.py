@@ -147,7 +147,7 @@ def test_every_metric_is_scikit_learns_to_the_bit(
 
 
 def test_the_metrics_do_not_import_scikit_learn() -> None:
-    """Every evaluate task would pay its import (about 1.8 s) for what numpy computes here."""
+    """Every evaluate task would pay its import (about 1 s) for what numpy computes here."""
     import subprocess
     import sys
 
