@@ -17,9 +17,10 @@ from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
 from tlops.io import read_json
 from tlops.models.init import load_model
-from tlops.steps.evaluate import images_per_s, score
+from tlops.plugins import Need, needs_of
+from tlops.steps.evaluate import score
 from tlops.steps.execute import execute
-from tlops.train.strategies import STRATEGIES, Need
+from tlops.train.strategies.distill import images_per_s
 
 CLASSES = [str(i) for i in range(10)]
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def train_and_score(
     p = apply_overrides(params, overrides)
     out = work / "models" / name
     inputs = {"dataset": work / "target_ingest", "report": work / "target_report"}
-    if Need.SOURCE in STRATEGIES[p.train.strategy].required(p.train):
+    if Need.SOURCE in needs_of(p.train):
         inputs |= {
             "source_dataset": work / "source_ingest",
             "source_report": work / "source_report",

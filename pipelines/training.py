@@ -12,21 +12,21 @@ import json
 from typing import Any, NamedTuple
 
 from tlops.config import Params
+from tlops.plugins import Need, needs_of
 from tlops.steps.declarations import SPECS
-from tlops.train.needs import Need, needs_of
 
 CHECKPOINT_MOUNT = "/checkpoints"
 
 
 def domains_used(cfg: Params) -> tuple[str, ...]:
     """The data domains the strategy trains on: the target, and the source when it needs it."""
-    needs = needs_of(cfg.train.strategy, cfg.train)
+    needs = needs_of(cfg.train)
     return ("target", "source") if Need.SOURCE in needs else ("target",)
 
 
 def uses_features(cfg: Params) -> bool:
     """True when the strategy trains on extract_features' output."""
-    return Need.FEATURES in needs_of(cfg.train.strategy, cfg.train)
+    return Need.FEATURES in needs_of(cfg.train)
 
 
 def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:

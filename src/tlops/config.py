@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from tlops import plugins
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # the manifest split of the images of data.target_unlabeled: training data without a label
 UNLABELED_SPLIT = "unlabeled"
@@ -55,6 +57,13 @@ NumericsSetting = Annotated[str, AfterValidator(_numerics)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StrategyParams(_Section):
+    """The base of a strategy's section of ``train`` (declared in the strategy's file).
+
+    Its fields have no defaults: params.yaml holds every strategy's section, the one copy.
+    """
 
 
 class DvcData(_Section):
@@ -306,87 +315,6 @@ class EarlyStopping(_Section):
     patience: int = Field(default=3, ge=1)
 
 
-class LinearProbeConfig(_Section):
-    """The head trained on cached features by the ``linear_probe`` strategy."""
-
-    epochs: int = Field(default=200, ge=1)
-    lr: float = Field(default=0.01, gt=0.0)
-    weight_decay: float = Field(default=1e-4, ge=0.0)
-    # L1 penalty on the head's weights (feature selection), applied as a proximal step
-    # (soft-thresholding after each update), so unused features get exactly zero weight
-    l1: float = Field(default=0.0, ge=0.0)
-
-
-class DanConfig(_Section):
-    """``dan``: multi-kernel MMD between source and target features (Long et al. 2015)."""
-
-    weight: float = Field(default=1.0, ge=0.0)
-    # Gaussian kernels at these multiples of the batch's mean squared distance
-    bandwidths: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
-
-
-class CoralConfig(_Section):
-    """``coral``: match the features' covariances (Sun & Saenko 2016)."""
-
-    weight: float = Field(default=1.0, ge=0.0)
-
-
-class DannConfig(_Section):
-    """``dann``: a domain discriminator behind gradient reversal (Ganin et al. 2016)."""
-
-    weight: float = Field(default=1.0, ge=0.0)
-    hidden: int = Field(default=256, ge=1)  # the discriminator's hidden width (two layers)
-
-
-class MccConfig(_Section):
-    """``mcc``: minimum class confusion on target predictions (Jin et al. 2020)."""
-
-    weight: float = Field(default=1.0, ge=0.0)
-    temperature: float = Field(default=2.5, gt=0.0)
-
-
-class DomainAdaptationConfig(_Section):
-    """What the domain adaptation strategies share, and each one's own parameters."""
-
-    target_batch_size: int = Field(default=32, ge=1)  # target images beside each source batch
-    # the domain loss's weight ramps from 0 to its value as 2/(1+exp(-gamma p))-1 over the
-    # run (p: progress 0..1), Ganin et al.'s schedule; 0: no ramp
-    ramp_gamma: float = Field(default=10.0, ge=0.0)
-    # also train source_only on the same data, budget and seed, so that evaluate reports what
-    # the adaptation added in the same run (twice the training time)
-    reference: bool = False
-    dan: DanConfig = DanConfig()
-    coral: CoralConfig = CoralConfig()
-    dann: DannConfig = DannConfig()
-    mcc: MccConfig = MccConfig()
-
-
-class MultiTaskConfig(_Section):
-    """``multitask``: a source head beside the target head on one backbone (Caruana 1997)."""
-
-    source_batch_size: int = Field(default=32, ge=1)  # source images beside each target batch
-    source_weight: float = Field(default=0.5, ge=0.0)  # loss = CE_target + this x CE_source
-
-
-class DistillConfig(_Section):
-    """``distill``: a student learns from a teacher (Hinton et al. 2015)."""
-
-    # a trained model: a checkpoint path or an MLflow model URI; null: the current champion
-    # of register_model.model_name (resolved to its version when the run starts)
-    teacher: str | None = None
-    alpha: float = Field(default=0.5, ge=0.0, le=1.0)  # weight of the label cross-entropy
-    temperature: float = Field(default=4.0, gt=0.0)
-
-
-class AutoEncoderConfig(_Section):
-    """``autoencoder``: reconstruction pretraining of the encoder on unlabeled images."""
-
-    epochs: int = Field(default=30, ge=1)
-    lr: float = Field(default=3e-3, gt=0.0)
-    batch_size: int = Field(default=64, ge=1)
-    source: bool = False  # pretrain on the source domain's training images too
-
-
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
@@ -415,21 +343,17 @@ class DistributedConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Parameters of the ``train`` step."""
+    """Parameters of the ``train`` step.
 
-    strategy: Literal[
-        "linear_probe",
-        "finetune",
-        "scratch",
-        "source_only",
-        "dan",
-        "coral",
-        "dann",
-        "mcc",
-        "multitask",
-        "distill",
-        "autoencoder",
-    ] = "finetune"
+    Beside the keys below, ``train`` holds the sections the strategies declare
+    (``train.<section>``, see :mod:`tlops.plugins`): each is validated by the model its strategy
+    registered, and the chosen strategy's sections must be there.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    # a registered strategy (tlops.plugins): a file of tlops/train/strategies or of a plug-in
+    strategy: str = "finetune"
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
     target_labels: TargetLabels = "all"
@@ -445,15 +369,39 @@ class TrainConfig(_Section):
     early_stopping: EarlyStopping = EarlyStopping()
     class_weights: Literal["none", "balanced"] = "none"
     augment: AugmentConfig = AugmentConfig()
-    linear_probe: LinearProbeConfig = LinearProbeConfig()
-    da: DomainAdaptationConfig = DomainAdaptationConfig()
-    multitask: MultiTaskConfig = MultiTaskConfig()
-    distill: DistillConfig = DistillConfig()
-    autoencoder: AutoEncoderConfig = AutoEncoderConfig()
     eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
     numerics: NumericsSetting = "auto"
     seed: int = 0
     distributed: DistributedConfig = DistributedConfig()
+
+    @model_validator(mode="after")
+    def _strategy_sections(self) -> TrainConfig:
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        for name, raw in list(extra.items()):
+            if not plugins.is_section(name):
+                keys = [*type(self).model_fields, *plugins.sections()]
+                raise ValueError(f"train.{name}: not a key of params.yaml{_suggest(name, keys)}")
+            model = plugins.section_model(name)
+            extra[name] = _validated_section(name, model, raw)
+        try:
+            decl = plugins.declaration(self.strategy)
+        except ValueError as exc:
+            raise ValueError(str(exc).replace("train.strategy ", "train.strategy: ", 1)) from None
+        for name, model in decl.sections.items():
+            if name not in extra:
+                extra[name] = _validated_section(name, model, None, decl.name)
+        return self
+
+    def section(self, name: str) -> Any:
+        """The validated section ``train.<name>`` of a strategy.
+
+        Raises:
+            KeyError: The params have no such section.
+        """
+        extra = self.__pydantic_extra__ or {}
+        if name not in extra:
+            raise KeyError(f"train.{name}: not in these params")
+        return extra[name]
 
 
 class RuntimeConfig(_Section):
@@ -584,6 +532,9 @@ class KfpConfig(_Section):
 class Params(_Section):
     """Every section of ``params.yaml``."""
 
+    # modules to import before the params are validated: strategies of your own register there
+    plugins: tuple[str, ...] = ()
+
     data: DataConfig = DataConfig()
     demo: DemoConfig = DemoConfig()
     image: ImageConfig = ImageConfig()
@@ -599,6 +550,14 @@ class Params(_Section):
     runtime: RuntimeConfig = RuntimeConfig()
     kfp: KfpConfig = KfpConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _load_plugins(cls, raw: Any) -> Any:
+        # the strategies' sections of `train` are validated by the models their modules register
+        if isinstance(raw, dict):
+            plugins.load_plugins(raw.get("plugins") or ())
+        return raw
+
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved parameters as ``{"section.key": value}`` for logging."""
         flat: dict[str, Any] = {}
@@ -612,6 +571,31 @@ class Params(_Section):
 
         walk("", self.model_dump(mode="json"))
         return flat
+
+
+def _validated_section(
+    name: str, model: type[BaseModel], raw: Any, strategy: str | None = None
+) -> BaseModel:
+    """``raw`` validated as ``train.<name>``; None: the section is missing.
+
+    Raises:
+        ValueError: One line per broken rule, each naming its key.
+    """
+    if isinstance(raw, model):
+        return raw
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        if raw is None:
+            raise ValueError(
+                f"train.{name}: missing (train.strategy {strategy} reads it; params.yaml "
+                "holds every strategy's section)"
+            ) from None
+        lines = [
+            f"train.{name}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+            for item in exc.errors()
+        ]
+        raise ValueError("; ".join(lines)) from None
 
 
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
@@ -644,7 +628,7 @@ def _error_lines(error: ValidationError) -> list[str]:
             hint = _suggest(str(loc[-1]), _keys_at(loc))
             lines.append(f"  - {where}: not a key of params.yaml{hint}")
         else:
-            lines.append(f"  - {where}: {item['msg']}")
+            lines += [f"  - {key}: {why}" for key, why in _broken_rules_of(item)]
     return lines
 
 
@@ -729,6 +713,11 @@ def apply_overrides(params: Params, overrides: dict[str, Any], source: str = "ov
     if not overrides:
         return params
     tree = params.model_dump(mode="json")
+    if "plugins" in overrides:  # their strategies' sections may be what the others set
+        try:
+            plugins.load_plugins(overrides["plugins"] or ())
+        except ValueError as exc:
+            raise ConfigError(f"{source} plugins={_shown(overrides['plugins'])}: {exc}") from None
     for dotted, value in overrides.items():
         try:
             _set_dotted(tree, dotted, value)
@@ -737,13 +726,35 @@ def apply_overrides(params: Params, overrides: dict[str, Any], source: str = "ov
     try:
         return Params.model_validate(tree)
     except ValidationError as exc:
-        lines = []
-        for item in exc.errors():
-            where = ".".join(str(part) for part in item["loc"])
-            given = [k for k in overrides if where == k or where.startswith(k + ".")]
-            what = f"{given[0]}={_shown(overrides[given[0]])}" if given else where
-            lines.append(f"{source} {what}: {where}: {item['msg']}")
+        lines = [
+            _override_line(source, overrides, where, message)
+            for where, message in _broken_rules(exc)
+        ]
         raise ConfigError("\n".join(lines)) from exc
+
+
+def _broken_rules(error: ValidationError) -> list[tuple[str, str]]:
+    """``(dotted key, what is wrong)`` per broken rule, a strategy section's rules one each."""
+    return [rule for item in error.errors() for rule in _broken_rules_of(item)]
+
+
+def _broken_rules_of(item: Any) -> list[tuple[str, str]]:
+    where = ".".join(str(part) for part in item["loc"])
+    message = str(item["msg"])
+    if item["type"] != "value_error" or where != "train":
+        return [(where, message)]
+    # the rules TrainConfig checked for the strategies' sections, each naming its own key
+    rules = []
+    for line in message.removeprefix("Value error, ").split("; "):
+        key, _, why = line.partition(": ")
+        rules.append((key, why) if key.startswith("train.") else (where, line))
+    return rules
+
+
+def _override_line(source: str, overrides: dict[str, Any], where: str, message: str) -> str:
+    given = [k for k in overrides if where == k or where.startswith(k + ".")]
+    what = f"{given[0]}={_shown(overrides[given[0]])}" if given else where
+    return f"{source} {what}: {where}: {message}"
 
 
 def params_from_json(text: str, source: str = "the pipeline parameter 'params'") -> Params:
@@ -770,6 +781,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     seen: list[str] = []
     for part in parents:
         child = node.get(part)
+        if child is None and seen == ["train"] and plugins.is_section(part):
+            child = node[part] = {}  # a strategy's section that params.yaml does not hold
         seen.append(part)
         if not isinstance(child, dict):
             where = ".".join(seen[:-1]) or "params.yaml"
@@ -779,13 +792,22 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
                 f"{_suggest(part, known)} (sections there: {', '.join(known)})"
             )
         node = child
-    if leaf not in node and not _is_open_mapping(parents):
+    if leaf not in node and not _is_open_mapping(parents) and not _in_section(parents, leaf):
         where = ".".join(parents) or "params.yaml"
         raise ConfigError(
             f"unknown key {dotted!r}: {where} has no key {leaf!r}{_suggest(leaf, sorted(node))} "
             f"(keys there: {', '.join(sorted(node))})"
         )
     node[leaf] = value
+
+
+def _in_section(parents: list[str], leaf: str) -> bool:
+    """True when ``parents.leaf`` is a strategy's section, or a key of one, under ``train``."""
+    if parents == ["train"]:
+        return plugins.is_section(leaf)
+    if len(parents) == 2 and parents[0] == "train" and plugins.is_section(parents[1]):
+        return leaf in plugins.section_model(parents[1]).model_fields
+    return False
 
 
 def _is_open_mapping(parents: list[str]) -> bool:

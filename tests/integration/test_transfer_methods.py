@@ -124,3 +124,26 @@ def test_distill_a_student_from_the_champion_end_to_end(project: Path, adapted: 
     # registered through the same gate, compared with the champion (its teacher)
     version = client.get_model_version_by_alias(MODEL, "challenger")
     assert version.run_id == run.info.run_id and "champion/macro_f1" in metrics
+
+
+def test_a_strategy_of_ones_own_runs_through_the_pipeline_from_its_one_file(
+    project: Path,
+) -> None:
+    import mlflow
+
+    # tests/integration/plugin_strategy.py is the only file that names it: params.yaml, tlops
+    # and the pipeline are untouched; the plug-in and its section come from the command line
+    out = _run(
+        project,
+        "plugins=[tests.integration.plugin_strategy]",
+        "train.strategy=tempered",
+        "train.tempered.temperature=2.0",
+        "train.epochs=1",
+    )
+    assert "train: tempered, 1 epoch(s)" in out
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    run = mlflow.search_runs(
+        experiment_names=["tlops"], filter_string="tags.strategy = 'tempered'", output_format="list"
+    )[0]
+    assert run.data.params["train.tempered.temperature"] == "2.0"
+    assert run.data.metrics["logit_temperature"] == 2.0  # its own term, logged per epoch

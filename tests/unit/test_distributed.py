@@ -11,8 +11,9 @@ from pipelines.cluster import compile_training
 
 from tests.conftest import REPO
 from tests.unit.test_kfp_pipeline import _documents, _executor
-from tlops.config import DistributedConfig, TrainConfig, apply_overrides, load_params
+from tlops.config import DistributedConfig, Params, apply_overrides, load_params
 from tlops.data.tensors import Augment, Shard, SplitTensors, augment_batch, batches
+from tlops.plugins import strategies
 from tlops.runtime import is_follower, torchrun_rank
 from tlops.steps.launch import step_options, torchrun_command
 from tlops.steps.spec import StepIO
@@ -22,7 +23,7 @@ from tlops.train.distributed import (
     check_strategy,
     resolve_backend,
 )
-from tlops.train.strategies import STRATEGIES, get_strategy
+from tlops.train.strategies import get_strategy
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 33])
@@ -99,10 +100,10 @@ def test_batchnorm_policy_and_backend_per_device() -> None:
         resolve_backend("nccl", cpu)
 
 
-def test_the_strategies_that_cannot_run_data_parallel_say_why() -> None:
+def test_the_strategies_that_cannot_run_data_parallel_say_why(params: Params) -> None:
     parallel = {"finetune", "scratch"}
-    for name in STRATEGIES:
-        strategy = get_strategy(TrainConfig(strategy=name))  # type: ignore[arg-type]
+    for name in strategies():
+        strategy = get_strategy(apply_overrides(params, {"train.strategy": name}).train)
         if name in parallel:
             check_strategy(strategy)
             continue

@@ -184,7 +184,7 @@ def test_a_corrupt_cache_costs_a_calibration_not_a_run(tmp_path: Path) -> None:
 
 
 def _diverges_in_reduced_precision() -> type:
-    from tlops.train.strategies.supervised import FineTune
+    from tlops.train.strategies.finetune import FineTune
 
     class Fragile(FineTune):  # the shape of a bf16 overflow: inf only under autocast
         name = "fragile"
@@ -224,7 +224,7 @@ def test_a_non_finite_bf16_loss_falls_back_to_what_an_fp32_run_gives(
     loop_inputs: Any, tmp_path: Path
 ) -> None:
     from tlops.train.loop import fit
-    from tlops.train.strategies.supervised import FineTune
+    from tlops.train.strategies.finetune import FineTune
 
     fragile = _diverges_in_reduced_precision()
     model, data, cfg = loop_inputs()
@@ -242,7 +242,7 @@ def test_a_non_finite_bf16_loss_falls_back_to_what_an_fp32_run_gives(
 
 def test_a_non_finite_fp32_loss_is_an_error(loop_inputs: Any, tmp_path: Path) -> None:
     from tlops.train.loop import NonFiniteLoss, fit
-    from tlops.train.strategies.supervised import FineTune
+    from tlops.train.strategies.finetune import FineTune
 
     class Broken(FineTune):
         def loss(self, model: Any, batch: Any, generator: torch.Generator) -> torch.Tensor:
@@ -255,7 +255,7 @@ def test_a_non_finite_fp32_loss_is_an_error(loop_inputs: Any, tmp_path: Path) ->
 
 def test_a_checkpoint_of_other_numerics_is_not_resumed(loop_inputs: Any, tmp_path: Path) -> None:
     from tlops.train.loop import fit
-    from tlops.train.strategies.supervised import FineTune
+    from tlops.train.strategies.finetune import FineTune
 
     model, data, cfg = loop_inputs()
     fit(FineTune(cfg), model, data, cfg, tmp_path / "ckpt", "k", CPU, None, Numerics("bf16"))
@@ -268,7 +268,7 @@ def test_a_real_calibration_times_copies_and_leaves_the_model_alone(
     loop_inputs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tlops.train.numerics import training_numerics
-    from tlops.train.strategies.supervised import FineTune
+    from tlops.train.strategies.finetune import FineTune
 
     # compile fits the budget only on a slow (loaded) machine, where it then costs minutes:
     # keep it out, so what this test does does not depend on how busy the machine is

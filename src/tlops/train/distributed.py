@@ -169,9 +169,9 @@ def check_strategy(strategy: Any) -> None:
     """Refuse a strategy that cannot train data-parallel, saying why.
 
     Raises:
-        DataParallelError: ``strategy.data_parallel`` names a reason.
+        DataParallelError: The strategy's declaration names a reason (``data_parallel``).
     """
-    reason = getattr(type(strategy), "data_parallel", None)
+    reason = strategy.declaration().data_parallel
     if reason:
         raise DataParallelError(
             f"train.strategy {strategy.name} cannot run data-parallel "

@@ -100,7 +100,7 @@ def training_numerics(
         The choice, with the timings behind it.
     """
     units = strategy.steps_per_epoch(data) * strategy.schedule().epochs
-    images = Need.IMAGES in strategy.uses
+    images = Need.IMAGES in strategy.needs
     return choose(
         setting,
         device,

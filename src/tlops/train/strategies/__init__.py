@@ -1,52 +1,27 @@
-"""Training strategies by name: ``train.strategy`` in params.yaml picks one.
+"""Training strategies, one file each: ``train.strategy`` in params.yaml picks one by name.
 
-A new strategy is a subclass of :class:`Strategy` in a module of its own, added to
-:data:`STRATEGIES` here, to the names ``train.strategy`` accepts and, with what it trains on, to
-:data:`tlops.train.needs.NEEDS` (which the pipeline is built from without importing torch).
+Every module of this package is a strategy that registers itself (:func:`base.strategy`) when
+imported; importing the package imports them all, so a new strategy is a new file here (or a
+module of your own named in params.yaml ``plugins``). Nothing here imports torch: see
+:mod:`tlops.plugins`.
 """
 
 from __future__ import annotations
 
-from tlops.config import TrainConfig
-from tlops.data.budget import UNLABELED
-from tlops.train.needs import Need
-from tlops.train.strategies.autoencoder import AutoEncoder
-from tlops.train.strategies.base import Schedule, Strategy, TrainData
-from tlops.train.strategies.distill import Distill
-from tlops.train.strategies.domain_adaptation import Coral, Dan, Dann, Mcc, SourceOnly
-from tlops.train.strategies.linear_probe import LinearProbe
-from tlops.train.strategies.multitask import MultiTask
-from tlops.train.strategies.supervised import FineTune, Scratch
+import importlib
+import pkgutil
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s
-    for s in (
-        LinearProbe,
-        FineTune,
-        Scratch,
-        SourceOnly,
-        Dan,
-        Coral,
-        Dann,
-        Mcc,
-        MultiTask,
-        Distill,
-        AutoEncoder,
-    )
-}
+from tlops.train.strategies.base import (
+    UNLABELED,
+    Need,
+    Schedule,
+    Strategy,
+    TrainData,
+    get_strategy,
+    strategy,
+)
 
-__all__ = ["STRATEGIES", "UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "get_strategy"]
+__all__ = ["UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "get_strategy", "strategy"]
 
-
-def get_strategy(cfg: TrainConfig) -> Strategy:
-    """The strategy object ``train.strategy`` names.
-
-    Raises:
-        ValueError: No strategy has that name.
-    """
-    try:
-        return STRATEGIES[cfg.strategy](cfg)
-    except KeyError:
-        raise ValueError(
-            f"train.strategy {cfg.strategy!r}: unknown (known: {', '.join(sorted(STRATEGIES))})"
-        ) from None
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -17,57 +17,82 @@ learned). The decoder is not part of the model.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+from pydantic import Field
 
-from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
-from tlops.models.model import TransferModel
-from tlops.train.strategies.base import TrainData
-from tlops.train.strategies.supervised import FineTune, Scratch
+from tlops.config import StrategyParams
+from tlops.plugins import TrainParams
+from tlops.train.strategies.base import Need, TrainData, strategy
+from tlops.train.strategies.finetune import FineTune
+from tlops.train.strategies.scratch import Scratch
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from tlops.data import tensors
+    from tlops.data.tensors import SplitTensors
+    from tlops.models.model import TransferModel
+else:
+    from tlops.lazy import lazy
+
+    torch = lazy("torch")
+    nn = lazy("torch.nn")
+    F = lazy("torch.nn.functional")
+    tensors = lazy("tlops.data.tensors")
 
 PRETRAINED_FILE = "autoencoder.pt"
 
 
-class Decoder(nn.Module):
-    """Pooled features (N, D) -> an image (N, 3, S, S): linear to 4x4x128, then upsampling."""
+class AutoEncoderParams(StrategyParams):
+    """``train.autoencoder``: reconstruction pretraining of the encoder on unlabeled images."""
 
-    def __init__(self, num_features: int, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.project = nn.Linear(num_features, 128 * 4 * 4)
-        layers: list[nn.Module] = []
-        channels, side = 128, 4
-        while side < size:
-            out = max(16, channels // 2)
-            layers += [
-                nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1),
-                nn.BatchNorm2d(out),
-                nn.ReLU(inplace=True),
-            ]
-            channels, side = out, side * 2
-        layers.append(nn.Conv2d(channels, 3, 3, padding=1))
-        self.body = nn.Sequential(*layers)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """The reconstruction, resized to ``size`` when the doublings overshoot it."""
-        x = self.project(features).view(-1, 128, 4, 4)
-        out: torch.Tensor = self.body(x)
-        if out.shape[-1] != self.size:
-            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear")
-        return out
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    batch_size: int = Field(ge=1)
+    source: bool  # pretrain on the source domain's training images too
 
 
+def _needs(train: TrainParams) -> frozenset[Need]:
+    """The target's images, and the source's when ``train.autoencoder.source`` is on."""
+    source: bool = train.section("autoencoder").source
+    return frozenset({Need.IMAGES, Need.SOURCE} if source else {Need.IMAGES})
+
+
+def decoder(num_features: int, size: int) -> nn.Module:
+    """Pooled features (N, D) -> an image (N, 3, S, S): linear to 4x4x128, then upsampling.
+
+    Transposed convolutions double the side up to ``size``; a bilinear resize ends where the
+    doublings overshoot it.
+    """
+    layers: list[nn.Module] = [nn.Linear(num_features, 128 * 4 * 4), nn.Unflatten(1, (128, 4, 4))]
+    channels, side = 128, 4
+    while side < size:
+        out = max(16, channels // 2)
+        layers += [
+            nn.ConvTranspose2d(channels, out, 4, stride=2, padding=1),
+            nn.BatchNorm2d(out),
+            nn.ReLU(inplace=True),
+        ]
+        channels, side = out, side * 2
+    layers.append(nn.Conv2d(channels, 3, 3, padding=1))
+    if side != size:
+        layers.append(nn.Upsample(size=(size, size), mode="bilinear"))
+    return nn.Sequential(*layers)
+
+
+@strategy(
+    "autoencoder",
+    needs=_needs,
+    sections={"autoencoder": AutoEncoderParams},
+    data_parallel="its reconstruction pretraining runs before the training loop, in one process",
+)
 class AutoEncoder(Scratch):
     """Reconstruction pretraining, then fine-tuning; see the module docstring."""
 
-    name: ClassVar[str] = "autoencoder"
-    data_parallel: ClassVar[str | None] = (
-        "its reconstruction pretraining runs before the training loop, in one process"
-    )
     uses_unlabeled: ClassVar[bool] = True
     # the pretrained encoder learns slower than the new head, as a pretrained backbone does
     backbone_lr = FineTune.backbone_lr
@@ -98,34 +123,32 @@ class AutoEncoder(Scratch):
         assert data.train is not None
         parts = [data.train] + ([data.source_train] if data.source_train is not None else [])
         images = np.concatenate([np.asarray(p.images) for p in parts])
-        return SplitTensors(images, np.zeros(len(images), dtype=np.int64), [])
+        return tensors.SplitTensors(images, np.zeros(len(images), dtype=np.int64), [])
 
     def _pretrain(
         self, model: TransferModel, data: TrainData, device: torch.device
     ) -> list[dict[str, float]]:
-        cfg = self.cfg.autoencoder
+        cfg: AutoEncoderParams = self.cfg.section("autoencoder")
         pool = self._pool(data)
         size = int(pool.images.shape[-1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            decoder = Decoder(model.num_features, size).to(device)
+            net = decoder(model.num_features, size).to(device)
         model.freeze(None)
         model.train()
-        params: list[Any] = [*model.backbone.parameters(), *decoder.parameters()]
+        params: list[Any] = [*model.backbone.parameters(), *net.parameters()]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=self.cfg.weight_decay)
         steps = cfg.epochs * math.ceil(len(pool) / cfg.batch_size)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / steps)))
         )
-        aug = self.cfg.augment
-        augment = Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip)
         history = []
         for epoch in range(cfg.epochs):
             generator = torch.Generator().manual_seed(self.cfg.seed * 104729 + epoch)
             total, seen = 0.0, 0
-            for images, _ in batches(pool, cfg.batch_size, True, generator, device):
-                x = augment_batch(normalize(images, model.mean, model.std), augment, generator)
-                loss = F.mse_loss(decoder(model.features(x)), x)
+            for images, _ in tensors.batches(pool, cfg.batch_size, True, generator, device):
+                x = self.warped(model, images, generator)
+                loss = F.mse_loss(net(model.features(x)), x)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()

@@ -1,29 +1,79 @@
-"""The strategy interface: what a training strategy needs, its loss, its modules and state.
+"""The strategy interface: what a strategy trains on, its loss, its modules, state and hooks.
 
 The loop (:mod:`tlops.train.loop`) knows no strategy by name: it asks the strategy what to
 train on, which parameters to optimise and with which learning rates, which backbone stages are
 trainable in an epoch, the loss of a batch and the validation logits, and it checkpoints the
-strategy's state with the model's so that a resumed run continues exactly.
+strategy's state with the model's so that a resumed run continues exactly. The train and
+evaluate steps call its hooks (:meth:`Strategy.extra_models`, :meth:`Strategy.evaluation`) for
+what only it knows how to add.
+
+A strategy is one file: a class decorated with :func:`strategy`, which declares it
+(:mod:`tlops.plugins`). Like every strategy file, this one imports torch lazily: registering a
+strategy must not cost a torch import.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
+from pydantic import BaseModel
 
-from tlops.config import TrainConfig
+from tlops import plugins
 from tlops.data.budget import UNLABELED
-from tlops.data.tensors import Shard, SplitTensors
-from tlops.models.model import TransferModel
-from tlops.models.numerics import Numerics
-from tlops.train.needs import NEEDS, Need, needs_of
+from tlops.plugins import Need, NeedsFn, StrategyDecl
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from tlops.config import Params, TrainConfig
+    from tlops.data import tensors
+    from tlops.data.tensors import Shard, SplitTensors
+    from tlops.models.model import TransferModel
+    from tlops.models.numerics import Numerics
+else:
+    from tlops.lazy import lazy
+
+    torch = lazy("torch")
+    nn = lazy("torch.nn")
+    tensors = lazy("tlops.data.tensors")
+
+__all__ = ["UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "strategy"]
+
+S = TypeVar("S", bound="type[Strategy]")
+
+
+def strategy(
+    name: str,
+    *,
+    needs: Iterable[Need] | NeedsFn,
+    sections: Mapping[str, type[BaseModel]] | None = None,
+    data_parallel: str | None = None,
+) -> Callable[[S], S]:
+    """Declare the decorated class as strategy ``name`` (see :mod:`tlops.plugins`).
+
+    Args:
+        name: What ``train.strategy`` says to pick it.
+        needs: What it trains on, or a function of the ``train`` params that says it.
+        sections: The sections of ``train`` it reads (``train.<section>``) and their models.
+        data_parallel: Why it cannot train data-parallel; None: it can.
+    """
+
+    def register(cls: S) -> S:
+        declared = needs if callable(needs) else frozenset(needs)
+        decl = StrategyDecl(
+            name, dict(sections or {}), declared, data_parallel, cls.__module__, cls
+        )
+        plugins.register(decl)
+        cls.name = name
+        return cls
+
+    return register
 
 
 @dataclass
@@ -44,6 +94,7 @@ class TrainData:
     source_val: SplitTensors | None = None
     source_classes: list[str] | None = None  # the source's own classes (multitask's source head)
     teacher_logits: np.ndarray | None = None  # (N, C), in the order of ``train``
+    teacher: str | None = None  # the teacher's URI (a version, not an alias)
 
     def train_labels(self) -> np.ndarray:
         """Label indices of the labeled training images (for class weights)."""
@@ -66,23 +117,82 @@ class Schedule:
     early_stopping: bool = True
 
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+@dataclass
+class FitContext:
+    """What :meth:`Strategy.extra_models` may use: the run's data, start and folders.
+
+    Args:
+        build: Makes a fresh model for a ``train`` params (the step's own construction).
+        fit: Trains a model with a strategy (the loop, with the run's device).
+        data: What the run trained on.
+        checkpoints: The run's checkpoint folder (a hook's own training resumes under it).
+        key: The run's key.
+    """
+
+    build: Callable[[TrainConfig], TransferModel]
+    fit: Callable[[Strategy, TransferModel, Path, str], Any]
+    data: TrainData
+    checkpoints: Path
+    key: str
+
+
+@dataclass
+class EvalContext:
+    """What :meth:`Strategy.evaluation` may use; a hook never knows the step's files.
+
+    Args:
+        params: The resolved params.
+        model: The trained model.
+        model_dir: The train step's output (``train.json``, the extra models).
+        trained: ``train.json``.
+        classes: The target classes.
+        test: The target's test split at the model's resolution.
+        test_split: Decodes the test split of a domain (``target``/``source``) for a model's
+            resolution and alignment; None: that domain's data was not given.
+        score: Every test metric of a model on a split (the step's scoring).
+        overall: The trained model's test metrics (``score(model, test)["overall"]``).
+    """
+
+    params: Params
+    model: TransferModel
+    model_dir: Path
+    trained: dict[str, Any]
+    classes: list[str]
+    test: SplitTensors
+    test_split: Callable[[str, TransferModel], SplitTensors | None]
+    score: Callable[[TransferModel, SplitTensors], dict[str, Any]]
+    overall: dict[str, Any]
+
+
+@dataclass
+class EvalExtras:
+    """What a strategy adds to an evaluation.
+
+    Args:
+        report: ``evaluation.json`` entries (name -> JSON value).
+        metrics: Flat metrics for ``metrics.json`` (None: not finite).
+        logged: Metrics for the MLflow run.
+        summary: A clause for the console line (``; ...``), or "".
+    """
+
+    report: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    logged: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+
+Batch = tuple["torch.Tensor", "torch.Tensor"]
 
 
 class Strategy(ABC):
     """One way of training a :class:`TransferModel`; see the module docstring."""
 
-    name: ClassVar[str]
-    # what it trains on, whatever its params: for the strategies train.strategy names, declared
-    # in tlops.train.needs (the pipeline is built from there, without torch) and set from there
-    needs: ClassVar[frozenset[Need]]
+    name: ClassVar[str]  # set by the @strategy declaration
     pretrained: ClassVar[bool] = True  # start from the backbone's pretrained weights
     log_every: ClassVar[int] = 1  # epochs between two metric reports
     own_source_head: ClassVar[bool] = False  # the source's labels are its own classes
     # learns from target images whose label it cannot use (data.target_unlabeled's are added)
     uses_unlabeled: ClassVar[bool] = False
-    # why it cannot train data-parallel (None: it can; see tlops.train.distributed)
-    data_parallel: ClassVar[str | None] = "it does not shard its batches"
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -92,7 +202,7 @@ class Strategy(ABC):
         self.extra = nn.ModuleDict()
         # precision and memory layout: the loop sets them before the first batch (and for a
         # calibration copy); batches and validation follow them
-        self.numerics = Numerics()
+        self.numerics: Numerics = lazy_numerics()
         # the run's progress in 0..1, set by the loop before every step from (epoch, step), so a
         # resumed run sees the values the uninterrupted one did (loss weights that ramp up)
         self.progress = 0.0
@@ -102,6 +212,16 @@ class Strategy(ABC):
         # the first epoch and wants to keep across a resume; None outside a training run
         self.work_dir: Path | None = None
         self._terms: dict[str, list[torch.Tensor]] = {}
+
+    @classmethod
+    def declaration(cls) -> StrategyDecl:
+        """This strategy's declaration (:mod:`tlops.plugins`)."""
+        return plugins.declaration(cls.name)
+
+    @property
+    def needs(self) -> frozenset[Need]:
+        """What this strategy trains on with its params."""
+        return self.declaration().needs_of(self.cfg)
 
     def record(self, name: str, value: torch.Tensor) -> None:
         """Add one step's value of an extra loss term to the epoch's mean (no device sync)."""
@@ -113,21 +233,27 @@ class Strategy(ABC):
         self._terms = {}
         return means
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # one made in code only (an experiment, a test) keeps the needs it inherits or declares
-        if cls.__dict__.get("name") in NEEDS:
-            cls.needs = NEEDS[cls.name]
+    def augmented(
+        self, model: TransferModel, images: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """:meth:`warped`, in the training's memory layout (what the model's forward takes)."""
+        x = self.warped(model, images, generator)
+        return x.contiguous(memory_format=self.numerics.memory_format)
 
-    @classmethod
-    def required(cls, cfg: TrainConfig) -> frozenset[Need]:
-        """What the strategy trains on with these params (``needs``, unless it depends on them)."""
-        return needs_of(cls.name, cfg) if cls.name in NEEDS else cls.needs
+    def warped(
+        self, model: TransferModel, images: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A uint8 batch normalised and randomly warped (``train.augment``).
 
-    @property
-    def uses(self) -> frozenset[Need]:
-        """What this strategy object trains on (:meth:`required` of its params)."""
-        return type(self).required(self.cfg)
+        The same draws of ``generator`` in every strategy (a shard takes its rows of them).
+        """
+        aug = self.cfg.augment
+        return tensors.augment_batch(
+            tensors.normalize(images, model.mean, model.std),
+            tensors.Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip),
+            generator,
+            self.shard,
+        )
 
     def pretraining_metrics(self) -> list[dict[str, float]]:
         """Per-epoch metrics of a phase before the loop's first epoch (none by default)."""
@@ -149,6 +275,36 @@ class Strategy(ABC):
     def modules(self) -> nn.ModuleDict:
         """Extra trainable modules beside the model (none for the supervised strategies)."""
         return self.extra
+
+    def named_teacher(self) -> str | None:
+        """The teacher a strategy that needs one names (None: the champion)."""
+        return None
+
+    def extra_models(self, ctx: FitContext) -> dict[str, TransferModel]:
+        """Models trained beside the run's, saved next to it by file name (none by default)."""
+        return {}
+
+    def evaluation(self, ctx: EvalContext) -> EvalExtras:
+        """What this strategy adds to the evaluation of its model.
+
+        A strategy that trained on the source domain: how far apart the two domains' test
+        features are before and after training (:func:`domain_distance`), when the source's
+        data was given. A subclass adds its own to what this returns.
+        """
+        extras = EvalExtras()
+        if Need.SOURCE not in self.needs:
+            return extras
+        source = ctx.test_split("source", ctx.model)
+        if source is None:
+            return extras
+        distance = domain_distance(ctx, source)
+        extras.report["domain_distance"] = distance
+        extras.logged.update(distance)
+        extras.summary = (
+            f"; source-target MMD^2 {distance['domain_mmd2_before']:.4f} before, "
+            f"{distance['domain_mmd2_after']:.4f} after training"
+        )
+        return extras
 
     @abstractmethod
     def param_groups(self, model: TransferModel) -> list[dict[str, Any]]:
@@ -196,6 +352,68 @@ class Strategy(ABC):
         """Put back what :meth:`state` returned."""
         model.load_state_dict(_prefixed(state, "model."), strict=True)
         self.modules().load_state_dict(_prefixed(state, "modules."), strict=True)
+
+
+def domain_distance(ctx: EvalContext, source: SplitTensors) -> dict[str, float]:
+    """MMD between source and target test features, before and after training.
+
+    Before: the backbone training started from (``model.backbone``, its pretrained weights);
+    after: the trained model. Each is the squared MMD with a Gaussian kernel at the median
+    distance (:func:`tlops.evaluate.drift.mmd_test`), with its permutation p-value: a drop
+    says the features of the two domains came closer, a p-value that rises above 0.05 that
+    they are no longer told apart.
+    """
+    from tlops.evaluate.drift import mmd_test
+    from tlops.models.inference import pooled_features
+    from tlops.models.init import create_model
+    from tlops.runtime import resolve_device
+
+    params = ctx.params
+    device = resolve_device(params.runtime.device)
+    start = create_model(params.model.backbone, ctx.classes, pretrained=params.model.pretrained)
+    out: dict[str, float] = {}
+    for when, network in (("before", start), ("after", ctx.model)):
+        network.to(device).eval()
+        batch = params.evaluate.batch_size
+        result = mmd_test(
+            pooled_features(network, source, batch, device),
+            pooled_features(network, ctx.test, batch, device),
+            permutations=200,
+            seed=0,
+        )
+        out[f"domain_mmd2_{when}"] = result.mmd2
+        out[f"domain_mmd_p_{when}"] = result.p_value
+    return out
+
+
+def lazy_numerics() -> Numerics:
+    """fp32, the default until the loop sets the run's numerics."""
+    from tlops.models.numerics import Numerics
+
+    return Numerics()
+
+
+def get_strategy(cfg: TrainConfig) -> Strategy:
+    """The strategy object ``train.strategy`` names.
+
+    Raises:
+        ValueError: No strategy has that name.
+    """
+    cls: type[Strategy] = plugins.declaration(cfg.strategy).cls
+    return cls(cfg)
+
+
+def labeled(split: SplitTensors) -> SplitTensors:
+    """The images of ``split`` whose label the budget allows (``split`` itself if all are)."""
+    keep = split.labels != UNLABELED
+    if keep.all():
+        return split
+    index = np.flatnonzero(keep)
+    return tensors.SplitTensors(
+        np.ascontiguousarray(split.images[index]),
+        split.labels[index],
+        [split.paths[i] for i in index],
+    )
 
 
 def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

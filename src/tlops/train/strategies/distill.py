@@ -13,31 +13,70 @@ cross-entropy over the images the label budget allows, the KL term over all of t
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from tlops.data.tensors import Augment, augment_batch, normalize
-from tlops.models.model import TransferModel
-from tlops.train import losses
-from tlops.train.strategies.base import TrainData
-from tlops.train.strategies.supervised import FineTune
+from tlops.config import StrategyParams
+from tlops.train.strategies.base import (
+    EvalContext,
+    EvalExtras,
+    Need,
+    TrainData,
+    strategy,
+)
+from tlops.train.strategies.finetune import FineTune
+
+if TYPE_CHECKING:
+    import torch
+
+    from tlops.data.tensors import SplitTensors
+    from tlops.models.model import TransferModel
+    from tlops.train import losses
+else:
+    from tlops.lazy import lazy
+
+    torch = lazy("torch")
+    losses = lazy("tlops.train.losses")
 
 # uint8 images, labels (UNLABELED outside the budget), the teacher's logits of those images
-DistillBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+DistillBatch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 
+class DistillParams(StrategyParams):
+    """``train.distill``."""
+
+    # a trained model: a checkpoint path or an MLflow model URI; null: the current champion
+    # of register_model.model_name (resolved to its version when the run starts)
+    teacher: str | None
+    alpha: float = Field(ge=0.0, le=1.0)  # weight of the label cross-entropy
+    temperature: float = Field(gt=0.0)
+
+
+@strategy(
+    "distill",
+    needs={Need.IMAGES, Need.TEACHER},
+    sections={"distill": DistillParams},
+    data_parallel="its batches carry the teacher's logits and its label term is normalised "
+    "per batch; neither is sharded",
+)
 class Distill(FineTune):
     """A student trained on a teacher's soft targets and the labels; see the module docstring."""
 
-    name: ClassVar[str] = "distill"
-    data_parallel: ClassVar[str | None] = (
-        "its batches carry the teacher's logits and its label term is normalised per batch; "
-        "neither is sharded"
-    )
     uses_unlabeled: ClassVar[bool] = True
+
+    @property
+    def params(self) -> DistillParams:
+        """``train.distill``."""
+        section: DistillParams = self.cfg.section("distill")
+        return section
+
+    def named_teacher(self) -> str | None:
+        """``train.distill.teacher`` (None: the champion)."""
+        return self.params.teacher
 
     def backbone_lr(self) -> float:
         """The student learns as one: its backbone at ``lr``, like the head."""
@@ -81,14 +120,75 @@ class Distill(FineTune):
     ) -> torch.Tensor:
         """Hinton et al.'s loss on augmented images (:func:`tlops.train.losses.distillation`)."""
         images, labels, teacher_logits = batch
-        aug = self.cfg.augment
-        x = augment_batch(
-            normalize(images, model.mean, model.std),
-            Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip),
-            generator,
-        )
-        student = model(x.contiguous(memory_format=self.numerics.memory_format))
-        cfg = self.cfg.distill
+        student = model(self.augmented(model, images, generator))
+        cfg = self.params
         loss, kl = losses.distillation(student, teacher_logits, labels, cfg.alpha, cfg.temperature)
         self.record("loss_kd", kl)
         return loss
+
+    def evaluation(self, ctx: EvalContext) -> EvalExtras:
+        """The teacher and the student on the same test split (:func:`teacher_comparison`)."""
+        extras = super().evaluation(ctx)
+        uri = ctx.trained.get("teacher")
+        if not uri:
+            return extras
+        compared = teacher_comparison(ctx, str(uri))
+        extras.report["teacher"] = compared
+        extras.logged.update(
+            {f"distill.{k}": v for k, v in compared.items() if isinstance(v, int | float)}
+        )
+        extras.summary += (
+            f"; teacher {compared['teacher_accuracy']:.4f} at "
+            f"{compared['teacher_images_per_s']:.0f} images/s, student "
+            f"{compared['student_images_per_s']:.0f} images/s"
+        )
+        return extras
+
+
+def teacher_comparison(ctx: EvalContext, uri: str) -> dict[str, Any]:
+    """The teacher and the student of a ``distill`` run on the same test split.
+
+    Accuracy and macro F1 of both, each at its own resolution and alignment, their inference
+    images/s (same device, batch size and fp32) and parameter counts.
+    """
+    from tlops.models.init import is_mlflow_uri, load_trained
+    from tlops.runtime import resolve_device
+    from tlops.tracking.runs import client
+
+    if is_mlflow_uri(uri):
+        client(ctx.params.tracking)  # the teacher is read through the configured store
+    teacher = load_trained(uri)
+    teacher_test = ctx.test_split("target", teacher)
+    assert teacher_test is not None
+    device = resolve_device(ctx.params.runtime.device)
+    batch = ctx.params.evaluate.batch_size
+    scored = ctx.score(teacher, teacher_test)["overall"]
+    out: dict[str, Any] = {"uri": uri}
+    for who, network, split in (
+        ("teacher", teacher, teacher_test),
+        ("student", ctx.model, ctx.test),
+    ):
+        network.to(device).eval()
+        out[f"{who}_images_per_s"] = images_per_s(network, split, batch, device)
+        out[f"{who}_params"] = sum(p.numel() for p in network.parameters())
+    out["teacher_accuracy"] = scored["accuracy"]
+    out["teacher_macro_f1"] = scored["macro_f1"]
+    out["student_accuracy"] = ctx.overall["accuracy"]
+    out["student_macro_f1"] = ctx.overall["macro_f1"]
+    return out
+
+
+def images_per_s(model: TransferModel, split: SplitTensors, batch_size: int, device: Any) -> float:
+    """Inference throughput of ``model`` on ``split``: the best of 3 timed passes after one warm-up.
+
+    The best, not the mean: on a shared machine the other passes measure the neighbours.
+    """
+    from tlops.models.inference import predict_logits
+
+    predict_logits(model, split, batch_size, device)
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        predict_logits(model, split, batch_size, device)
+        best = min(best, time.perf_counter() - started)
+    return len(split) / best if best > 0 else float("nan")

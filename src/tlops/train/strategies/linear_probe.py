@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
+from pydantic import Field
 
-from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Batch, Schedule, Strategy, TrainData
+from tlops.config import StrategyParams
+from tlops.train.strategies.base import Batch, Need, Schedule, Strategy, TrainData, strategy
+
+if TYPE_CHECKING:
+    import torch
+
+    from tlops.models.model import TransferModel
+else:
+    from tlops.lazy import lazy
+
+    torch = lazy("torch")
 
 
+class LinearProbeParams(StrategyParams):
+    """``train.linear_probe``: the head trained on cached features."""
+
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    # L1 penalty on the head's weights (feature selection), applied as a proximal step
+    # (soft-thresholding after each update), so unused features get exactly zero weight
+    l1: float = Field(ge=0.0)
+
+
+@strategy(
+    "linear_probe",
+    needs={Need.FEATURES},
+    sections={"linear_probe": LinearProbeParams},
+    data_parallel="it fits a linear head on cached features, seconds in one process: "
+    "nothing to scale out",
+)
 class LinearProbe(Strategy):
     """A new linear head, trained by full-batch AdamW on frozen features (seconds).
 
@@ -20,15 +47,17 @@ class LinearProbe(Strategy):
     changes).
     """
 
-    name: ClassVar[str] = "linear_probe"
-    data_parallel: ClassVar[str | None] = (
-        "it fits a linear head on cached features, seconds in one process: nothing to scale out"
-    )
     log_every: ClassVar[int] = 10
+
+    @property
+    def params(self) -> LinearProbeParams:
+        """``train.linear_probe``."""
+        section: LinearProbeParams = self.cfg.section("linear_probe")
+        return section
 
     def schedule(self) -> Schedule:
         """``train.linear_probe``: its own epochs, lr and weight decay; no warmup."""
-        probe = self.cfg.linear_probe
+        probe = self.params
         return Schedule(probe.epochs, probe.lr, probe.weight_decay, 0.0, early_stopping=False)
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
@@ -68,14 +97,13 @@ class LinearProbe(Strategy):
         """Cross-entropy of the head on features (the L1 term is the proximal step's)."""
         features, labels = batch
         loss: torch.Tensor = self.criterion(model.head(features), labels)
-        l1 = self.cfg.linear_probe.l1
+        l1 = self.params.l1
         if l1 > 0:
             weight = model.head.weight.detach()
             self.record("loss_l1", l1 * weight.abs().sum())
             self.record("features_used", (weight.abs().sum(0) > 0).sum().float())
         return loss
 
-    @torch.no_grad()
     def after_step(self, model: TransferModel, optimizer: torch.optim.Optimizer) -> None:
         """The proximal step of ``l1 x ||W||_1`` in Adam's metric: soft-thresholding.
 
@@ -86,9 +114,15 @@ class LinearProbe(Strategy):
         than ``l1``: the optimality condition of the L1 problem. A feature no class needs gets
         exactly zero weight (feature selection); the bias is not penalised.
         """
-        l1 = self.cfg.linear_probe.l1
+        l1 = self.params.l1
         if l1 <= 0:
             return
+        with torch.no_grad():
+            self._soft_threshold(model, optimizer, l1)
+
+    def _soft_threshold(
+        self, model: TransferModel, optimizer: torch.optim.Optimizer, l1: float
+    ) -> None:
         weight = model.head.weight
         group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
         state = optimizer.state[weight]
@@ -97,13 +131,12 @@ class LinearProbe(Strategy):
         threshold = group["lr"] * l1 / (v_hat.sqrt() + eps)
         weight.copy_(torch.sign(weight) * torch.clamp(weight.abs() - threshold, min=0.0))
 
-    @torch.no_grad()
     def val_logits(
         self, model: TransferModel, data: TrainData, device: torch.device
     ) -> tuple[torch.Tensor, np.ndarray]:
         """The head on the val features."""
         assert data.val_features is not None
-        with self.numerics.autocast(device):
+        with torch.no_grad(), self.numerics.autocast(device):
             logits = model.head(self.val_x)
         return logits.float().cpu(), data.val_features[1]
 

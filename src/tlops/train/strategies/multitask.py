@@ -12,29 +12,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
+from pydantic import Field
 
-from tlops.data.tensors import Augment, augment_batch, batches, normalize
-from tlops.models.model import TransferModel
-from tlops.train.strategies.base import TrainData
-from tlops.train.strategies.supervised import FineTune, labeled
+from tlops.config import StrategyParams
+from tlops.train.strategies.base import Need, TrainData, labeled, strategy
+from tlops.train.strategies.finetune import FineTune
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from tlops.data import tensors
+    from tlops.models.model import TransferModel
+else:
+    from tlops.lazy import lazy
+
+    torch = lazy("torch")
+    nn = lazy("torch.nn")
+    tensors = lazy("tlops.data.tensors")
 
 # target and source images (uint8), target labels, source labels
-MultiBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+MultiBatch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 
+class MultiTaskParams(StrategyParams):
+    """``train.multitask``."""
+
+    source_batch_size: int = Field(ge=1)  # source images beside each target batch
+    source_weight: float = Field(ge=0.0)  # loss = CE_target + this x CE_source
+
+
+@strategy(
+    "multitask",
+    needs={Need.IMAGES, Need.SOURCE},
+    sections={"multitask": MultiTaskParams},
+    data_parallel="its steps pair a target batch with a source batch, which are not sharded",
+)
 class MultiTask(FineTune):
     """Target and source tasks on a shared backbone; see the module docstring."""
 
-    name: ClassVar[str] = "multitask"
-    data_parallel: ClassVar[str | None] = (
-        "its steps pair a target batch with a source batch, which are not sharded"
-    )
     own_source_head: ClassVar[bool] = True
+
+    @property
+    def params(self) -> MultiTaskParams:
+        """``train.multitask``."""
+        section: MultiTaskParams = self.cfg.section("multitask")
+        return section
 
     def prepare(self, model: TransferModel, data: TrainData, device: torch.device) -> None:
         """The source head (once, drawn from ``train.seed``) and the losses."""
@@ -57,8 +83,8 @@ class MultiTask(FineTune):
         """Shuffled labeled target batches, each with a source batch drawn with replacement."""
         assert data.train is not None and data.source_train is not None
         source = data.source_train
-        size = self.cfg.multitask.source_batch_size
-        for images, labels in batches(
+        size = self.params.source_batch_size
+        for images, labels in tensors.batches(
             labeled(data.train), self.cfg.batch_size, True, generator, device
         ):
             pick = torch.randint(len(source), (size,), generator=generator).numpy()
@@ -74,15 +100,7 @@ class MultiTask(FineTune):
     ) -> torch.Tensor:
         """``CE_target + source_weight x CE_source`` on augmented images."""
         images, labels, source_labels = batch
-        aug = self.cfg.augment
-        x = augment_batch(
-            normalize(images, model.mean, model.std),
-            Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip),
-            generator,
-        )
-        features = model.dropout(
-            model.features(x.contiguous(memory_format=self.numerics.memory_format))
-        )
+        features = model.dropout(model.features(self.augmented(model, images, generator)))
         n = len(labels)
         target_loss: torch.Tensor = self.criterion(model.head(features[:n]), labels)
         source_loss: torch.Tensor = self.source_criterion(
@@ -90,4 +108,4 @@ class MultiTask(FineTune):
         )
         self.record("loss_target", target_loss)
         self.record("loss_source", source_loss)
-        return target_loss + self.cfg.multitask.source_weight * source_loss
+        return target_loss + self.params.source_weight * source_loss

@@ -1,34 +1,29 @@
-"""Supervised training on labeled target images: ``finetune`` and ``scratch``."""
+"""``finetune``: the pretrained backbone, its top stages unfrozen, on labeled target images."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from tlops.data.budget import UNLABELED
-from tlops.data.tensors import Augment, SplitTensors, augment_batch, batches, normalize
-from tlops.models.inference import predict_logits
-from tlops.models.model import TransferModel
-from tlops.train.strategies.base import Batch, Strategy, TrainData
+from tlops.train.strategies.base import Batch, Need, Strategy, TrainData, labeled, strategy
 
+if TYPE_CHECKING:
+    import torch
 
-def labeled(split: SplitTensors) -> SplitTensors:
-    """The images of ``split`` whose label the budget allows (``split`` itself if all are)."""
-    keep = split.labels != UNLABELED
-    if keep.all():
-        return split
-    index = np.flatnonzero(keep)
-    return SplitTensors(
-        np.ascontiguousarray(split.images[index]),
-        split.labels[index],
-        [split.paths[i] for i in index],
-    )
+    from tlops.data import tensors
+    from tlops.models import inference
+    from tlops.models.model import TransferModel
+else:
+    from tlops.lazy import lazy
+
+    tensors = lazy("tlops.data.tensors")
+    inference = lazy("tlops.models.inference")
 
 
+@strategy("finetune", needs={Need.IMAGES})  # per-image loss: any shard of a batch adds up
 class FineTune(Strategy):
     """The pretrained backbone, its top ``train.trainable_stages`` stages unfrozen.
 
@@ -36,9 +31,6 @@ class FineTune(Strategy):
     ``lr x backbone_lr_mult`` (discriminative fine-tuning); per-sample random affine
     augmentation of every batch.
     """
-
-    name: ClassVar[str] = "finetune"
-    data_parallel: ClassVar[str | None] = None  # per-image loss: any shard of a batch adds up
 
     def backbone_lr(self) -> float:
         """The backbone's learning rate."""
@@ -78,21 +70,14 @@ class FineTune(Strategy):
     ) -> Iterator[Batch]:
         """Shuffled uint8 image batches of the labeled images of the train split."""
         assert data.train is not None
-        return batches(
+        return tensors.batches(
             labeled(data.train), self.cfg.batch_size, True, generator, device, self.shard
         )
 
     def loss(self, model: TransferModel, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         """Cross-entropy (label smoothing, class weights) on augmented images."""
         images, labels = batch
-        aug = self.cfg.augment
-        x = augment_batch(
-            normalize(images, model.mean, model.std),
-            Augment(aug.rotation_deg, aug.scale, aug.translate, aug.hflip),
-            generator,
-            self.shard,
-        )
-        logits: torch.Tensor = model(x.contiguous(memory_format=self.numerics.memory_format))
+        logits: torch.Tensor = model(self.augmented(model, images, generator))
         if not len(labels):
             # a process with no row of a short last batch: a zero loss that still takes part
             # in DDP's gradient all-reduce
@@ -105,23 +90,7 @@ class FineTune(Strategy):
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Logits of the val split."""
         assert data.val is not None
-        logits = predict_logits(model, data.val, self.cfg.eval_batch_size, device, self.numerics)
+        logits = inference.predict_logits(
+            model, data.val, self.cfg.eval_batch_size, device, self.numerics
+        )
         return logits, data.val.labels
-
-
-class Scratch(FineTune):
-    """The same architecture from random init, every layer trained at ``lr``.
-
-    The baseline that shows what the transfer brings.
-    """
-
-    name: ClassVar[str] = "scratch"
-    pretrained: ClassVar[bool] = False
-
-    def backbone_lr(self) -> float:
-        """The backbone learns as fast as the head."""
-        return self.cfg.lr
-
-    def trainable_stages(self, epoch: int) -> int | None:
-        """Everything trains."""
-        return None

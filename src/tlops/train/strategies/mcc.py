@@ -1,0 +1,34 @@
+"""``mcc``: minimum class confusion on the target predictions (Jin et al. 2020)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
+
+from tlops.config import StrategyParams
+from tlops.train.strategies.source_only import SourceOnly, adaptation, losses
+
+if TYPE_CHECKING:
+    import torch
+
+
+class MccParams(StrategyParams):
+    """``train.mcc``."""
+
+    weight: float = Field(ge=0.0)
+    temperature: float = Field(gt=0.0)
+
+
+@adaptation("mcc", MccParams)
+class Mcc(SourceOnly):
+    """Minimum class confusion on the target predictions (Jin et al. 2020)."""
+
+    uses_unlabeled: ClassVar[bool] = True
+
+    def domain_term(
+        self, source: torch.Tensor, target: torch.Tensor, target_logits: torch.Tensor
+    ) -> tuple[str, torch.Tensor, float]:
+        """``MCC(target logits)``, weighted ``weight x ramp``."""
+        cfg: MccParams = self.cfg.section("mcc")
+        return "loss_mcc", losses.mcc(target_logits, cfg.temperature), cfg.weight * self.weight()
