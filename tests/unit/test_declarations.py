@@ -36,7 +36,7 @@ def _cli_options(name: str) -> dict[str, bool] | None:
     """Option name -> required, of ``tlops step <name>`` (None: no such command)."""
     import typer.main
 
-    from tlops.cli import step_app
+    from tlops.cli.step import step_app
 
     group = typer.main.get_command(step_app)
     command = group.commands.get(name)  # type: ignore[attr-defined]
@@ -206,17 +206,17 @@ def test_drift_sees_a_component_changed_alone(tmp_path: Path) -> None:
 
 
 def test_drift_sees_a_cli_option_changed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tlops.cli
+    from tlops.cli import step as step_cli
 
-    monkeypatch.setattr(tlops.cli, "option_name", lambda name: "--in-" + name)
-    renamed = tlops.cli._step_command(declarations.spec_of("evaluate"))
+    monkeypatch.setattr(step_cli, "option_name", lambda name: "--in-" + name)
+    renamed = step_cli._step_command(declarations.spec_of("evaluate"))
     commands = []
-    for info in tlops.cli.step_app.registered_commands:
+    for info in step_cli.step_app.registered_commands:
         if info.name == "evaluate":
             info = copy.copy(info)
             info.callback = renamed
         commands.append(info)
-    monkeypatch.setattr(tlops.cli.step_app, "registered_commands", commands)
+    monkeypatch.setattr(step_cli.step_app, "registered_commands", commands)
     assert _cli_options("evaluate") != _expected_cli(declarations.spec_of("evaluate"))
     assert any("tlops step evaluate" in item for item in drift(REPO, declarations.STEPS))
 

@@ -1,0 +1,43 @@
+"""The ``tlops`` command line: demo data, single steps, and whole pipeline runs.
+
+One module per command group (``run``, ``retrain``, ``step``, ``data``, ...); this one only
+assembles them into ``app``, the console script's entry point. The command modules import
+torch, MLflow, KFP and pandas inside their commands, so ``tlops --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from tlops.cli import compile, predict, retrain, rollback, run, schedule, submit, ui
+from tlops.cli.data import data_app
+from tlops.cli.step import step_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Transfer learning of vision models as validated, tracked, versioned pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(step_app, name="step")
+# `tlops --help` lists the commands in this order
+app.command("generate")(compile.generate)
+app.command("run")(run.run)
+app.command("retrain")(retrain.retrain)
+app.command("retrain-demo")(retrain.retrain_demo)
+app.command("compile")(compile.compile_)
+app.command("submit")(submit.submit)
+app.command("schedule")(schedule.schedule)
+app.command("rollback")(rollback.rollback)
+app.command("predict")(predict.predict)
+app.command("runs")(ui.runs_)
+app.command("compare")(ui.compare)
+app.command("ui")(ui.ui)
+
+
+def main() -> None:
+    """Run ``app``: what ``tlops`` scripts installed before the entry point was ``app`` call."""
+    app()

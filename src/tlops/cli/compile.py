@@ -1,0 +1,62 @@
+"""``tlops compile`` (a pipeline to KFP YAML) and ``tlops generate`` (files from declarations)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlops.cli.common import ParamOpt, ParamsOpt, PipelineOpt, console, guard, read_params
+
+
+def compile_(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: ParamOpt = None,
+    pipeline: PipelineOpt = "training",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where the YAML goes (default: pipelines/compiled/<pipeline>.yaml)."),
+    ] = None,
+) -> None:
+    """Compile a pipeline (defaults and cluster settings from params.yaml) to YAML."""
+
+    def body() -> None:
+        from pipelines.cluster import compile_pipeline
+
+        target = out or Path("pipelines/compiled") / f"{pipeline}.yaml"
+        path = compile_pipeline(read_params(params, set_), target, pipeline)
+        console.print(f"compiled the {pipeline} pipeline -> {path}")
+
+    guard(body)
+
+
+def generate(
+    check: Annotated[
+        bool, typer.Option("--check", help="Only report files that are out of date (exit 1).")
+    ] = False,
+) -> None:
+    """Write what is derived from the step declarations: components/, dvc.yaml, README table.
+
+    Run from the repository root after changing a declaration (make generate).
+    """
+
+    def body() -> None:
+        from tlops.generate import generated_files
+
+        stale = []
+        for path, text in generated_files(Path.cwd()).items():
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
+                continue
+            stale.append(path)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+        verb = "out of date" if check else "written"
+        for path in stale:
+            console.print(f"{verb}: {path}", highlight=False)
+        if check and stale:
+            raise ValueError("generated files are stale: run `make generate` and commit them")
+        if not stale:
+            console.print("every generated file is up to date")
+
+    guard(body)

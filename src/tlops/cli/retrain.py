@@ -1,0 +1,113 @@
+"""``tlops retrain`` (the retraining pipeline, locally) and ``tlops retrain-demo`` (its story)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from tlops.cli.common import ParamsOpt, SetOpt, console, guard, read_params, wide
+from tlops.cli.run import LocalPipeline, run_pipeline
+
+if TYPE_CHECKING:
+    from pipelines.retrain_demo import Chapter
+
+RETRAINING = LocalPipeline("retrain", "retraining", "retrain-%Y%m%d-%H%M%S", data_tables=False)
+
+
+def retrain(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/retrain-<timestamp>).")
+    ] = None,
+) -> None:
+    """Run the retraining pipeline once, locally (KFP local), on the configured target data.
+
+    detect_change compares the data with the champion's (new images, drift in the champion's
+    feature space, label shift) and decides; on retrain, the model is trained warm-started from
+    the champion, evaluated against it on the same test split and promoted only if the gate
+    says so. Without a retrain, the MLflow run records why.
+    """
+    run_pipeline(RETRAINING, params, set_, out)
+
+
+def retrain_demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the story runs (replaced): its own git, DVC, MLflow.")
+    ] = Path("runs/retrain-demo"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """The retraining story on the demo data: first champion, new data, nothing new, drift.
+
+    Each step is a real `tlops retrain` in a project of its own: drop 1 (first champion), drop
+    2 added and committed (retrain, promoted or not), the same again (skipped: no new data),
+    the drifted drop (drift detected, retrain). Ends with a table of the runs.
+    """
+
+    def body() -> None:
+        from pipelines.retrain_demo import registry_now, run_story
+
+        read_params(params)  # a broken params file fails here, not in the third subprocess
+        chapters = run_story(
+            workdir, params, lambda line: console.print(line, highlight=False, soft_wrap=True)
+        )
+        out = wide()
+        out.print(_story_table(workdir, chapters))
+        out.print(
+            "registry now: "
+            + ", ".join(
+                f"v{version} [{', '.join(aliases) or 'no alias'}] data {data[:12]}"
+                for version, aliases, data in registry_now(workdir)
+            ),
+            highlight=False,
+            markup=False,
+        )
+        console.print(
+            f"MLflow store: {workdir / 'mlflow.db'} (to browse it: cd {workdir} && tlops ui)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    guard(body)
+
+
+def _story_table(workdir: Path, chapters: list[Chapter]) -> Table:
+    """One row per step of the story: its data, detect_change's decision, the model version."""
+    table = Table(title=f"retraining story ({workdir})", title_justify="left")
+    for column in (
+        "step",
+        "data version",
+        "detect_change",
+        "drift p",
+        "model version",
+        "aliases then",
+        "primary metric (champion's)",
+    ):
+        table.add_column(column)
+    for chapter in chapters:
+        decided = ("retrain: " if chapter.retrain else "skipped: ") + chapter.why
+        table.add_row(
+            chapter.name,
+            chapter.data_version[:12],
+            decided,
+            "-" if chapter.drift_p is None else f"{chapter.drift_p:.4f}",
+            "-"
+            if chapter.version is None
+            else (f"v{chapter.version} " + ("promoted" if chapter.promoted else "kept out")),
+            chapter.aliases or "-",
+            _metric_text(chapter),
+        )
+    return table
+
+
+def _metric_text(chapter: Chapter) -> str:
+    """The chapter's primary metric, and the champion's it was compared with, if any."""
+    if chapter.metric is None:
+        return "-"
+    text = f"{chapter.metric:.4f}"
+    if chapter.champion_metric is not None:
+        text += f" ({chapter.champion_metric:.4f})"
+    return text

@@ -1,0 +1,83 @@
+"""``tlops run``: the training pipeline, locally; and the local run that ``retrain`` shares."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tlops.cli.common import ParamsOpt, SetOpt, console, guard, read_params
+from tlops.cli.summary import print_data, read_outputs, summary_lines
+
+
+@dataclass(frozen=True)
+class LocalPipeline:
+    """How a command runs a pipeline with KFP's local runner, and what it prints after.
+
+    Attributes:
+        command: The ``tlops`` command, named in the first line (``tlops run``).
+        pipeline: ``training`` or ``retraining``.
+        run_dir: The default run directory's name under ``runs/``, a ``time.strftime`` format.
+        data_tables: Print the ingested data's tables before the closing lines.
+    """
+
+    command: str
+    pipeline: str
+    run_dir: str
+    data_tables: bool
+
+
+TRAINING = LocalPipeline("run", "training", "%Y%m%d-%H%M%S", data_tables=True)
+
+
+def run(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
+    ] = None,
+) -> None:
+    """Run the training pipeline on the configured data (the embedded demo by default).
+
+    The Kubeflow pipeline that `tlops compile` produces, run by KFP's local runner: each step
+    a subprocess with typed artifacts. ingest_data and validate_data on the target domain (and
+    the source domain when the strategy uses it), extract_features when the strategy trains on
+    features, then train, evaluate and register_model, logged into one MLflow run.
+    """
+    run_pipeline(TRAINING, params, set_, out)
+
+
+def run_pipeline(
+    how: LocalPipeline, params: Path, overrides: list[str] | None, out: Path | None
+) -> None:
+    """Run a pipeline locally and print what its steps recorded (the body of run and retrain).
+
+    Args:
+        how: Which pipeline, for which command.
+        params: The params file.
+        overrides: ``-S key=value`` overrides of it.
+        out: The run directory (default: ``runs/`` + ``how.run_dir``, formatted now).
+    """
+
+    def body() -> None:
+        from pipelines.local import run_local
+
+        resolved = read_params(params, overrides)
+        run_dir = out or Path("runs") / time.strftime(how.run_dir)
+        console.print(f"[bold]tlops {how.command}[/] (KFP local) -> {run_dir}")
+        local = run_local(
+            resolved,
+            run_dir,
+            echo=lambda line: console.print(f"  {line}", highlight=False),
+            pipeline_name=how.pipeline,
+        )
+        outputs = read_outputs(local.outputs)
+        if how.data_tables:
+            print_data(outputs)
+        for line in summary_lines(outputs, resolved):
+            console.print(line, highlight=False)
+
+    guard(body)
