@@ -20,6 +20,7 @@ from pipelines.training import (
     ingest_and_validate,
     train_evaluate_register,
 )
+from pipelines.wiring import Tasks
 from tlops.config import Params
 
 RETRAIN = "true"  # what detect_change returns when the data calls for a retrain
@@ -56,36 +57,17 @@ def build_retraining_pipeline(cfg: Params) -> Any:
         data_version_target: str = "",
         data_version_source: str = "",
     ) -> Artifact:
-        tasks: list[tuple[str, Any]] = []
-        target = ingest_and_validate(steps, params, "target", data_version_target)
-        tasks += [("ingest_data", target[0]), ("validate_data", target[1])]
-        check = steps["detect_change"](
-            params=params,
-            dataset=target[0].outputs["dataset"],
-            report=target[1].outputs["report"],
-        )
-        tasks.append(("detect_change", check))
+        tasks = Tasks(steps, params)
+        checked = ingest_and_validate(tasks, "target", data_version_target)
+        check = tasks.add("detect_change")
         with dsl.If(check.outputs["Output"] == RETRAIN, name="retrain"):
-            previous, source = check, None
+            previous = check
             if "source" in domains:
-                source = ingest_and_validate(
-                    steps, params, "source", data_version_source, after=check
-                )
-                tasks += [("ingest_data", source[0]), ("validate_data", source[1])]
-                previous = source[1]
-            model_steps = train_evaluate_register(
-                steps,
-                cfg,
-                params,
-                checkpoint_root,
-                target,
-                previous,
-                change=check.outputs["change"],
-                source=source,
-            )
-            tasks += list(model_steps.items())
-        for step, task in tasks:
+                previous = ingest_and_validate(tasks, "source", data_version_source, after=check)
+            train_evaluate_register(tasks, cfg, checkpoint_root, previous)
+        for step, task in tasks.added:
             cluster_settings(task, step, cfg, cache=False)
+        assert checked is not None
         change: Artifact = check.outputs["change"]
         return change
 

@@ -11,6 +11,7 @@ retries, caching) come from the step declarations and params.yaml's ``kfp`` sect
 import json
 from typing import Any, NamedTuple
 
+from pipelines.wiring import Tasks
 from tlops.config import Params
 from tlops.plugins import Need, needs_of
 from tlops.steps.declarations import SPECS
@@ -65,78 +66,43 @@ def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(keys))
 
 
-def ingest_and_validate(
-    steps: dict[str, Any], params: Any, domain: str, version: Any, after: Any = None
-) -> tuple[Any, Any]:
-    """The ingest_data and validate_data tasks of one domain (after ``after``, if given)."""
-    ingest = steps["ingest_data"](
-        params=params, domain=domain, data_version=version
-    ).set_display_name(f"ingest_data {domain}")
-    if after is not None:
-        ingest.after(after)  # one domain after the other, target first
-    check = steps["validate_data"](
-        params=params, dataset=ingest.outputs["dataset"]
-    ).set_display_name(f"validate_data {domain}")
-    return ingest, check
-
-
-def train_evaluate_register(
-    steps: dict[str, Any],
-    cfg: Params,
-    params: Any,
-    checkpoint_root: Any,
-    target: tuple[Any, Any],
-    after: Any,
-    change: Any = None,
-    source: tuple[Any, Any] | None = None,
-) -> dict[str, Any]:
-    """[extract_features ->] train -> evaluate -> register_model on the target's data.
-
-    Args:
-        steps: The components.
-        cfg: Resolved params (strategy, cluster settings).
-        params: The pipeline's ``params`` parameter.
-        checkpoint_root: The pipeline's ``checkpoint_root`` parameter.
-        target: The target's ingest_data and validate_data tasks.
-        after: The task the model steps wait for (the last validation).
-        change: detect_change's output (retraining: warm start, the run it opened).
-        source: The source's ingest_data and validate_data tasks (strategies that use it).
+def ingest_and_validate(tasks: Tasks, domain: str, version: Any, after: Any = None) -> Any:
+    """The ingest_data and validate_data tasks of one domain (after ``after``, if given).
 
     Returns:
-        Step name -> its task.
+        The validate_data task.
+    """
+    ingest = tasks.add("ingest_data", domain, domain=domain, data_version=version)
+    if after is not None:
+        ingest.after(after)  # one domain after the other, target first
+    return tasks.add("validate_data", domain)
+
+
+def train_evaluate_register(tasks: Tasks, cfg: Params, checkpoint_root: Any, after: Any) -> None:
+    """[extract_features ->] train -> evaluate -> register_model, after ``after``.
+
+    Their inputs are wired from the declarations (the target's data, the source's when its
+    tasks ran, detect_change's decision in the retraining pipeline).
+
+    Args:
+        tasks: The pipeline's tasks so far.
+        cfg: Resolved params (strategy, cluster settings).
+        checkpoint_root: The pipeline's ``checkpoint_root`` parameter.
+        after: The task the model steps wait for (the last validation).
     """
     from kfp import kubernetes
 
-    dataset = target[0].outputs["dataset"]
-    train_inputs = {"dataset": dataset, "report": target[1].outputs["report"]}
-    if source is not None:
-        train_inputs["source_dataset"] = source[0].outputs["dataset"]
-        train_inputs["source_report"] = source[1].outputs["report"]
-    if change is not None:
-        train_inputs["change"] = change
-    tasks: dict[str, Any] = {}
     if uses_features(cfg):
-        tasks["extract_features"] = steps["extract_features"](params=params, dataset=dataset).after(
-            after
-        )
-        train_inputs["features"] = tasks["extract_features"].outputs["features"]
-    trained = steps["train"](params=params, checkpoint_root=checkpoint_root, **train_inputs)
+        tasks.add("extract_features").after(after)
+    trained = tasks.add("train", checkpoint_root=checkpoint_root)
     trained.after(after)
     trained.set_retry(
         cfg.kfp.train_retries, backoff_duration=cfg.kfp.retry_backoff, backoff_factor=2.0
     )
     if cfg.kfp.checkpoint_pvc:
         kubernetes.mount_pvc(trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
-    model = trained.outputs["model"]
-    evaluate_inputs = {"dataset": dataset, "model": model}
-    if source is not None:
-        evaluate_inputs["source_dataset"] = source[0].outputs["dataset"]
-    evaluated = steps["evaluate"](params=params, **evaluate_inputs)
-    tasks["train"], tasks["evaluate"] = trained, evaluated
-    tasks["register_model"] = steps["register_model"](
-        params=params, dataset=dataset, model=model, evaluation=evaluated.outputs["evaluation"]
-    )
-    return tasks
+    tasks.add("evaluate")
+    tasks.add("register_model")
 
 
 def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
@@ -169,36 +135,24 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
     Outputs = NamedTuple("Outputs", fields)  # type: ignore[misc]
 
     def training(params: str, checkpoint_root: str, versions: dict[str, str]) -> Any:
-        tasks: dict[str, list[Any]] = {name: [] for name in SPECS}
-        ingested, validated, previous = {}, {}, None
+        tasks, previous = Tasks(steps, params), None
         for domain in domains:
-            ingest, check = ingest_and_validate(steps, params, domain, versions[domain], previous)
-            ingested[domain], validated[domain], previous = ingest, check, check
-            tasks["ingest_data"].append(ingest)
-            tasks["validate_data"].append(check)
-        model_steps = train_evaluate_register(
-            steps,
-            cfg,
-            params,
-            checkpoint_root,
-            (ingested["target"], validated["target"]),
-            previous,
-            source=(ingested["source"], validated["source"]) if "source" in domains else None,
-        )
-        for step, task in model_steps.items():
-            tasks[step].append(task)
-        for step, group in tasks.items():
-            for task in group:
-                cluster_settings(task, step, cfg, cache=pinned_data)
+            previous = ingest_and_validate(tasks, domain, versions[domain], previous)
+        train_evaluate_register(tasks, cfg, checkpoint_root, previous)
+        for step, task in tasks.added:
+            cluster_settings(task, step, cfg, cache=pinned_data)
         outputs: list[Any] = []
         for domain in domains:
-            outputs += [ingested[domain].outputs["dataset"], validated[domain].outputs["report"]]
-        if "extract_features" in model_steps:
-            outputs.append(model_steps["extract_features"].outputs["features"])
+            outputs += [
+                tasks.get("ingest_data", domain).outputs["dataset"],
+                tasks.get("validate_data", domain).outputs["report"],
+            ]
+        if features_needed:
+            outputs.append(tasks.get("extract_features").outputs["features"])
         outputs += [
-            model_steps["train"].outputs["model"],
-            model_steps["evaluate"].outputs["evaluation"],
-            model_steps["register_model"].outputs["decision"],
+            tasks.get("train").outputs["model"],
+            tasks.get("evaluate").outputs["evaluation"],
+            tasks.get("register_model").outputs["decision"],
         ]
         return Outputs(*outputs)
 
