@@ -6,6 +6,7 @@ GX suite over it.
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -124,22 +125,37 @@ def test_unexpected_class(params: Params, make_tree: Tree, tmp_path: Path) -> No
     fails(params, root, tmp_path, "labels are in the expected class set", f"{root}/owl/img_000.png")
 
 
-def test_classes_from_the_champion_in_the_registry(
-    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def with_champion(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, classes: str
+) -> Params:
+    """``params`` with a registry (a real MLflow SQLite store) whose champion, v1, has ``classes``
+    (its class map, comma-separated, as register_model tags it)."""
     import mlflow
 
-    root = make_tree(classes=("cat", "dog", "fox", "owl"))
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = params.register_model.model_name
     client.create_registered_model(name)
-    version = client.create_model_version(name, str(tmp_path), tags={"classes": "cat,dog,fox,owl"})
+    version = client.create_model_version(name, str(tmp_path), tags={"classes": classes})
     client.set_registered_model_alias(name, "champion", version.version)
-    with_registry = params.model_copy(
-        update={"tracking": params.tracking.model_copy(update={"tracking_uri": uri})}
-    )
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the params' store, not the test's default
+    tracking = params.tracking.model_copy(update={"tracking_uri": uri})
+    return params.model_copy(update={"tracking": tracking})
+
+
+def given_classes(params: Params, *classes: str) -> Params:
+    """``params`` with ``validate_data.classes`` set, as ``-S 'validate_data.classes=[...]'``."""
+    from tlops.config import apply_overrides
+
+    return apply_overrides(params, {"validate_data.classes": list(classes)})
+
+
+def test_classes_from_the_champion_in_the_registry(
+    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(classes=("cat", "dog", "fox", "owl"))
+    with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox,owl")
+    name = params.register_model.model_name
     result = check(with_registry, root, tmp_path)
     assert result.classes[-1] == "owl"  # params say cat, dog, fox: the champion wins
     report = json.loads((tmp_path / "out" / "validate" / "validation.json").read_text())
@@ -339,18 +355,8 @@ def test_an_unreachable_tracking_server_does_not_hide_the_validation_error(
 def test_a_changed_class_set_fails_unless_params_allow_it(
     params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mlflow
-
     root = make_tree(classes=("cat", "dog", "fox", "owl"))  # the data gained a class
-    uri = f"sqlite:///{tmp_path / 'registry.db'}"
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    name = params.register_model.model_name
-    client.create_registered_model(name)
-    version = client.create_model_version(name, str(tmp_path), tags={"classes": "cat,dog,fox"})
-    client.set_registered_model_alias(name, "champion", version.version)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the params' store, not the test's default
-    tracking = params.tracking.model_copy(update={"tracking_uri": uri})
-    with_registry = params.model_copy(update={"tracking": tracking})
+    with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox")
     fails(with_registry, root, tmp_path, "labels are in the expected class set", "owl")
     allowed = with_registry.model_copy(
         update={
@@ -361,6 +367,90 @@ def test_a_changed_class_set_fails_unless_params_allow_it(
     )
     result = check(allowed, root, tmp_path / "allowed")
     assert result.passed and result.classes == ["cat", "dog", "fox", "owl"]
+
+
+def test_a_class_set_other_than_the_champions_is_named_first_in_one_line(
+    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    root = make_tree(classes=("cat", "dog", "owl"))  # fox is gone, owl is new
+    with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox")
+    name = params.register_model.model_name
+    message = fails(with_registry, root, tmp_path, "labels are in the expected class set", "owl")
+    first, head = message.splitlines()[:2]
+    assert first == (
+        f"validate_data: the data's classes differ from champion {name} v1's class map: "
+        "champion [cat, dog, fox], data [cat, dog, owl] (missing from the data: fox; extra in "
+        "the data: owl); to retrain with another class set (a new head), set "
+        "validate_data.allow_class_change: true"
+    )
+    assert head.startswith("validate_data: ") and "FAILED" in head  # then the rules it broke
+    out = tmp_path / "out" / "validate"
+    report = json.loads((out / "validation.json").read_text())
+    assert report["class_conflict"] == first and report["overridden_classes"] is None
+    assert (out / "message.txt").read_text().splitlines()[0] == first
+    assert first in (out / "summary.md").read_text()
+    assert html.escape(first) in (out / "report.html").read_text()  # KFP's view of the step
+    # the failed MLflow run's error tag (the message's first line) says why, too
+    client = mlflow.MlflowClient(with_registry.tracking.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tlops").experiment_id])
+    assert run.data.tags["error"] == first
+
+
+def test_classes_given_and_overridden_by_the_champion_are_reported(
+    params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlops.steps.execute import execute
+
+    name = params.register_model.model_name
+    with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox")
+    # -S 'validate_data.classes=[cat, dog, fox, owl]' for data that gained owl: refused, and
+    # the one line says the champion's map overrode the classes given
+    grown = given_classes(with_registry, "cat", "dog", "fox", "owl")
+    message = fails(
+        grown,
+        make_tree(name="grown_data", classes=("cat", "dog", "fox", "owl")),
+        tmp_path / "grown",
+        "labels are in the expected class set",
+    )
+    first = message.splitlines()[0]
+    assert f"champion {name} v1's class map: champion [cat, dog, fox]" in first
+    assert "(extra in the data: owl); it overrides validate_data.classes [cat, dog, fox, owl]" in (
+        first
+    )
+    assert first.endswith("set validate_data.allow_class_change: true")
+    report = json.loads((tmp_path / "grown" / "out" / "validate" / "validation.json").read_text())
+    assert report["overridden_classes"] == ["cat", "dog", "fox", "owl"]
+    # classes given that the data does not match but the champion does: it passes against the
+    # champion's map, and says that the classes given were not used
+    shrunk = given_classes(with_registry, "cat", "dog")
+    root = make_tree(name="same_data", classes=("cat", "dog", "fox"))
+    ingest(shrunk, root, tmp_path / "same" / "ingest")
+    out = tmp_path / "same" / "validate"
+    result = execute(
+        "validate_data", shrunk, {"dataset": tmp_path / "same" / "ingest"}, {"report": out}, {}
+    )
+    note = (
+        f"validate_data.classes [cat, dog] is overridden by champion {name} v1's class map "
+        "[cat, dog, fox] (validate_data.allow_class_change: true validates against it instead)"
+    )
+    assert result.details.passed and result.summary.endswith(f"; note: {note}")
+    report = json.loads((out / "validation.json").read_text())
+    assert report["overridden_classes"] == ["cat", "dog"] and report["class_conflict"] is None
+    summary = (out / "summary.md").read_text()
+    assert (
+        "- validate_data.classes `[cat, dog]`: overridden by "
+        f"the class map of champion {name} v1 (MLflow registry)"
+    ) in summary
+    assert f"  note: {note}" in summary
+    # the classes given are the champion's: nothing is overridden, nothing to say
+    same = given_classes(with_registry, "cat", "dog", "fox")
+    result = execute(
+        "validate_data", same, {"dataset": tmp_path / "same" / "ingest"}, {"report": out}, {}
+    )
+    assert "note" not in result.summary
+    assert json.loads((out / "validation.json").read_text())["overridden_classes"] is None
 
 
 def _with_unlabeled(params: Params, folder: Path) -> Params:

@@ -7,6 +7,7 @@ fast this machine is.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,14 @@ import torch
 from tlops.config import ConfigError, Params, load_params
 from tlops.models.numerics import (
     COMPILE_SECONDS,
+    MARGIN,
+    Choice,
     Measurement,
     Numerics,
     Search,
     cache_key,
     choose,
+    default_numerics,
     fall_back,
     machine,
     parse,
@@ -264,15 +268,60 @@ def test_a_checkpoint_of_other_numerics_is_not_resumed(loop_inputs: Any, tmp_pat
     assert other.resumed_from_epoch is None
 
 
+def _replay(search: Search, choice: Choice) -> tuple[list[str], Numerics]:
+    """What a calibration promises, replayed on the timings it recorded.
+
+    Each stage's candidates start from the previous stage's winner: the precisions, then the
+    other layout, then compiling; a candidate replaces the best only when ``MARGIN`` faster. No
+    precision is assumed to win: which one does is read from the recorded timings, so this holds
+    on a CPU with bf16 units (AMX, AVX512-BF16) and on one without.
+
+    Returns:
+        The specs to be timed, in order (skipped ones left out), and the choice to be kept.
+    """
+    best = default_numerics(CPU)
+    order = [best.spec]
+    stages: list[Callable[[Numerics], list[Numerics]]] = [
+        lambda b: [replace(b, precision=p) for p in search.precisions if p != b.precision]
+    ]
+    if search.layouts:
+        stages.append(lambda b: [replace(b, channels_last=not b.channels_last)])
+    if search.compile:
+        stages.append(lambda b: [replace(b, compile=True)])
+    for stage in stages:
+        for candidate in stage(best):
+            if candidate.spec in choice.skipped:
+                continue
+            order.append(candidate.spec)
+            # eager candidates have no setup time: the whole step's totals compare as steps do
+            if choice.timings[candidate.spec] < choice.timings[best.spec] * (1 - MARGIN):
+                best = candidate
+    return order, best
+
+
 def test_a_real_calibration_times_copies_and_leaves_the_model_alone(
     loop_inputs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import tlops.train.numerics as train_numerics
     from tlops.train.numerics import training_numerics
     from tlops.train.strategies.finetune import FineTune
 
     # compile fits the budget only on a slow (loaded) machine, where it then costs minutes:
     # keep it out, so what this test does does not depend on how busy the machine is
     monkeypatch.setattr("tlops.models.numerics.COMPILE_SECONDS", 1e9)
+    timed: list[str] = []
+    real_measure = train_numerics._measure
+
+    def recording(*args: Any) -> Callable[[Numerics], Measurement]:
+        measure = real_measure(*args)
+
+        def record(numerics: Numerics) -> Measurement:
+            timed.append(numerics.spec)
+            return measure(numerics)
+
+        return record
+
+    monkeypatch.setattr(train_numerics, "_measure", recording)
 
     model, data, cfg = loop_inputs()
     long = cfg.model_copy(update={"epochs": 2_000})  # long enough to be worth calibrating
@@ -280,11 +329,19 @@ def test_a_real_calibration_times_copies_and_leaves_the_model_alone(
     cache = tmp_path / "numerics.json"
     choice = training_numerics("auto", FineTune(long), model, data, CPU, cache)
     assert choice.source == "calibrated", choice
-    assert {"fp32+channels_last+eager", "fp32+contiguous+eager"} <= set(choice.timings)
+    search = Search.on(CPU, images=True)
+    expected, kept = _replay(search, choice)
+    # every stage timed from the previous stage's winner, in order, each candidate once
+    assert timed == expected, (timed, choice.timings)
+    assert set(choice.timings) == set(timed)
+    assert choice.numerics == kept, choice  # the fastest beyond the noise margin
+    # within the budget every eager candidate is timed; a compile (1e9 s here) never fits
+    assert set(choice.skipped) == ({replace(kept, compile=True).spec} if search.compile else set())
     assert all(seconds > 0 for seconds in choice.timings.values())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    timed.clear()
     again = training_numerics("auto", FineTune(long), model, data, CPU, cache)
-    assert (again.source, again.numerics) == ("cache", choice.numerics)
+    assert (again.source, again.numerics, timed) == ("cache", choice.numerics, [])
     other_batch = long.model_copy(update={"batch_size": 4})
     assert training_numerics("auto", FineTune(other_batch), model, data, CPU, cache).source != (
         "cache"

@@ -284,22 +284,42 @@ def choose(
     if pinned is not None:
         return Choice(pinned, "pinned", f"numerics: {setting}")
     key = cache_key({**key_parts, "machine": machine(device)})
-    entry = read_cache(cache_file, key)
-    try:
-        cached = parse(str(entry["numerics"])) if entry is not None else None
-    except (KeyError, ValueError):
-        cached = None  # an entry no version of tlops wrote: calibrate again
-    if entry is not None and cached is not None:
-        return Choice(
-            cached,
-            "cache",
-            f"calibrated earlier on this machine: {entry.get('reason', '')}",
-            timings=dict(entry.get("timings", {})),
-            setup=dict(entry.get("setup", {})),
-            fallback=entry.get("fallback"),
-            key=key,
-        )
+    cached = _cached(read_cache(cache_file, key), key)
+    if cached is not None:
+        return cached
     default = default_numerics(device)
+    untimed = _untimed(default, search, units, key)
+    if untimed is not None:
+        return untimed
+    choice = _calibrate(default, units, measure, search, clock, key)
+    if choice.source == "calibrated":
+        _remember(cache_file, choice, {"parts": key_parts, "machine": machine(device)})
+    return choice
+
+
+def _cached(entry: dict[str, Any] | None, key: str) -> Choice | None:
+    """The choice a cache entry holds, None when there is none or it is not one."""
+    if entry is None:
+        return None
+    try:
+        cached = parse(str(entry["numerics"]))
+    except (KeyError, ValueError):
+        return None  # an entry no version of tlops wrote: calibrate again
+    if cached is None:
+        return None
+    return Choice(
+        cached,
+        "cache",
+        f"calibrated earlier on this machine: {entry.get('reason', '')}",
+        timings=dict(entry.get("timings", {})),
+        setup=dict(entry.get("setup", {})),
+        fallback=entry.get("fallback"),
+        key=key,
+    )
+
+
+def _untimed(default: Numerics, search: Search, units: int, key: str) -> Choice | None:
+    """The device default when nothing is worth timing, None when a calibration may run."""
     candidates = [c for stage in _stages(search) for c in stage(default)]
     if not candidates:
         return Choice(default, "default", "the only candidate on this device", key=key)
@@ -312,23 +332,69 @@ def choose(
             f"{BUDGET_FRACTION:.0%} needs {math.ceil(2 * (WARMUP + TIMED) / BUDGET_FRACTION)}",
             key=key,
         )
+    return None
+
+
+def _total(choice: Choice, spec: str, units: int) -> float:
+    """The whole step's compute time with a timed candidate, its compile time included."""
+    return choice.timings[spec] * units + choice.setup.get(spec, 0.0)
+
+
+def _calibrate(
+    default: Numerics,
+    units: int,
+    measure: Callable[[Numerics], Measurement],
+    search: Search,
+    clock: Callable[[], float],
+    key: str,
+) -> Choice:
+    """Time the default, then search from it within the budget its timing sets.
+
+    Returns:
+        The fastest (source ``calibrated``), or the default when no candidate fit the budget.
+    """
     start = clock()
     first = measure(default)
     choice = Choice(default, "default", "", key=key)
     choice.timings[default.spec] = first.step_seconds
     choice.budget_seconds = BUDGET_FRACTION * first.step_seconds * units
+    best = _coordinate_search(choice, default, units, measure, search, lambda: clock() - start)
+    choice.spent_seconds = clock() - start
+    if len(choice.timings) == 1:
+        choice.reason = (
+            f"too short to calibrate within {BUDGET_FRACTION:.0%} of its "
+            f"~{first.step_seconds * units:.0f} s: the device default"
+        )
+        return choice
+    choice.numerics, choice.source = best, "calibrated"
+    ratio = _total(choice, default.spec, units) / _total(choice, best.spec, units)
+    choice.reason = (
+        f"fastest of {len(choice.timings)} timed, {ratio:.2f}x the default "
+        f"{default.spec}, calibration {choice.spent_seconds:.1f} s"
+    )
+    return choice
 
-    def total(spec: str) -> float:  # the whole step's compute time with this candidate
-        return choice.timings[spec] * units + choice.setup.get(spec, 0.0)
 
-    best = default
+def _coordinate_search(
+    choice: Choice,
+    best: Numerics,
+    units: int,
+    measure: Callable[[Numerics], Measurement],
+    search: Search,
+    elapsed: Callable[[], float],
+) -> Numerics:
+    """Each stage's candidates from the best so far; records timings and skips in ``choice``.
+
+    Returns:
+        The best: a candidate replaces it only when ``MARGIN`` faster over the whole step.
+    """
     for stage in _stages(search):
         for candidate in stage(best):
             if candidate.spec in choice.timings:
                 continue
             cost = (WARMUP + TIMED) * choice.timings[best.spec]
             cost += COMPILE_SECONDS if candidate.compile else 0.0
-            if clock() - start + cost > choice.budget_seconds:
+            if elapsed() + cost > choice.budget_seconds:
                 choice.skipped[candidate.spec] = (
                     f"estimated {cost:.1f} s exceeds what is left of the "
                     f"{choice.budget_seconds:.1f} s budget"
@@ -338,23 +404,11 @@ def choose(
             choice.timings[candidate.spec] = measured.step_seconds
             if candidate.compile:
                 choice.setup[candidate.spec] = measured.setup_seconds
-            if total(candidate.spec) < total(best.spec) * (1 - MARGIN):
+            if _total(choice, candidate.spec, units) < _total(choice, best.spec, units) * (
+                1 - MARGIN
+            ):
                 best = candidate
-    choice.spent_seconds = clock() - start
-    if len(choice.timings) == 1:
-        choice.reason = (
-            f"too short to calibrate within {BUDGET_FRACTION:.0%} of its "
-            f"~{first.step_seconds * units:.0f} s: the device default"
-        )
-        return choice
-    choice.numerics, choice.source = best, "calibrated"
-    ratio = total(default.spec) / total(best.spec)
-    choice.reason = (
-        f"fastest of {len(choice.timings)} timed, {ratio:.2f}x the default "
-        f"{default.spec}, calibration {choice.spent_seconds:.1f} s"
-    )
-    _remember(cache_file, choice, {"parts": key_parts, "machine": machine(device)})
-    return choice
+    return best
 
 
 def _remember(cache_file: Path | None, choice: Choice, context: dict[str, Any]) -> None:

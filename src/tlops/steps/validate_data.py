@@ -96,7 +96,62 @@ def _row_details(manifest: pd.DataFrame) -> dict[str, str]:
     return details
 
 
-def expected_classes(params: Params, ingest: dict[str, Any]) -> tuple[list[str], str]:
+def _listed(classes: list[str]) -> str:
+    return "[" + ", ".join(classes) + "]"
+
+
+@dataclass(frozen=True)
+class ExpectedClasses:
+    """The class set the data must have, where it comes from, and what it overrides."""
+
+    classes: list[str]
+    source: str
+    found: list[str]  # the data's class folders (ingest_data), empty ones included
+    champion: str | None = None  # "<model> v<version>" when the champion's class map is imposed
+    overridden: list[str] | None = None  # validate_data.classes, when that map replaced it
+
+    @property
+    def conflict(self) -> str | None:
+        """One line when the data's classes differ from the champion's class map, else None.
+
+        A changed class set fails several rules at once (labels, images per class...); this
+        line says why before them: the champion's map is imposed, and how to let it change.
+        """
+        if self.champion is None:
+            return None
+        missing = [c for c in self.classes if c not in self.found]
+        extra = [c for c in self.found if c not in self.classes]
+        if not missing and not extra:
+            return None
+        differs = [
+            *([f"missing from the data: {', '.join(missing)}"] if missing else []),
+            *([f"extra in the data: {', '.join(extra)}"] if extra else []),
+        ]
+        overrides = (
+            f"; it overrides validate_data.classes {_listed(self.overridden)}"
+            if self.overridden is not None
+            else ""
+        )
+        return (
+            f"validate_data: the data's classes differ from champion {self.champion}'s class "
+            f"map: champion {_listed(self.classes)}, data {_listed(self.found)} "
+            f"({'; '.join(differs)}){overrides}; to retrain with another class set (a new "
+            f"head), set validate_data.allow_class_change: true"
+        )
+
+    @property
+    def note(self) -> str | None:
+        """A note when the champion's class map replaced an explicit ``validate_data.classes``."""
+        if self.overridden is None:
+            return None
+        return (
+            f"validate_data.classes {_listed(self.overridden)} is overridden by champion "
+            f"{self.champion}'s class map {_listed(self.classes)} "
+            f"(validate_data.allow_class_change: true validates against it instead)"
+        )
+
+
+def expected_classes(params: Params, ingest: dict[str, Any]) -> ExpectedClasses:
     """The class set the data must have, and where it comes from.
 
     The champion's class map once a champion is registered (a model is only ever compared with,
@@ -105,15 +160,26 @@ def expected_classes(params: Params, ingest: dict[str, Any]) -> tuple[list[str],
     imposed (a retrain may then add or drop classes, with a new head).
     """
     name = params.register_model.model_name
+    given = params.validate_data.classes
+    found = list(ingest["classes"])
     champion = None
     if not params.validate_data.allow_class_change:
         champion = champion_classes(params.tracking, name)
     if champion is not None:
         classes, version = champion
-        return classes, f"the class map of champion {name} v{version} (MLflow registry)"
-    if params.validate_data.classes is not None:
-        return list(params.validate_data.classes), "params.yaml validate_data.classes"
-    return list(ingest["classes"]), "the class folders found (validate_data.classes is not set)"
+        return ExpectedClasses(
+            classes,
+            f"the class map of champion {name} v{version} (MLflow registry)",
+            found,
+            champion=f"{name} v{version}",
+            # the order counts too: it is the order of the head's outputs
+            overridden=list(given) if given is not None and list(given) != classes else None,
+        )
+    if given is not None:
+        return ExpectedClasses(list(given), "params.yaml validate_data.classes", found)
+    return ExpectedClasses(
+        found, "the class folders found (validate_data.classes is not set)", found
+    )
 
 
 def run(params: Params, io: StepIO) -> StepResult:
@@ -134,7 +200,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     cfg = params.validate_data
     ingest: dict[str, Any] = read_json(ingest_dir / INGEST_FILE)
     manifest = load_manifest(ingest_dir)
-    classes, class_source = expected_classes(params, ingest)
+    expected = expected_classes(params, ingest)
+    classes = expected.classes
     tables = {
         "manifest": manifest,
         **derived_tables(manifest, classes, ingest["classes"], bool(ingest["explicit_splits"])),
@@ -146,25 +213,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         details = _row_details(manifest)
         failures = [o for o in suite.outcomes if not o.success and o.critical]
         warnings = [o for o in suite.outcomes if not o.success and not o.critical]
-        report = {
-            "passed": suite.passed,
-            "data_dir": data_dir,
-            "domain": ingest.get("domain", ""),
-            "data_version": ingest["data_version"],
-            "unlabeled_data_version": (ingest.get("unlabeled") or {}).get("data_version"),
-            "classes": classes,
-            "class_source": class_source,
-            "n_images": len(manifest),
-            "rules": [asdict(o) for o in suite.outcomes],
-            "failures": [asdict(o) for o in failures],
-            "warnings": [asdict(o) for o in warnings],
-            "skipped_files": ingest.get("skipped", []),
-        }
+        report = _report(ingest, len(manifest), expected, suite, (failures, warnings))
         write_json(staging / RESULTS_FILE, suite.gx_results)
         write_json(staging / VALIDATION_FILE, report)
         make_offline(staging / DOCS_DIR)  # no CDN: the pages render on a machine offline
         write_report(staging, report, staging / DOCS_DIR, MAX_LISTED)
-        message = _message(data_dir, ingest, failures, warnings, details, out_dir)
+        message = _message(data_dir, ingest, failures, warnings, details, out_dir, expected)
         (staging / SUMMARY_FILE).write_text(_summary_md(ingest, report, message), encoding="utf-8")
         (staging / MESSAGE_FILE).write_text(message + "\n", encoding="utf-8")
     if failures:
@@ -179,7 +233,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
     return StepResult(
         f"validate_data: {data_dir} passed, {len(result.warnings)} warning(s), data version "
-        f"{result.data_version} -> {out_dir}",
+        f"{result.data_version} -> {out_dir}"
+        + (f"; note: {expected.note}" if expected.note else ""),
         metadata={
             "report": {
                 "passed": True,
@@ -194,6 +249,34 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
 
 
+def _report(
+    ingest: dict[str, Any],
+    n_images: int,
+    expected: ExpectedClasses,
+    suite: SuiteRun,
+    broken: tuple[list[RuleOutcome], list[RuleOutcome]],
+) -> dict[str, Any]:
+    """validation.json's content; ``broken``: the failed critical rules, then the warnings."""
+    failures, warnings = broken
+    return {
+        "passed": suite.passed,
+        "data_dir": str(ingest["data_dir"]),
+        "domain": ingest.get("domain", ""),
+        "data_version": ingest["data_version"],
+        "unlabeled_data_version": (ingest.get("unlabeled") or {}).get("data_version"),
+        "classes": expected.classes,
+        "class_source": expected.source,
+        # the champion's map replaced an explicit validate_data.classes: said, not silent
+        "overridden_classes": expected.overridden,
+        "class_conflict": expected.conflict,
+        "n_images": n_images,
+        "rules": [asdict(o) for o in suite.outcomes],
+        "failures": [asdict(o) for o in failures],
+        "warnings": [asdict(o) for o in warnings],
+        "skipped_files": ingest.get("skipped", []),
+    }
+
+
 def _message(
     data_dir: str,
     ingest: dict[str, Any],
@@ -201,11 +284,15 @@ def _message(
     warnings: list[RuleOutcome],
     details: dict[str, str],
     out_dir: Path,
+    expected: ExpectedClasses,
 ) -> str:
     head = f"validate_data: {data_dir} (data version {ingest['data_version']}) " + (
         f"FAILED {len(failures)} rule(s)" if failures else "passed"
     )
-    lines = [head]
+    # a changed class set is the cause of the rules it fails: it is said first, in one line
+    lines = [expected.conflict, head] if expected.conflict else [head]
+    if expected.note and not expected.conflict:  # the conflict line names what it overrides
+        lines.append(f"  note: {expected.note}")
     for outcome in [*failures, *warnings]:
         lines.extend(_describe(outcome, data_dir, ingest, details))
     for skipped in ingest.get("skipped", [])[:MAX_LISTED]:
@@ -226,6 +313,11 @@ def _summary_md(ingest: dict[str, Any], report: dict[str, Any], message: str) ->
         f"- data version: `{report['data_version']}` ({ingest['version_source']})",
         f"- images: {report['n_images']}, classes: {len(report['classes'])} "
         f"(from {report['class_source']})",
+        *(
+            [f"- validate_data.classes `{_listed(given)}`: overridden by {report['class_source']}"]
+            if (given := report.get("overridden_classes"))
+            else []
+        ),
         *(
             [
                 f"- unlabeled images: {unlabeled['n_images']} from {unlabeled['data_dir']} "

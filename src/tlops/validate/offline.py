@@ -136,12 +136,18 @@ def _rules_table(rules: Sequence[dict[str, Any]], listed: int) -> str:
 
 def _header(report: dict[str, Any]) -> str:
     verdict = _status(bool(report["passed"]), critical=True)
+    # the champion's class map against the data's, or the validate_data.classes it replaced
+    classes = report.get("class_conflict") or ""
+    if not classes and report.get("overridden_classes"):
+        given = ", ".join(report["overridden_classes"])
+        classes = f"validate_data.classes [{given}]: overridden by {report['class_source']}"
     return (
         f"<h1>Data validation: {html.escape(str(report['data_dir']))} {verdict}</h1>"
         '<p class="muted">'
         f"data version <code>{html.escape(str(report['data_version']))}</code> · "
         f"{report['n_images']} images · {len(report['classes'])} classes "
         f"(from {html.escape(str(report['class_source']))})</p>"
+        + (f"<p><strong>{html.escape(classes)}</strong></p>" if classes else "")
     )
 
 

@@ -134,10 +134,21 @@ def derived_tables(
 
 def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
     """The expectations of the suite, each tagged with its table and rule name."""
-    import great_expectations.expectations as gxe
+    # the order is the report's: the manifest's shape and labels, each image, then the groups
+    return [*_dataset_rules(classes), *_image_rules(cfg), *_group_rules(cfg)]
+
+
+def _severity(critical: bool) -> Any:
+    """GX's severity of a rule that may be demoted to a warning by params."""
     from great_expectations.expectations.metadata_types import FailureSeverity
 
-    duplicates_critical = cfg.fail_on_duplicates
+    return FailureSeverity.CRITICAL if critical else FailureSeverity.WARNING
+
+
+def _dataset_rules(classes: Sequence[str]) -> list[Rule]:
+    """The manifest's columns, that it has rows, and the labels' class set."""
+    import great_expectations.expectations as gxe
+
     return [
         Rule(
             "manifest",
@@ -154,6 +165,15 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
             "labels are in the expected class set",
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(classes)),
         ),
+    ]
+
+
+def _image_rules(cfg: ValidateConfig) -> list[Rule]:
+    """Rules on each image (a manifest row): decoding, size, mode, frames, split, duplicates."""
+    import great_expectations.expectations as gxe
+
+    multi_frame_critical = cfg.multi_frame == "fail"
+    return [
         Rule(
             "manifest",
             "every file decodes",
@@ -184,13 +204,9 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
             "manifest",
             "single-frame images (of a multi-frame file only the first frame is used)",
             gxe.ExpectColumnValuesToBeBetween(
-                column="frames",
-                max_value=1,
-                severity=FailureSeverity.CRITICAL
-                if cfg.multi_frame == "fail"
-                else FailureSeverity.WARNING,
+                column="frames", max_value=1, severity=_severity(multi_frame_critical)
             ),
-            critical=cfg.multi_frame == "fail",
+            critical=multi_frame_critical,
         ),
         Rule(
             "manifest",
@@ -201,13 +217,18 @@ def build_rules(cfg: ValidateConfig, classes: Sequence[str]) -> list[Rule]:
             "manifest",
             "no duplicate files",
             gxe.ExpectColumnValuesToBeUnique(
-                column="sha256",
-                severity=FailureSeverity.CRITICAL
-                if duplicates_critical
-                else FailureSeverity.WARNING,
+                column="sha256", severity=_severity(cfg.fail_on_duplicates)
             ),
-            critical=duplicates_critical,
+            critical=cfg.fail_on_duplicates,
         ),
+    ]
+
+
+def _group_rules(cfg: ValidateConfig) -> list[Rule]:
+    """Rules on the derived tables: images per class (and split), leakage, class balance."""
+    import great_expectations.expectations as gxe
+
+    return [
         Rule(
             "class_counts",
             f"at least {cfg.min_images_per_class} images per class",
