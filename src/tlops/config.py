@@ -1,6 +1,8 @@
 """Typed, frozen models of the sections of ``params.yaml``.
 
-``params.yaml`` is the single source of truth for every default. It is read once per process
+``params.yaml`` is the single source of truth for every default, and their only copy: the
+models declare types and rules, never a default, so every key must be in the file (a missing one
+is an error naming it) and no value here can drift from the file's. It is read once per process
 by :func:`load_params`, validated here, and handed to the steps as frozen objects so a step can
 never change the configuration another step sees.
 """
@@ -136,11 +138,11 @@ class DataConfig(_Section):
     (``{repo: URL, rev: v3, path: data/target}``), which is what a pod without a checkout uses.
     """
 
-    source: DataLocation = Path("data/source")
-    target: DataLocation = Path("data/target")
+    source: DataLocation
+    target: DataLocation
     # a folder of target-domain images without class folders: ingested with the target, used
     # as unlabeled training data by the strategies that learn from unlabeled images
-    target_unlabeled: Path | None = None
+    target_unlabeled: Path | None
 
     def location(self, domain: str) -> Path | ObjectPrefix | DvcData:
         """Where the data of ``domain`` (``target`` or ``source``) is.
@@ -170,26 +172,17 @@ class DataConfig(_Section):
 class DemoConfig(_Section):
     """How the embedded demo data is written."""
 
-    drops: int = Field(default=3, ge=1, le=3)
-    seed: int = 0
+    drops: int = Field(ge=1, le=3)
+    seed: int
 
 
 class ImageConfig(_Section):
     """How every step opens and converts an image."""
 
-    extensions: tuple[str, ...] = (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".gif",
-        ".tif",
-        ".tiff",
-        ".webp",
-    )
-    max_pixels: int = Field(default=50_000_000, gt=0)
-    mode: str = "RGB"
-    background: tuple[int, int, int] = (255, 255, 255)
+    extensions: tuple[str, ...]
+    max_pixels: int = Field(gt=0)
+    mode: str
+    background: tuple[int, int, int]
 
     @field_validator("extensions")
     @classmethod
@@ -219,9 +212,9 @@ class ImageConfig(_Section):
 class SplitFractions(_Section):
     """Fractions of images that hash into each split."""
 
-    train: float = Field(default=0.7, ge=0.0, le=1.0)
-    val: float = Field(default=0.15, ge=0.0, le=1.0)
-    test: float = Field(default=0.15, ge=0.0, le=1.0)
+    train: float = Field(ge=0.0, le=1.0)
+    val: float = Field(ge=0.0, le=1.0)
+    test: float = Field(ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitFractions:
@@ -234,28 +227,28 @@ class SplitFractions(_Section):
 class IngestConfig(_Section):
     """Parameters of the ``ingest_data`` step."""
 
-    split: SplitFractions = SplitFractions()
-    salt: str = "tlops-split-v1"
+    split: SplitFractions
+    salt: str
 
 
 class ValidateConfig(_Section):
     """Parameters of the ``validate_data`` step (the Great Expectations suite)."""
 
-    classes: tuple[str, ...] | None = None
-    min_images_per_class: int = Field(default=20, ge=0)
-    min_images_per_split_class: int = Field(default=2, ge=0)
-    min_width: int = Field(default=8, ge=1)
-    max_width: int = Field(default=4096, ge=1)
-    min_height: int = Field(default=8, ge=1)
-    max_height: int = Field(default=4096, ge=1)
-    modes: tuple[str, ...] = ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I;16", "I")
-    max_imbalance_ratio: float = Field(default=5.0, ge=1.0)
-    fail_on_duplicates: bool = False
+    classes: tuple[str, ...] | None
+    min_images_per_class: int = Field(ge=0)
+    min_images_per_split_class: int = Field(ge=0)
+    min_width: int = Field(ge=1)
+    max_width: int = Field(ge=1)
+    min_height: int = Field(ge=1)
+    max_height: int = Field(ge=1)
+    modes: tuple[str, ...]
+    max_imbalance_ratio: float = Field(ge=1.0)
+    fail_on_duplicates: bool
     # an animated GIF/WebP or multi-page TIFF: only its first frame is used (warn) or it fails
-    multi_frame: Literal["warn", "fail"] = "warn"
+    multi_frame: Literal["warn", "fail"]
     # False: once a champion exists, the data must have its classes (a changed class set fails);
     # True: validate against `classes` and let a retrain change the class map (new head)
-    allow_class_change: bool = False
+    allow_class_change: bool
 
     @model_validator(mode="after")
     def _ordered_bounds(self) -> ValidateConfig:
@@ -269,11 +262,23 @@ class ValidateConfig(_Section):
 class AlignConfig(_Section):
     """Label-free input alignment of every image (see :mod:`tlops.data.align`)."""
 
-    content_crop: bool = False  # crop to the content's box, pad to a square with the background
-    threshold: float = Field(default=0.1, gt=0.0, lt=1.0)  # of the largest background difference
-    margin: float = Field(default=0.0, ge=0.0, le=1.0)  # of the square's side, on every side
-    resolution: int | None = Field(default=None, ge=2)  # area-average down to at most this
-    autocontrast: bool = False  # stretch each channel to 0..255
+    content_crop: bool  # crop to the content's box, pad to a square with the background
+    threshold: float = Field(gt=0.0, lt=1.0)  # of the largest background difference
+    margin: float = Field(ge=0.0, le=1.0)  # of the square's side, on every side
+    resolution: int | None = Field(ge=2)  # area-average down to at most this
+    autocontrast: bool  # stretch each channel to 0..255
+
+    @classmethod
+    def none(cls) -> AlignConfig:
+        """No alignment: what a model or checkpoint that records none carries.
+
+        A value, not a default (params.yaml gives ``model.align``): every part is off, and the
+        threshold and margin, which nothing reads then, are params.yaml's, so the record of an
+        unaligned model stays what it was.
+        """
+        return cls(
+            content_crop=False, threshold=0.1, margin=0.0, resolution=None, autocontrast=False
+        )
 
     @property
     def active(self) -> bool:
@@ -284,35 +289,35 @@ class AlignConfig(_Section):
 class ModelConfig(_Section):
     """The backbone every model-related step uses."""
 
-    backbone: str = "timm:tf_efficientnet_lite0"
-    pretrained: bool = True
-    image_size: int = Field(default=64, ge=8, le=1024)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
-    align: AlignConfig = AlignConfig()
+    backbone: str
+    pretrained: bool
+    image_size: int = Field(ge=8, le=1024)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    align: AlignConfig
 
 
 class ExtractConfig(_Section):
     """Parameters of the ``extract_features`` step."""
 
-    batch_size: int = Field(default=256, ge=1)
-    cache_dir: Path = Path(".cache/tlops")
-    numerics: NumericsSetting = "auto"
+    batch_size: int = Field(ge=1)
+    cache_dir: Path
+    numerics: NumericsSetting
 
 
 class AugmentConfig(_Section):
     """Per-sample random affine augmentation (applied to training batches only)."""
 
-    rotation_deg: float = Field(default=10.0, ge=0.0, le=180.0)
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = Field(default=0.08, ge=0.0, le=0.5)
-    hflip: bool = False
+    rotation_deg: float = Field(ge=0.0, le=180.0)
+    scale: tuple[float, float]
+    translate: float = Field(ge=0.0, le=0.5)
+    hflip: bool
 
 
 class EarlyStopping(_Section):
     """Stop when the validation metric has not improved for ``patience`` epochs."""
 
-    metric: Literal["val_accuracy", "val_loss", "val_macro_f1"] = "val_accuracy"
-    patience: int = Field(default=3, ge=1)
+    metric: Literal["val_accuracy", "val_loss", "val_macro_f1"]
+    patience: int = Field(ge=1)
 
 
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
@@ -322,19 +327,19 @@ class DistributedConfig(_Section):
     """Data-parallel ``train`` (DDP under torchrun; a Kubeflow Trainer TrainJob on a cluster)."""
 
     # > 1: the pipeline's train task creates a TrainJob of this many nodes (a cluster only)
-    nodes: int = Field(default=1, ge=1)
+    nodes: int = Field(ge=1)
     # processes per node: torchrun --nproc-per-node (one per GPU on a cluster)
-    procs_per_node: int = Field(default=1, ge=1)
-    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on CPU
+    procs_per_node: int = Field(ge=1)
+    backend: Literal["auto", "gloo", "nccl"]  # auto: nccl on CUDA, gloo on CPU
     # batch-norm statistics: batch (each process's own batch: its shard under DDP) | sync
     # (SyncBatchNorm, the global batch; NCCL only) | frozen (the pretrained running statistics,
     # so the result does not depend on the number of processes) | auto (batch for one process,
     # sync on NCCL, frozen on gloo)
-    batchnorm: Literal["auto", "batch", "sync", "frozen"] = "auto"
-    runtime: str = "tlops-torch-distributed"  # the ClusterTrainingRuntime (infra/k8s)
-    namespace: str | None = None  # where the TrainJob is created; None: the task's own namespace
-    timeout_s: float = Field(default=86400.0, gt=0.0)  # the TrainJob fails the task after this
-    poll_s: float = Field(default=10.0, gt=0.0)  # how often its status is read
+    batchnorm: Literal["auto", "batch", "sync", "frozen"]
+    runtime: str  # the ClusterTrainingRuntime (infra/k8s)
+    namespace: str | None  # where the TrainJob is created; None: the task's own namespace
+    timeout_s: float = Field(gt=0.0)  # the TrainJob fails the task after this
+    poll_s: float = Field(gt=0.0)  # how often its status is read
 
     @property
     def world_size(self) -> int:
@@ -353,26 +358,26 @@ class TrainConfig(_Section):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     # a registered strategy (tlops.plugins): a file of tlops/train/strategies or of a plug-in
-    strategy: str = "finetune"
+    strategy: str
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)
-    target_labels: TargetLabels = "all"
-    epochs: int = Field(default=8, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    lr: float = Field(default=3e-3, gt=0.0)
-    backbone_lr_mult: float = Field(default=0.3, ge=0.0)
-    weight_decay: float = Field(default=1e-4, ge=0.0)
-    warmup_epochs: float = Field(default=1.0, ge=0.0)
-    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
-    trainable_stages: int | None = 4  # top backbone stages trained by finetune; null = all
-    unfreeze_milestones: dict[int, int | None] = {}  # epoch -> trainable stages from then on
-    early_stopping: EarlyStopping = EarlyStopping()
-    class_weights: Literal["none", "balanced"] = "none"
-    augment: AugmentConfig = AugmentConfig()
-    eval_batch_size: int = Field(default=256, ge=1)  # validation batches each epoch
-    numerics: NumericsSetting = "auto"
-    seed: int = 0
-    distributed: DistributedConfig = DistributedConfig()
+    target_labels: TargetLabels
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    backbone_lr_mult: float = Field(ge=0.0)
+    weight_decay: float = Field(ge=0.0)
+    warmup_epochs: float = Field(ge=0.0)
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
+    trainable_stages: int | None  # top backbone stages trained by finetune; null = all
+    unfreeze_milestones: dict[int, int | None]  # epoch -> trainable stages from then on
+    early_stopping: EarlyStopping
+    class_weights: Literal["none", "balanced"]
+    augment: AugmentConfig
+    eval_batch_size: int = Field(ge=1)  # validation batches each epoch
+    numerics: NumericsSetting
+    seed: int
+    distributed: DistributedConfig
 
     @model_validator(mode="after")
     def _strategy_sections(self) -> TrainConfig:
@@ -407,53 +412,53 @@ class TrainConfig(_Section):
 class RuntimeConfig(_Section):
     """Where the model steps compute."""
 
-    device: str = "auto"  # auto | cpu | cuda | cuda:N; TLOPS_DEVICE overrides
+    device: str  # auto | cpu | cuda | cuda:N; TLOPS_DEVICE overrides
 
 
 class EvaluateConfig(_Section):
     """Parameters of the ``evaluate`` step."""
 
-    batch_size: int = Field(default=256, ge=1)
-    calibration_bins: int = Field(default=15, ge=2)
-    numerics: NumericsSetting = "auto"
+    batch_size: int = Field(ge=1)
+    calibration_bins: int = Field(ge=2)
+    numerics: NumericsSetting
 
 
 class GatePolicy(_Section):
     """When a candidate replaces the champion (see :func:`tlops.evaluate.gate.should_promote`)."""
 
-    primary_metric: str = "macro_f1"
-    min_improvement: float = Field(default=0.002, ge=0.0)
-    floor: float = Field(default=0.5, ge=0.0, le=1.0)
-    max_class_regression: float = Field(default=0.05, ge=0.0, le=1.0)
+    primary_metric: str
+    min_improvement: float = Field(ge=0.0)
+    floor: float = Field(ge=0.0, le=1.0)
+    max_class_regression: float = Field(ge=0.0, le=1.0)
 
 
 class DetectChangeConfig(_Section):
     """When the ``detect_change`` step asks for a retrain (see :mod:`tlops.evaluate.change`)."""
 
-    min_new_images: int = Field(default=100, ge=1)
-    alpha: float = Field(default=0.01, gt=0.0, lt=1.0)
-    max_label_shift: float = Field(default=0.1, gt=0.0, le=1.0)
-    min_drift_images: int = Field(default=20, ge=2)
-    permutations: int = Field(default=1000, ge=100)
-    max_samples: int = Field(default=1000, ge=50)
-    batch_size: int = Field(default=256, ge=1)
-    force: bool = False
-    warm_start: bool = True
-    seed: int = 0
+    min_new_images: int = Field(ge=1)
+    alpha: float = Field(gt=0.0, lt=1.0)
+    max_label_shift: float = Field(gt=0.0, le=1.0)
+    min_drift_images: int = Field(ge=2)
+    permutations: int = Field(ge=100)
+    max_samples: int = Field(ge=50)
+    batch_size: int = Field(ge=1)
+    force: bool
+    warm_start: bool
+    seed: int
 
 
 class RegisterConfig(_Section):
     """Parameters of the ``register_model`` step."""
 
-    model_name: str = "tlops-digits"
-    gate: GatePolicy = GatePolicy()
-    lock_timeout_s: float = Field(default=300.0, gt=0.0)  # wait this long for the promotion lock
-    lock_lease_s: float = Field(default=600.0, gt=0.0)  # a lock older than this is stale
+    model_name: str
+    gate: GatePolicy
+    lock_timeout_s: float = Field(gt=0.0)  # wait this long for the promotion lock
+    lock_lease_s: float = Field(gt=0.0)  # a lock older than this is stale
     # a release registers into model_name and moves challenger/champion; an experiment
     # registers into experiments_model and moves nothing. auto: the pipeline (tlops run, KFP)
     # releases, DVC (dvc repro, dvc exp run) and tlops step run experiments
-    release: Literal["auto", "true", "false"] = "auto"
-    experiments_model: str | None = None  # default: <model_name>-experiments
+    release: Literal["auto", "true", "false"]
+    experiments_model: str | None  # None: <model_name>-experiments
 
     @field_validator("release", mode="before")
     @classmethod
@@ -468,87 +473,95 @@ class RegisterConfig(_Section):
 class TrackingConfig(_Section):
     """Where runs are tracked; ``MLFLOW_TRACKING_URI`` overrides ``tracking_uri``."""
 
-    experiment: str = "tlops"
-    tracking_uri: str = "sqlite:///mlflow.db"
-    artifact_location: Path = Path("mlartifacts")
+    experiment: str
+    tracking_uri: str
+    artifact_location: Path
 
 
 class Resources(_Section):
     """Kubernetes requests and limits of one task."""
 
-    cpu_request: str = "1"
-    cpu_limit: str = "2"
-    memory_request: str = "2G"
-    memory_limit: str = "4G"
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
 
 
 class NodeSelector(_Section):
     """A node label the GPU tasks require."""
 
-    key: str = "nvidia.com/gpu.present"
-    value: str = "true"
+    key: str
+    value: str
 
 
 class Toleration(_Section):
     """A taint the GPU tasks tolerate."""
 
-    key: str = "nvidia.com/gpu"
-    operator: Literal["Equal", "Exists"] = "Exists"
-    value: str | None = None
-    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"] = "NoSchedule"
+    key: str
+    operator: Literal["Equal", "Exists"]
+    value: str | None
+    effect: Literal["NoExecute", "NoSchedule", "PreferNoSchedule"]
 
 
 class GpuConfig(_Section):
     """The accelerator of the train and extract_features tasks."""
 
-    resource: str = "nvidia.com/gpu"
-    count: int = Field(default=1, ge=0)
-    node_selector: NodeSelector = NodeSelector()
-    toleration: Toleration = Toleration()
+    resource: str
+    count: int = Field(ge=0)
+    node_selector: NodeSelector
+    toleration: Toleration
 
 
 class KfpConfig(_Section):
     """Kubeflow Pipelines compile-time settings."""
 
-    pipeline_name: str = "tlops-training"
-    base_image: str = "ghcr.io/tlops/tlops:0.1.0-cuda"
-    gpu: GpuConfig = GpuConfig()
-    resources: dict[str, Resources] = {"default": Resources()}
-    shm_size: str = "8Gi"
-    secrets: dict[str, dict[str, str]] = {}
-    checkpoint_pvc: str | None = "tlops-checkpoints"
+    pipeline_name: str
+    base_image: str
+    gpu: GpuConfig
+    resources: dict[str, Resources]
+    shm_size: str
+    secrets: dict[str, dict[str, str]]
+    checkpoint_pvc: str | None
     # every task runs as the image's user; the checkpoint PVC is made writable for its group
     # (infra/k8s: the tlops-checkpoints-fsgroup Job)
-    task_uid: int = Field(default=10001, ge=1)
-    task_gid: int = Field(default=10001, ge=1)
-    train_retries: int = Field(default=3, ge=0)
-    retry_backoff: str = "60s"
+    task_uid: int = Field(ge=1)
+    task_gid: int = Field(ge=1)
+    train_retries: int = Field(ge=0)
+    retry_backoff: str
+
+    @field_validator("resources")
+    @classmethod
+    def _has_default(cls, value: dict[str, Resources]) -> dict[str, Resources]:
+        # every task without an entry of its own gets `default`: there is no other fallback
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry (the resources of every other task)")
+        return value
 
     def resources_for(self, step: str) -> Resources:
         """The resources of ``step`` (``default`` when it has none of its own)."""
-        return self.resources.get(step) or self.resources.get("default") or Resources()
+        return self.resources.get(step) or self.resources["default"]
 
 
 class Params(_Section):
     """Every section of ``params.yaml``."""
 
     # modules to import before the params are validated: strategies of your own register there
-    plugins: tuple[str, ...] = ()
+    plugins: tuple[str, ...]
 
-    data: DataConfig = DataConfig()
-    demo: DemoConfig = DemoConfig()
-    image: ImageConfig = ImageConfig()
-    ingest_data: IngestConfig = IngestConfig()
-    validate_data: ValidateConfig = ValidateConfig()
-    model: ModelConfig = ModelConfig()
-    extract_features: ExtractConfig = ExtractConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    detect_change: DetectChangeConfig = DetectChangeConfig()
-    register_model: RegisterConfig = RegisterConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    runtime: RuntimeConfig = RuntimeConfig()
-    kfp: KfpConfig = KfpConfig()
+    data: DataConfig
+    demo: DemoConfig
+    image: ImageConfig
+    ingest_data: IngestConfig
+    validate_data: ValidateConfig
+    model: ModelConfig
+    extract_features: ExtractConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    detect_change: DetectChangeConfig
+    register_model: RegisterConfig
+    tracking: TrackingConfig
+    runtime: RuntimeConfig
+    kfp: KfpConfig
 
     @model_validator(mode="before")
     @classmethod
@@ -592,10 +605,19 @@ def _validated_section(
                 "holds every strategy's section)"
             ) from None
         lines = [
-            f"train.{name}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+            f"train.{name}.{'.'.join(str(p) for p in item['loc'])}: {_message(item)}"
             for item in exc.errors()
         ]
         raise ValueError("; ".join(lines)) from None
+
+
+# what a key the models require but the params lack gets: the models have no defaults
+MISSING = "missing (params.yaml holds every default: give this key)"
+
+
+def _message(item: Any) -> str:
+    """What is wrong, as a line of the error: pydantic's message, or :data:`MISSING`."""
+    return MISSING if item["type"] == "missing" else str(item["msg"])
 
 
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
@@ -740,7 +762,7 @@ def _broken_rules(error: ValidationError) -> list[tuple[str, str]]:
 
 def _broken_rules_of(item: Any) -> list[tuple[str, str]]:
     where = ".".join(str(part) for part in item["loc"])
-    message = str(item["msg"])
+    message = _message(item)
     if item["type"] != "value_error" or where != "train":
         return [(where, message)]
     # the rules TrainConfig checked for the strategies' sections, each naming its own key
