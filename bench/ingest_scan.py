@@ -21,16 +21,22 @@ from PIL import Image
 
 from machine import describe
 
+REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import hashlib, json, resource, sys, time
 from pathlib import Path
 from PIL import Image
-root, variant = Path(sys.argv[1]), sys.argv[2]
+root, variant, params = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 start = time.perf_counter()
 if variant == "tlops":
+    import yaml
     from tlops.config import ImageConfig, SplitFractions
     from tlops.data.manifest import scan_image_folder
-    rows = scan_image_folder(root, ImageConfig(), SplitFractions(), "bench").rows
+    # the two sections the scanner reads, from params.yaml (the models have no defaults)
+    raw = yaml.safe_load(params.read_text())
+    image_cfg = ImageConfig.model_validate(raw["image"])
+    fractions = SplitFractions.model_validate(raw["ingest_data"]["split"])
+    rows = scan_image_folder(root, image_cfg, fractions, "bench").rows
     n = len(rows)
 else:
     blobs = [p.read_bytes() for p in sorted(root.rglob("*.png"))]
@@ -59,7 +65,7 @@ def write_images(root: Path, count: int, size: int) -> int:
 
 def run_child(root: Path, variant: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(root), variant],
+        [sys.executable, "-c", CHILD, str(root), variant, str(REPO / "params.yaml")],
         check=True,
         capture_output=True,
         text=True,

@@ -42,7 +42,7 @@ from PIL import Image
 from torch import nn
 
 from machine import describe
-from tlops.config import ImageConfig, TrackingConfig
+from tlops.config import TrackingConfig, load_params
 from tlops.data.demo import digits_target
 from tlops.data.tensors import resize_square
 from tlops.models.init import create_model
@@ -50,6 +50,8 @@ from tlops.tracking.runs import active_run, client, start_run
 from tlops.tracking.serving import encode_png, log_and_register
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = load_params(REPO / "params.yaml")
 SIZE = 64
 
 
@@ -76,7 +78,7 @@ def log_models(cfg: TrackingConfig, pngs: list[bytes]) -> tuple[str, str]:
     model = create_model("timm:tf_efficientnet_lite0", [str(i) for i in range(10)]).eval()
     model.image_size = SIZE
     run_id = start_run(cfg, "serving-bench", {}, {})
-    images = log_and_register(cfg, run_id, model, "bench-images", ImageConfig(), pngs[0], {})
+    images = log_and_register(cfg, run_id, model, "bench-images", PARAMS.image, pngs[0], {})
     raw = RawArrayModel(model).eval()
     example = client_pixels(pngs[:1])
     with torch.no_grad():
@@ -179,7 +181,8 @@ def main() -> None:
         path = f"{BIN}{os.pathsep}{os.environ['PATH']}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        cfg = TrackingConfig(tracking_uri=uri, artifact_location=Path(tmp) / "mlartifacts")
+        store = {"tracking_uri": uri, "artifact_location": Path(tmp) / "mlartifacts"}
+        cfg = PARAMS.tracking.model_validate({**PARAMS.tracking.model_dump(), **store})
         client(cfg)
         image_uri, raw_uri = log_models(cfg, pngs)
         for name, model_uri, make_body in (

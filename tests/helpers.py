@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from tlops.config import Params
+
+_REPO = Path(__file__).resolve().parents[1]
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+@functools.cache
+def repo_params() -> Params:
+    """The repository's params.yaml, loaded once.
+
+    Where a test takes a config object from: the params models have no defaults of their own,
+    params.yaml holds every one.
+    """
+    from tlops.config import load_params
+
+    return load_params(_REPO / "params.yaml")
+
+
+def changed(config: _Model, **changes: Any) -> _Model:
+    """``config`` with ``changes``, validated again (``model_copy`` would not check them)."""
+    return type(config).model_validate({**config.model_dump(), **changes})
 
 
 def save_image(path: Path, seed: int, size: int = 16, mode: str = "L", fmt: str = "PNG") -> Path:

@@ -96,10 +96,10 @@ def test_registry_aliases_tags_and_signature(project: Path, two_runs: tuple[str,
     assert "no champion yet" in version.description
     second = c.get_model_version(MODEL, "2")
     assert "not promoted" in second.description and "test macro_f1" in second.description
-    from tlops.config import TrackingConfig
+    from tests.helpers import changed, repo_params
     from tlops.tracking.runs import client as tlops_client
 
-    tlops_client(TrackingConfig(tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
+    tlops_client(changed(repo_params().tracking, tracking_uri=f"sqlite:///{project / 'mlflow.db'}"))
     info = mlflow.models.get_model_info(f"models:/{MODEL}@champion")
     assert info.signature is not None
     assert info.signature.inputs.input_names() == ["image"]  # encoded images, any size

@@ -31,13 +31,13 @@ def _scores(version: str) -> Any:
 
 def _promoter(uri: str, version: str, barrier: Any, results: Any) -> None:
     """One process: each round, promote ``version`` of model ``round-<r>`` (compared with v1)."""
-    from tlops.config import GatePolicy, TrackingConfig
+    from tests.helpers import changed, repo_params
     from tlops.evaluate.gate import should_promote
     from tlops.tracking.promotion import promote_if_current, promotion_lock
 
     os.environ["MLFLOW_TRACKING_URI"] = uri  # tlops reads it before params
-    cfg = TrackingConfig(tracking_uri=uri)
-    policy = GatePolicy()
+    cfg = changed(repo_params().tracking, tracking_uri=uri)
+    policy = repo_params().register_model.gate
     for index in range(ROUNDS):
         barrier.wait(timeout=120)  # the round's model exists: both start promoting together
         first = should_promote(_scores(version), _scores("1"), policy)
@@ -114,10 +114,10 @@ def test_two_processes_never_both_promote(tmp_path: Path) -> None:
 
 
 def test_a_dead_holders_lock_is_broken_after_its_lease(tmp_path: Path) -> None:
-    from tlops.config import TrackingConfig
+    from tests.helpers import changed, repo_params
     from tlops.tracking.promotion import LockTimeoutError, lock_name, promotion_lock
 
-    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = changed(repo_params().tracking, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     now = [1000.0]
     clock, sleep = (lambda: now[0]), (lambda s: now.__setitem__(0, now[0] + s))
     # a holder that died inside its critical section: its lock stays behind

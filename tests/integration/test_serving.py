@@ -19,7 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tlops.config import AlignConfig, ImageConfig, TrackingConfig
+from tests.helpers import changed, repo_params
+from tlops.config import TrackingConfig
 from tlops.data.tensors import model_input, normalize
 from tlops.models.init import create_model
 from tlops.models.model import CHECKPOINT_ARTIFACT
@@ -32,7 +33,7 @@ CLASSES = ["cat", "dog", "fox"]
 def store(tmp_path_factory: pytest.TempPathFactory) -> TrackingConfig:
     root = tmp_path_factory.mktemp("serving")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    return TrackingConfig(tracking_uri=uri, artifact_location=root / "mlartifacts")
+    return changed(repo_params().tracking, tracking_uri=uri, artifact_location=root / "mlartifacts")
 
 
 @pytest.fixture(autouse=True)
@@ -48,12 +49,14 @@ def registered(store: TrackingConfig) -> tuple[str, TrackingConfig, object]:
     torch.manual_seed(0)
     model = create_model("timm:mobilenetv3_small_050", CLASSES, pretrained=False).eval()
     model.image_size = 16
-    model.align = AlignConfig(autocontrast=True)
+    model.align = changed(repo_params().model.align, autocontrast=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", store.tracking_uri)
         run_id = start_run(store, "serving-test", {}, {})
         example = encode_png(np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8))
-        version = log_and_register(store, run_id, model, "tiny", ImageConfig(), example, {"a": "b"})
+        version = log_and_register(
+            store, run_id, model, "tiny", repo_params().image, example, {"a": "b"}
+        )
     return version.model_uri, store, model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tlops.config import DetectChangeConfig
+from tests.helpers import changed, repo_params
 from tlops.evaluate.change import NO_NEW_DATA, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult
 
@@ -54,7 +54,7 @@ def _counts(new: int) -> object:
     return compare_manifests(before, after)
 
 
-CFG = DetectChangeConfig(min_new_images=100, alpha=0.01, max_label_shift=0.1)
+CFG = changed(repo_params().detect_change, min_new_images=100, alpha=0.01, max_label_shift=0.1)
 
 
 def test_no_champion_retrains() -> None:

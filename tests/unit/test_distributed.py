@@ -10,8 +10,9 @@ import torch
 from pipelines.cluster import compile_training
 
 from tests.conftest import REPO
+from tests.helpers import changed, repo_params
 from tests.unit.test_kfp_pipeline import _documents, _executor
-from tlops.config import DistributedConfig, Params, apply_overrides, load_params
+from tlops.config import Params, apply_overrides, load_params
 from tlops.data.tensors import Augment, Shard, SplitTensors, augment_batch, batches
 from tlops.plugins import strategies
 from tlops.runtime import is_follower, torchrun_rank
@@ -151,9 +152,10 @@ def test_the_launch_command_runs_the_same_step_under_torchrun(tmp_path: Path) ->
 
 
 def test_distributed_params_are_checked() -> None:
-    assert DistributedConfig(nodes=2, procs_per_node=4).world_size == 8
+    distributed = repo_params().train.distributed
+    assert changed(distributed, nodes=2, procs_per_node=4).world_size == 8
     with pytest.raises(ValueError, match="nodes"):
-        DistributedConfig(nodes=0)
+        changed(distributed, nodes=0)
 
 
 def test_a_multi_node_train_task_is_a_cpu_launcher_and_one_node_asks_a_gpu_per_process(

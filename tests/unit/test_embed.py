@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.helpers import save_image
-from tlops.config import ImageConfig
+from tests.helpers import repo_params, save_image
 from tlops.models.embed import embed_images
 from tlops.models.init import create_model
 from tlops.models.model import TransferModel
@@ -28,14 +27,14 @@ def test_only_unseen_images_are_embedded(tmp_path: Path) -> None:
 
     cache = tmp_path / "cache" / "m.npz"
     cpu = torch.device("cpu")
-    first, embedded = embed_images(load, pairs[:3], ImageConfig(), cache, 4, cpu)
+    first, embedded = embed_images(load, pairs[:3], repo_params().image, cache, 4, cpu)
     assert embedded == 3 and first.shape == (3, 512) and len(calls) == 1
-    again, embedded = embed_images(load, pairs[:3], ImageConfig(), cache, 4, cpu)
+    again, embedded = embed_images(load, pairs[:3], repo_params().image, cache, 4, cpu)
     assert embedded == 0 and len(calls) == 1  # all cached: the model is not even loaded
     assert np.array_equal(first, again)
-    more, embedded = embed_images(load, list(reversed(pairs)), ImageConfig(), cache, 4, cpu)
+    more, embedded = embed_images(load, list(reversed(pairs)), repo_params().image, cache, 4, cpu)
     assert embedded == 2 and len(calls) == 2  # the two new ones
     assert np.array_equal(more[::-1][:3], first)  # same features, in the order asked
     cache.write_bytes(b"torn")  # a damaged cache is a miss, not a failure
-    _, embedded = embed_images(load, pairs, ImageConfig(), cache, 4, cpu)
+    _, embedded = embed_images(load, pairs, repo_params().image, cache, 4, cpu)
     assert embedded == 5

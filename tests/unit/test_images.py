@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import png_with_size, save_image, truncate
+from tests.helpers import changed, png_with_size, repo_params, save_image, truncate
 from tlops.config import ImageConfig
 from tlops.data.images import DecodeStatus, ImageDecodeError, load_image, sniff_format
 
-CFG = ImageConfig()
+CFG = repo_params().image
 
 
 def _status(path: Path, cfg: ImageConfig = CFG) -> ImageDecodeError:
@@ -66,7 +66,7 @@ def test_decompression_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
 
 def test_bomb_limit_comes_from_params(tmp_path: Path) -> None:
     path = save_image(tmp_path / "big.png", 4, size=100)
-    error = _status(path, ImageConfig(max_pixels=99 * 99))
+    error = _status(path, changed(CFG, max_pixels=99 * 99))
     assert error.status is DecodeStatus.DECOMPRESSION_BOMB
     assert "image.max_pixels" in str(error)
 
@@ -84,7 +84,7 @@ def test_16_bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     path = tmp_path / "deep.png"
     ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16).astype(np.uint16)
     Image.fromarray(ramp).save(path)
-    image, info = load_image(path, ImageConfig(mode="L"))
+    image, info = load_image(path, changed(CFG, mode="L"))
     assert info.mode.startswith("I")
     pixels = np.asarray(image)
     assert pixels.min() == 0 and pixels.max() == 255
@@ -96,7 +96,7 @@ def test_rgba_is_composited_on_the_background(tmp_path: Path) -> None:
     pixels = np.zeros((8, 8, 4), dtype=np.uint8)
     pixels[:4, :, :] = (0, 0, 255, 255)  # opaque blue top half, transparent bottom half
     Image.fromarray(pixels, mode="RGBA").save(path)
-    image, info = load_image(path, ImageConfig(background=(10, 20, 30)))
+    image, info = load_image(path, changed(CFG, background=(10, 20, 30)))
     array = np.asarray(image)
     assert info.mode == "RGBA"
     assert tuple(array[0, 0]) == (0, 0, 255)

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import save_image, symlink
-from tlops.config import ImageConfig, SplitFractions
+from tests.helpers import repo_params, save_image, symlink
+from tlops.config import SplitFractions
 from tlops.data.manifest import DataDirError, hash_split, scan_image_folder
 
-CFG = ImageConfig()
-FRACTIONS = SplitFractions()
+CFG = repo_params().image
+FRACTIONS = repo_params().ingest_data.split
 
 
 def scan(root: Path, salt: str = "s", **kwargs: object):  # type: ignore[no-untyped-def]
@@ -73,11 +73,12 @@ def test_hash_split_is_stable_when_data_grows(make_tree: Callable[..., Path]) ->
 
 def test_hash_split_follows_fractions_and_salt() -> None:
     hashes = [f"{i:064x}" for i in range(6000)]
-    counts = Counter(hash_split(h, FRACTIONS, "a") for h in hashes)
+    fractions = SplitFractions(train=0.7, val=0.15, test=0.15)  # what the counts below expect
+    counts = Counter(hash_split(h, fractions, "a") for h in hashes)
     assert abs(counts["train"] / 6000 - 0.7) < 0.03
     assert abs(counts["test"] / 6000 - 0.15) < 0.03
-    other = [hash_split(h, FRACTIONS, "b") for h in hashes]
-    assert other != [hash_split(h, FRACTIONS, "a") for h in hashes]
+    other = [hash_split(h, fractions, "b") for h in hashes]
+    assert other != [hash_split(h, fractions, "a") for h in hashes]
 
 
 def test_identical_files_share_a_split(make_tree: Callable[..., Path]) -> None:

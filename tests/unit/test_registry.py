@@ -8,12 +8,13 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO
-from tlops.config import TrackingConfig, load_params
+from tests.helpers import changed, repo_params
+from tlops.config import load_params
 from tlops.tracking.registry import champion_classes
 
 
 def test_champion_classes_come_from_the_registry(tmp_path: Path) -> None:
-    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = changed(repo_params().tracking, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert champion_classes(cfg, "m") is None  # no store yet: none is created to find out
     assert not (tmp_path / "mlflow.db").exists()
     client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)

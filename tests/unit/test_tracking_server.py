@@ -9,8 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import free_port
-from tlops.config import TrackingConfig
+from tests.helpers import changed, free_port, repo_params
 from tlops.tracking.runs import REACH_ATTEMPTS, TrackingServerError, check_server
 
 
@@ -52,7 +51,7 @@ def test_a_server_that_is_down_is_named_in_the_error(monkeypatch: pytest.MonkeyP
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(TrackingServerError, match=f"{uri} is not reachable"):
-        check_server(TrackingConfig())
+        check_server(repo_params().tracking)
 
 
 def test_credentials_are_sent_and_a_refusal_says_which_variables(
@@ -62,13 +61,13 @@ def test_credentials_are_sent_and_a_refusal_says_which_variables(
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     with pytest.raises(TrackingServerError, match=r"refused no credentials.*USERNAME"):
-        check_server(TrackingConfig())
+        check_server(repo_params().tracking)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "u")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
     with pytest.raises(TrackingServerError, match="refused the credentials given"):
-        check_server(TrackingConfig())
+        check_server(repo_params().tracking)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
-    check_server(TrackingConfig())  # accepted: no error
+    check_server(repo_params().tracking)  # accepted: no error
 
 
 def test_a_server_error_is_reported_and_a_local_store_is_not_checked(
@@ -77,9 +76,10 @@ def test_a_server_error_is_reported_and_a_local_store_is_not_checked(
     monkeypatch.setattr(_Answer, "status", 503)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     with pytest.raises(TrackingServerError, match="HTTP 503"):
-        check_server(TrackingConfig())
+        check_server(repo_params().tracking)
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    check_server(TrackingConfig(tracking_uri="sqlite:///nowhere/mlflow.db"))  # no server
+    nowhere = changed(repo_params().tracking, tracking_uri="sqlite:///nowhere/mlflow.db")
+    check_server(nowhere)  # no server
 
 
 def test_a_server_slow_to_answer_once_gets_a_second_try_and_a_hung_one_fails(
@@ -89,7 +89,7 @@ def test_a_server_slow_to_answer_once_gets_a_second_try_and_a_hung_one_fails(
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "u")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
     monkeypatch.setattr(_Answer, "hang", 1)  # just started, say: the first request hangs
-    check_server(TrackingConfig(), timeout=2)  # the second one is answered: no error
+    check_server(repo_params().tracking, timeout=2)  # the second one is answered: no error
     monkeypatch.setattr(_Answer, "hang", REACH_ATTEMPTS)
     with pytest.raises(TrackingServerError, match=r"no answer within 2 s, 2 tries"):
-        check_server(TrackingConfig(), timeout=2)
+        check_server(repo_params().tracking, timeout=2)

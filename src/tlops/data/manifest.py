@@ -208,6 +208,10 @@ def scan_image_folder(
     return ScanResult(rows, classes, skipped, explicit, file_md5)
 
 
+# the fractions of the unlabeled scan: every row there carries its split, so none is hashed
+_NEVER_HASHED = SplitFractions(train=1.0, val=0.0, test=0.0)
+
+
 def scan_unlabeled_folder(
     root: Path,
     image_cfg: ImageConfig,
@@ -234,7 +238,7 @@ def scan_unlabeled_folder(
         for file in _walk_files(root)
     )
     rows, prefixed_md5 = _scan_files(
-        entries, root.resolve(), image_cfg, SplitFractions(), "", skipped, progress, sink
+        entries, root.resolve(), image_cfg, _NEVER_HASHED, "", skipped, progress, sink
     )
     file_md5 = {rel.removeprefix(f"{prefix}/"): md5 for rel, md5 in prefixed_md5.items()}
     if not rows:

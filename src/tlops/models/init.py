@@ -136,5 +136,5 @@ def model_from_checkpoint(payload: dict[str, Any]) -> TransferModel:
     model.weights = str(payload.get("weights", ""))
     model.image_size = payload.get("image_size")
     align = payload.get("align")
-    model.align = AlignConfig() if align is None else AlignConfig.model_validate(align)
+    model.align = AlignConfig.none() if align is None else AlignConfig.model_validate(align)
     return model

@@ -66,7 +66,7 @@ class TransferModel(nn.Module):
         self.weights = backbone.weights
         self.image_size: int | None = None  # the resolution it was trained at (set by train)
         # the label-free input alignment it was trained with (set by train; inactive: none)
-        self.align = AlignConfig()
+        self.align = AlignConfig.none()
         self._frozen_prefixes: list[str] = []
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
