@@ -88,7 +88,7 @@ def prepare(root: Path, params_file: Path) -> tuple[Any, dict[str, Path]]:
 
     from tlops.config import apply_overrides, load_params
     from tlops.data.demo import write_demo
-    from tlops.steps.execute import execute
+    from tlops.runner.execute import execute
 
     write_demo(root / "source", root / "target", drops=3)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -25,8 +25,8 @@ from tlops.data.demo import write_demo
 from tlops.models.inference import predict_logits
 from tlops.models.init import create_model
 from tlops.models.numerics import Numerics, bf16_units
+from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
-from tlops.steps.execute import execute
 from tlops.train.loop import fit
 from tlops.train.strategies import TrainData, get_strategy
 

@@ -97,7 +97,7 @@ def main() -> None:
 
     from tlops.config import load_params
     from tlops.data.demo import write_demo
-    from tlops.steps.execute import execute
+    from tlops.runner.execute import execute
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -18,8 +18,8 @@ from tlops.data.demo import write_demo
 from tlops.io import read_json
 from tlops.models.init import load_model
 from tlops.plugins import Need, needs_of
+from tlops.runner.execute import execute
 from tlops.steps.evaluate import score
-from tlops.steps.execute import execute
 from tlops.train.strategies.distill import images_per_s
 
 CLASSES = [str(i) for i in range(10)]

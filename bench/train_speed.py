@@ -46,8 +46,8 @@ from tlops.models.inference import inference_numerics, predict_logits
 from tlops.models.init import create_model
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, bf16_units
+from tlops.runner.execute import execute
 from tlops.runtime import resolve_device, seed_everything
-from tlops.steps.execute import execute
 from tlops.train.loop import fit
 from tlops.train.numerics import training_numerics
 from tlops.train.strategies import TrainData, get_strategy

@@ -35,8 +35,8 @@ from tlops.data.demo import write_demo
 from tlops.data.tensors import SplitTensors
 from tlops.models.inference import pooled_features, predict_logits
 from tlops.models.init import create_model
+from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
-from tlops.steps.execute import execute
 from tlops.train.loop import fit
 from tlops.train.strategies import TrainData, get_strategy
 

@@ -1,4 +1,4 @@
-"""KFP v2 components, one per step: thin typed wrappers around ``tlops.steps.execute``.
+"""KFP v2 components, one per step: thin typed wrappers around ``tlops.runner.execute``.
 
 Each ``components/<step>.py`` is generated from the step's declaration (``tlops generate``);
 :func:`build_components` turns them into KFP components for a given image (set when the pipeline

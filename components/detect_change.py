@@ -29,7 +29,7 @@ def detect_change(
     Returns:
         "true" when the data calls for a retrain, else "false".
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     return run_component(
         "detect_change",

@@ -42,7 +42,7 @@ def evaluate(
         source_dataset: Output of ingest_data for the source domain (domain adaptation: the distance
             of the domains' features before and after training).
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "evaluate",

@@ -20,7 +20,7 @@ def extract_features(
         dataset: Output of ingest_data.
         features: <split>.npy, <split>_index.csv, features.json
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "extract_features",

@@ -24,7 +24,7 @@ def ingest_data(
         data_version: Expected data version (DVC md5); the step fails if the data differs. On a
             cluster it is also the task's cache key.
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "ingest_data",

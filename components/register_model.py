@@ -26,7 +26,7 @@ def register_model(
         decision: decision.json, summary.md
         summary: The decision and its reasons.
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "register_model",

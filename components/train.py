@@ -36,7 +36,7 @@ def train(
         change: Output of detect_change (retraining): warm start from the champion it names, logging
             into the run it opened.
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "train",

@@ -25,7 +25,7 @@ def validate_data(
         data_docs: The Data Docs page of this validation.
         summary: The validation summary.
     """
-    from tlops.steps.execute import run_component
+    from tlops.runner.execute import run_component
 
     run_component(
         "validate_data",

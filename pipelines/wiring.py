@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tlops.runner.spec import Port
 from tlops.steps.declarations import SPECS
-from tlops.steps.spec import Port
 
 
 class WiringError(ValueError):

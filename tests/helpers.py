@@ -81,8 +81,8 @@ def symlink(target: Path, link: Path) -> Path:
 def run_step(
     name: str, params: Any, inputs: dict[str, Path], outputs: dict[str, Path], **args: str
 ) -> Any:
-    """Run a step as every runner does (tlops.steps.execute) and return its result's details."""
-    from tlops.steps.execute import execute
+    """Run a step as every runner does (tlops.runner.execute) and return its result's details."""
+    from tlops.runner.execute import execute
 
     return execute(name, params, inputs, outputs, args).details
 

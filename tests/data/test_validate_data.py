@@ -401,7 +401,7 @@ def test_a_class_set_other_than_the_champions_is_named_first_in_one_line(
 def test_classes_given_and_overridden_by_the_champion_are_reported(
     params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlops.steps.execute import execute
+    from tlops.runner.execute import execute
 
     name = params.register_model.model_name
     with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox")

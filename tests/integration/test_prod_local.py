@@ -246,7 +246,7 @@ def test_an_object_store_prefix_has_the_version_dvc_records_for_the_same_files(
     import boto3
 
     from tlops.config import load_params
-    from tlops.steps.execute import execute
+    from tlops.runner.execute import execute
 
     for key, value in topology.s3_env().items():
         monkeypatch.setenv(key, value)

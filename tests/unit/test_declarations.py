@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tlops.generate import dvc_stage, generated_files
+from tlops.runner.generate import dvc_stage, generated_files
+from tlops.runner.spec import Port, StepSpec
 from tlops.steps import declarations
-from tlops.steps.spec import Port, StepSpec
 
 KFP_TYPES = {
     "Dataset": "system.Dataset",
@@ -177,7 +177,7 @@ def test_drift_sees_a_declaration_changed_alone(
     changed = dataclasses.replace(train, params=(*train.params, "evaluate"))
     steps = tuple(changed if s.name == "train" else s for s in declarations.STEPS)
     monkeypatch.setattr(declarations, "STEPS", steps)
-    monkeypatch.setattr("tlops.generate.STEPS", steps)
+    monkeypatch.setattr("tlops.runner.generate.STEPS", steps)
     found = drift(repo, steps)
     assert "dvc.yaml differs from `tlops generate`" in found
     assert "dvc.yaml stage train reads params" in " ".join(found)
@@ -191,7 +191,7 @@ def test_drift_sees_a_new_output_declared_alone(
     extra = Port("calibration", "Artifact", "A calibration table.")
     changed = dataclasses.replace(evaluate, outputs=(*evaluate.outputs, extra))
     steps = tuple(changed if s.name == "evaluate" else s for s in declarations.STEPS)
-    monkeypatch.setattr("tlops.generate.STEPS", steps)
+    monkeypatch.setattr("tlops.runner.generate.STEPS", steps)
     found = " | ".join(drift(repo, steps))
     assert "components/evaluate.py differs" in found  # the component
     assert "tlops step evaluate: options" in found  # the CLI built from the old declaration

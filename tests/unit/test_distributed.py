@@ -15,9 +15,9 @@ from tests.unit.test_kfp_pipeline import _documents, _executor
 from tlops.config import Params, apply_overrides, load_params
 from tlops.data.tensors import Augment, Shard, SplitTensors, augment_batch, batches
 from tlops.plugins import strategies
+from tlops.runner.launch import step_options, torchrun_command
+from tlops.runner.spec import StepIO
 from tlops.runtime import is_follower, torchrun_rank
-from tlops.steps.launch import step_options, torchrun_command
-from tlops.steps.spec import StepIO
 from tlops.train.distributed import (
     DataParallelError,
     batchnorm_mode,

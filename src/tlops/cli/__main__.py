@@ -1,6 +1,6 @@
 """``python -m tlops.cli``: the ``tlops`` command without its console script.
 
-torchrun starts each data-parallel train process this way (``tlops.steps.launch``).
+torchrun starts each data-parallel train process this way (``tlops.runner.launch``).
 """
 
 from tlops.cli import app

@@ -66,7 +66,7 @@ def fail(message: str, code: int = 1) -> None:
 def guard(action: Callable[[], Any]) -> Any:
     """Run a command body, turning expected failures into a clear message and exit code 1."""
     from tlops.data.manifest import DataDirError
-    from tlops.steps.spec import StepFailure
+    from tlops.runner.spec import StepFailure
 
     try:
         return action()

@@ -42,7 +42,7 @@ def generate(
     """
 
     def body() -> None:
-        from tlops.generate import generated_files
+        from tlops.runner.generate import generated_files
 
         stale = []
         for path, text in generated_files(Path.cwd()).items():

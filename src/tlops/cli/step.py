@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from tlops.cli.common import ParamsOpt, SetOpt, console, guard, progress, read_params
+from tlops.runner.spec import StepSpec
 from tlops.steps.declarations import STEPS
-from tlops.steps.spec import StepSpec
 
 step_app = typer.Typer(
     help="Run one pipeline step (what dvc.yaml stages and KFP components call).",
@@ -28,7 +28,7 @@ def _step_command(spec: StepSpec) -> Callable[..., None]:
 
     def command(**options: Any) -> None:
         def body() -> None:
-            from tlops.steps.execute import execute
+            from tlops.runner.execute import execute
 
             resolved = read_params(options["params"], options["set_"])
             inputs = {p.name: options[p.name] for p in spec.inputs if options[p.name] is not None}

@@ -1,4 +1,4 @@
-"""Every step of tlops, declared once (see :mod:`tlops.steps.spec`).
+"""Every step of tlops, declared once (see :mod:`tlops.runner.spec`).
 
 The runners are derived from these declarations: ``tlops step <name>`` (the CLI builds its
 options from them), the KFP components in ``components/`` and the stages of ``dvc.yaml``
@@ -9,7 +9,7 @@ declaration here, then ``make generate``.
 
 from __future__ import annotations
 
-from tlops.steps.spec import Arg, Port, StepSpec, Tracking
+from tlops.runner.spec import Arg, Port, StepSpec, Tracking
 
 DATASET = ("ingest_data", "dataset")
 REPORT = ("validate_data", "report")

@@ -30,7 +30,7 @@ from tlops.evaluate.change import ChangeCounts, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
-from tlops.steps.spec import StepIO, StepResult
+from tlops.runner.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
 
 HELD_OUT = ("val", "test")

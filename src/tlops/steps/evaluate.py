@@ -27,8 +27,8 @@ from tlops.models.inference import inference_numerics, predict_logits
 from tlops.models.init import load_model, model_from_checkpoint, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE
+from tlops.runner.spec import StepIO, StepResult
 from tlops.runtime import resolve_device
-from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.report import KEY_ARTIFACTS
 from tlops.train.strategies import get_strategy

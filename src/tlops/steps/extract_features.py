@@ -23,8 +23,8 @@ from tlops.layout import FEATURES_FILE
 from tlops.models.inference import inference_numerics, pooled_features
 from tlops.models.init import create_model
 from tlops.models.numerics import CACHE_FILE
+from tlops.runner.spec import StepIO, StepResult
 from tlops.runtime import resolve_device
-from tlops.steps.spec import StepIO, StepResult
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from tlops.data.manifest import (
 from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, UNLABELED_DIR
-from tlops.steps.spec import StepIO, StepResult
+from tlops.runner.spec import StepIO, StepResult
 
 
 @dataclass(frozen=True)

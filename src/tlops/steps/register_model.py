@@ -32,7 +32,7 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.models.init import load_model
-from tlops.steps.spec import StepIO, StepResult
+from tlops.runner.spec import StepIO, StepResult
 from tlops.tracking.lifecycle import RunLog, runner
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe

@@ -30,8 +30,8 @@ from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, PROGRESS_PREFIX
 from tlops.models.init import create_model, resolve_init
 from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, Choice, fall_back
+from tlops.runner.spec import StepIO, StepResult
 from tlops.runtime import resolve_device, seed_everything, torchrun_rank
-from tlops.steps.spec import StepIO, StepResult
 from tlops.tracking.runs import client
 from tlops.train.distributed import Group, batchnorm_mode, check_strategy, process_group
 from tlops.train.loop import EpochCallback, TrainOutcome, fit
@@ -105,7 +105,7 @@ def run(params: Params, io: StepIO) -> StepResult:
 
     In one process, or data-parallel: under torchrun this process trains its shard (see
     :mod:`tlops.train.distributed`); with ``train.distributed`` asking for more than one
-    process and none started yet, the step starts them (:mod:`tlops.steps.launch`: torchrun on
+    process and none started yet, the step starts them (:mod:`tlops.runner.launch`: torchrun on
     this machine for one node, a Kubeflow Trainer TrainJob for more) and returns what rank 0
     wrote.
 
@@ -121,7 +121,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     """
     dp = params.train.distributed
     if dp.world_size > 1 and torchrun_rank() is None:
-        from tlops.steps import launch, trainjob
+        from tlops.runner import launch, trainjob
 
         check_strategy(get_strategy(params.train))  # before any process starts
         if dp.nodes > 1:

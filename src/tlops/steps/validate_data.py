@@ -25,7 +25,7 @@ from tlops.config import SPLITS, Params
 from tlops.data.dataset import load_manifest
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, UNLABELED_DIR, VALIDATION_FILE
-from tlops.steps.spec import StepFailure, StepIO, StepResult
+from tlops.runner.spec import StepFailure, StepIO, StepResult
 from tlops.tracking.registry import champion_classes
 from tlops.validate.offline import REPORT_FILE, make_offline, write_report
 from tlops.validate.suite import (

@@ -2,7 +2,8 @@
 
 A :class:`StepSpec` says everything a runner needs to call a step without knowing it: its
 name, the params keys it reads, its typed inputs and outputs, its scalar arguments, whether
-KFP may cache it, its resource class and its part in the MLflow run. The KFP component
+KFP may cache it, its resource class, its part in the MLflow run, and its ``run``. Each step
+module (``tlops.steps.<name>``) holds its own as ``STEP``. The KFP component
 signature, the ``tlops step`` command, the dvc.yaml stage and the README's step table are
 derived from it (``tlops generate``; a test fails when they drift).
 """
@@ -86,6 +87,8 @@ class StepSpec:
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
     code: tuple[str, ...]  # library modules it runs, beside its own (dvc.yaml deps)
+    # the step's code: run(params, io) -> StepResult, in the step's own module
+    run: Callable[[Any, StepIO], StepResult] = field(repr=False, compare=False)
     args: tuple[Arg, ...] = ()
     cacheable: bool = False
     resources: Literal["cpu", "gpu"] = "cpu"

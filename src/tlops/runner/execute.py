@@ -7,7 +7,6 @@ next to its outputs. :func:`run_component` maps KFP artifacts onto it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import sys
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tlops.config import Params, params_from_json
+from tlops.runner.spec import StepFailure, StepIO, StepResult, StepSpec, Tracking
 from tlops.runtime import is_follower
-from tlops.steps.declarations import spec_of
-from tlops.steps.spec import StepFailure, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking import lifecycle
 
 
@@ -44,17 +42,17 @@ def _check_inputs(spec: StepSpec, inputs: Mapping[str, Path]) -> dict[str, Path]
 
 
 def execute(
-    name: str,
+    spec: StepSpec,
     params: Params,
     inputs: Mapping[str, Path],
     outputs: Mapping[str, Path],
     args: Mapping[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> StepResult:
-    """Run step ``name`` as its declaration says.
+    """Run the step ``spec`` declares, as its declaration says.
 
     Args:
-        name: The step.
+        spec: The step's declaration (``tlops.steps.spec_of(name)``).
         params: Resolved params.
         inputs: Input port -> directory.
         outputs: Output directory port -> directory.
@@ -69,56 +67,70 @@ def execute(
         FileNotFoundError: An input directory does not exist.
         Whatever the step raised, after its MLflow run (if any) is marked FAILED.
     """
-    spec = spec_of(name)
     checked = _check_inputs(spec, inputs)
     missing = [port.name for port in spec.dirs if port.name not in outputs]
     if missing:
-        raise ValueError(f"step {name}: output {missing[0]!r} is required")
-    declared = {arg.name: arg.default for arg in spec.args}
-    unknown = sorted(set(args or {}) - set(declared))
-    if unknown:
-        raise ValueError(f"step {name}: no argument {unknown[0]!r} (arguments: {sorted(declared)})")
-    resolved_args = {**declared, **(args or {})}
-    module = importlib.import_module(f"tlops.steps.{name}")
+        raise ValueError(f"step {spec.name}: output {missing[0]!r} is required")
+    resolved_args = _resolve_args(spec, args or {})
     if is_follower():
-        return _follow(module, params, spec, checked, resolved_args, progress)
-    run: lifecycle.RunLog | None = None
-    if spec.tracking == Tracking.OPENS and os.environ.get(lifecycle.RUN_ID_ENV):
-        run = lifecycle.join_run(params, checked)  # the launcher recorded the inputs
-    elif spec.tracking == Tracking.OPENS:
-        # a run already opened upstream (the retraining pipeline's detect_change) is continued
-        run = lifecycle.join_run(params, checked)
-        if run is None:
-            run = lifecycle.open_run(params, checked)
-        else:
-            lifecycle.record_inputs(run, checked)
-    elif spec.tracking in (Tracking.JOINS, Tracking.CLOSES):
-        run = lifecycle.join_run(params, checked)
+        return _follow(params, spec, checked, resolved_args, progress)
+    run = _run_of(spec, params, checked)
     started = time.perf_counter()
     io = StepIO(checked, {p.name: outputs[p.name] for p in spec.dirs}, resolved_args, run, progress)
     try:
-        result: StepResult = module.run(params, io)
+        result: StepResult = spec.run(params, io)
     except BaseException as exc:
         _record_failure(spec, params, run, exc)
         raise
-    seconds = time.perf_counter() - started
-    domain = None
-    if spec.per_domain:  # from the argument, or from what the step found in its input
-        found = [md.get("domain") for md in result.metadata.values() if md.get("domain")]
-        domain = resolved_args.get("domain") or (found[0] if found else None)
-    for port in spec.dirs:
-        lifecycle.write_step_record(io.outputs[port.name], name, seconds, domain)
-        if run is not None:
-            run.stamp(io.outputs[port.name])
-    if run is not None:
-        run.metrics({f"step_seconds.{name}": seconds})
-        if spec.tracking == Tracking.CLOSES or result.finished:
-            run.close(ok=True)
+    _record(spec, io, result, time.perf_counter() - started)
     return result
 
 
+def _resolve_args(spec: StepSpec, args: Mapping[str, str]) -> dict[str, str]:
+    declared = {arg.name: arg.default for arg in spec.args}
+    unknown = sorted(set(args) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"step {spec.name}: no argument {unknown[0]!r} (arguments: {sorted(declared)})"
+        )
+    return {**declared, **args}
+
+
+def _run_of(
+    spec: StepSpec, params: Params, inputs: Mapping[str, Path]
+) -> lifecycle.RunLog | None:
+    """The MLflow run the step logs into, as its declaration says (None: it logs nothing)."""
+    if spec.tracking == Tracking.OPENS and os.environ.get(lifecycle.RUN_ID_ENV):
+        return lifecycle.join_run(params, inputs)  # the launcher recorded the inputs
+    if spec.tracking == Tracking.OPENS:
+        # a run already opened upstream (the retraining pipeline's detect_change) is continued
+        run = lifecycle.join_run(params, inputs)
+        if run is None:
+            return lifecycle.open_run(params, inputs)
+        lifecycle.record_inputs(run, inputs)
+        return run
+    if spec.tracking in (Tracking.JOINS, Tracking.CLOSES):
+        return lifecycle.join_run(params, inputs)
+    return None
+
+
+def _record(spec: StepSpec, io: StepIO, result: StepResult, seconds: float) -> None:
+    """The step's record beside each output, its time in the run; a closing step closes it."""
+    domain = None
+    if spec.per_domain:  # from the argument, or from what the step found in its input
+        found = [md.get("domain") for md in result.metadata.values() if md.get("domain")]
+        domain = io.args.get("domain") or (found[0] if found else None)
+    for port in spec.dirs:
+        lifecycle.write_step_record(io.outputs[port.name], spec.name, seconds, domain)
+        if io.run is not None:
+            io.run.stamp(io.outputs[port.name])
+    if io.run is not None:
+        io.run.metrics({f"step_seconds.{spec.name}": seconds})
+        if spec.tracking == Tracking.CLOSES or result.finished:
+            io.run.close(ok=True)
+
+
 def _follow(
-    module: Any,
     params: Params,
     spec: StepSpec,
     inputs: Mapping[str, Path],
@@ -133,7 +145,7 @@ def _follow(
     try:
         outputs = {p.name: scratch / p.name for p in spec.dirs}
         io = StepIO(dict(inputs), outputs, dict(args), None, progress)
-        result: StepResult = module.run(params, io)
+        result: StepResult = spec.run(params, io)
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -155,11 +167,13 @@ def _record_failure(
         )
 
 
-def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **args: str) -> str:
+def run_component(
+    spec: StepSpec, params_json: str, artifacts: Mapping[str, Any], **args: str
+) -> str:
     """The body of every KFP component: artifacts (``.path``, ``.metadata``) in and out.
 
     Args:
-        name: The step.
+        spec: The step's declaration.
         params_json: The resolved params.yaml as JSON (the pipeline's ``params``).
         artifacts: Port -> KFP artifact (None for an optional input not given).
         **args: The step's scalar arguments.
@@ -168,7 +182,6 @@ def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **a
         The step's ``value`` (what a component declared with ``returns`` gives the pipeline).
     """
     os.environ.setdefault(lifecycle.RUNNER_ENV, "kfp")
-    spec = spec_of(name)
     params = params_from_json(params_json)
     inputs = {
         port.name: Path(artifacts[port.name].path)
@@ -177,7 +190,7 @@ def run_component(name: str, params_json: str, artifacts: Mapping[str, Any], **a
     }
     outputs = {port.name: Path(artifacts[port.name].path) for port in spec.dirs}
     try:
-        result = execute(name, params, inputs, outputs, args)
+        result = execute(spec, params, inputs, outputs, args)
     except StepFailure as exc:
         _publish_views(spec, artifacts, _failure_views(exc))
         raise

@@ -29,8 +29,8 @@ from typing import Any
 
 from tlops.config import Params
 from tlops.io import atomic_dir
-from tlops.steps.launch import LaunchFailed, step_options, torchrun_command
-from tlops.steps.spec import StepIO
+from tlops.runner.launch import LaunchFailed, step_options, torchrun_command
+from tlops.runner.spec import StepIO
 from tlops.tracking.lifecycle import RUN_ID_ENV
 from tlops.train.distributed import DataParallelError
 

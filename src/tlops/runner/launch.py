@@ -7,7 +7,7 @@ torch.distributed.run``); rank 0 logs into the MLflow run the launching task ope
 - one node (``train.distributed.nodes`` 1, ``procs_per_node`` > 1): torchrun on this machine,
   its output in this task's log;
 - more nodes: a Kubeflow Trainer ``TrainJob`` through the official SDK
-  (:mod:`tlops.steps.trainjob`), its pods running torchrun.
+  (:mod:`tlops.runner.trainjob`), its pods running torchrun.
 
 A process that dies fails the launch (torchrun stops the others; ``--max-restarts 0``); the
 step started again resumes from the last checkpoint under the same ``checkpoint_root``.
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tlops.config import Params
-from tlops.steps.spec import StepIO
+from tlops.runner.spec import StepIO
 from tlops.tracking.lifecycle import RUN_ID_ENV
 from tlops.train.distributed import DataParallelError
 
@@ -72,7 +72,7 @@ def launch(params: Params, io: StepIO) -> None:
     dp = params.train.distributed
     if dp.nodes > 1:
         raise DataParallelError(
-            "train.distributed.nodes > 1 runs as a TrainJob (tlops.steps.trainjob), not here"
+            "train.distributed.nodes > 1 runs as a TrainJob (tlops.runner.trainjob), not here"
         )
     with tempfile.TemporaryDirectory(prefix="tlops-train-launch-") as scratch:
         params_file = Path(scratch) / "params.json"  # JSON is YAML: the step reads it as such
