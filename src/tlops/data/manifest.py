@@ -350,14 +350,3 @@ def _scan_file(
         md5,
         data,
     )
-
-
-def count_files(root: Path) -> int:
-    """Count the non-hidden files under ``root`` (the total of a scan's progress bar)."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
-        total += sum(1 for f in filenames if not _is_hidden(f))
-        if Path(dirpath) == root:
-            total -= sum(1 for f in filenames if not _is_hidden(f))
-    return total

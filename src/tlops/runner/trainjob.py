@@ -78,20 +78,10 @@ def trainjob_request(
     from kubeflow.trainer import CustomTrainerContainer
     from kubeflow.trainer.options import (
         ActiveDeadlineSeconds,
-        ContainerPatch,
-        JobSetSpecPatch,
-        JobSetTemplatePatch,
-        JobSpecPatch,
-        JobTemplatePatch,
         Labels,
         Name,
-        PodSpecPatch,
-        PodTemplatePatch,
-        ReplicatedJobPatch,
-        RuntimePatch,
         TrainerArgs,
         TrainerCommand,
-        TrainingRuntimeSpecPatch,
     )
 
     dp, kfp = params.train.distributed, params.kfp
@@ -112,8 +102,28 @@ def trainjob_request(
         env=trainer_env(params, io),
     )
     root = str(Path(io.args["checkpoint_root"]).absolute())
+    labels = {"app.kubernetes.io/part-of": "tlops", "tlops/step": "train"}
+    return trainer, [
+        Name(name),
+        Labels(labels),
+        TrainerCommand(command[:1]),
+        TrainerArgs(command[1:]),
+        # the cluster's own deadline, a little after the task's (which deletes the job first)
+        ActiveDeadlineSeconds(int(dp.timeout_s) + 300),
+        _runtime_patch(_pod_patch(params, root)),
+    ]
+
+
+def _pod_patch(params: Params, root: str) -> Any:
+    """The trainer pods' GPU node selector and toleration, shared memory and checkpoint volume.
+
+    ``root``: where the checkpoint volume is mounted (the task's ``checkpoint_root``).
+    """
+    from kubeflow.trainer.options import ContainerPatch, PodSpecPatch
+
+    kfp = params.kfp
     toleration = kfp.gpu.toleration.model_dump(exclude_none=True)
-    pod = PodSpecPatch(
+    return PodSpecPatch(
         node_selector={kfp.gpu.node_selector.key: kfp.gpu.node_selector.value},
         tolerations=[toleration],
         volumes=[
@@ -133,7 +143,22 @@ def trainjob_request(
             )
         ],
     )
-    patch = RuntimePatch(
+
+
+def _runtime_patch(pod: Any) -> Any:
+    """``pod`` as the patch of the runtime's replicated job ``node`` (every trainer pod)."""
+    from kubeflow.trainer.options import (
+        JobSetSpecPatch,
+        JobSetTemplatePatch,
+        JobSpecPatch,
+        JobTemplatePatch,
+        PodTemplatePatch,
+        ReplicatedJobPatch,
+        RuntimePatch,
+        TrainingRuntimeSpecPatch,
+    )
+
+    return RuntimePatch(
         training_runtime_spec=TrainingRuntimeSpecPatch(
             template=JobSetTemplatePatch(
                 spec=JobSetSpecPatch(
@@ -149,16 +174,6 @@ def trainjob_request(
             )
         )
     )
-    labels = {"app.kubernetes.io/part-of": "tlops", "tlops/step": "train"}
-    return trainer, [
-        Name(name),
-        Labels(labels),
-        TrainerCommand(command[:1]),
-        TrainerArgs(command[1:]),
-        # the cluster's own deadline, a little after the task's (which deletes the job first)
-        ActiveDeadlineSeconds(int(dp.timeout_s) + 300),
-        patch,
-    ]
 
 
 def client(params: Params) -> Any:

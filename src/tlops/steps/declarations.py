@@ -162,6 +162,8 @@ STEPS: tuple[StepSpec, ...] = (
         ),
         code=(
             "tlops.train.loop",
+            "tlops.train.engine",
+            "tlops.train.callbacks",
             "tlops.train.losses",
             "tlops.train.strategies",
             "tlops.train.distributed",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pandas as pd
 
 from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.dataset import ingest_info, load_manifest, require_validated
-from tlops.evaluate.change import ChangeCounts, compare_manifests, decide
+from tlops.evaluate.change import ChangeCounts, ChangeDecision, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
@@ -128,6 +129,79 @@ def _summary(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class _Found:
+    """What the comparison with the champion's data found (nothing without a champion)."""
+
+    counts: ChangeCounts | None = None
+    drift: MMDResult | None = None
+    shift: LabelShift | None = None
+    drift_info: dict[str, Any] = field(default_factory=dict)
+    same_version: bool = False
+
+
+def _compare(
+    params: Params,
+    champion: VersionInfo,
+    data_version: str,
+    current: pd.DataFrame,
+    ingest_dir: Path,
+) -> _Found:
+    """The data against the champion's: its version, the images per class, labels, drift."""
+    found = _Found(same_version=champion.tags.get("data_version") == data_version)
+    if found.same_version:
+        return found
+    reference = _champion_manifest(params, champion)
+    if reference is None:
+        return found
+    found.counts = compare_manifests(reference, current)
+    new = current[
+        (current["decode_status"] == "ok") & ~current["sha256"].isin(set(reference["sha256"]))
+    ]
+    ok = reference[reference["decode_status"] == "ok"]
+    ok = ok[ok["split"] != UNLABELED_SPLIT]  # images without a label shift no label
+    labeled = new[new["split"] != UNLABELED_SPLIT]
+    classes = sorted(set(ok["label"]) | set(labeled["label"]))
+    found.shift = label_shift(list(ok["label"]), list(labeled["label"]), classes)
+    if found.counts.new_content:
+        found.drift, found.drift_info = _drift(
+            params, champion, reference, current, ingest_dir / IMAGES_DIR
+        )
+    return found
+
+
+def _payload(
+    params: Params,
+    data_version: str,
+    champion: VersionInfo | None,
+    found: _Found,
+    decision: ChangeDecision,
+) -> dict[str, Any]:
+    """``change.json`` (without ``seconds``): the decision, its reasons and statistics."""
+    return {
+        "retrain": decision.retrain,
+        "reasons": decision.reasons,
+        "triggers": decision.triggers,
+        "data_version": data_version,
+        "model_name": params.register_model.model_name,
+        "champion": (
+            {
+                "version": champion.version,
+                "run_id": champion.run_id,
+                "data_version": champion.tags.get("data_version"),
+                "uri": champion.uri,
+            }
+            if champion
+            else None
+        ),
+        "counts": found.counts.as_dict() if found.counts else None,
+        "drift": found.drift.as_dict() if found.drift else None,
+        "drift_info": found.drift_info,
+        "label_shift": found.shift.as_dict() if found.shift else None,
+        "policy": params.detect_change.model_dump(mode="json"),
+    }
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Decide whether the target data calls for a retrain.
 
@@ -148,56 +222,19 @@ def run(params: Params, io: StepIO) -> StepResult:
     current = load_manifest(ingest_dir)
     name = params.register_model.model_name
     champion = version_with_alias(params.tracking, name, CHAMPION)
-    counts: ChangeCounts | None = None
-    drift: MMDResult | None = None
-    shift: LabelShift | None = None
-    drift_info: dict[str, Any] = {}
-    same_version = False
+    found = _Found()
     if champion is not None:
-        same_version = champion.tags.get("data_version") == ingest["data_version"]
-        if not same_version:
-            reference = _champion_manifest(params, champion)
-            if reference is not None:
-                counts = compare_manifests(reference, current)
-                new = current[
-                    (current["decode_status"] == "ok")
-                    & ~current["sha256"].isin(set(reference["sha256"]))
-                ]
-                ok = reference[reference["decode_status"] == "ok"]
-                ok = ok[ok["split"] != UNLABELED_SPLIT]  # images without a label shift no label
-                labeled = new[new["split"] != UNLABELED_SPLIT]
-                classes = sorted(set(ok["label"]) | set(labeled["label"]))
-                shift = label_shift(list(ok["label"]), list(labeled["label"]), classes)
-                if counts.new_content:
-                    drift, drift_info = _drift(
-                        params, champion, reference, current, ingest_dir / IMAGES_DIR
-                    )
+        found = _compare(params, champion, ingest["data_version"], current, ingest_dir)
     decision = decide(
-        cfg, champion.version if champion else None, counts, drift, shift, same_version
+        cfg,
+        champion.version if champion else None,
+        found.counts,
+        found.drift,
+        found.shift,
+        found.same_version,
     )
-    payload: dict[str, Any] = {
-        "retrain": decision.retrain,
-        "reasons": decision.reasons,
-        "triggers": decision.triggers,
-        "data_version": ingest["data_version"],
-        "model_name": name,
-        "champion": (
-            {
-                "version": champion.version,
-                "run_id": champion.run_id,
-                "data_version": champion.tags.get("data_version"),
-                "uri": champion.uri,
-            }
-            if champion
-            else None
-        ),
-        "counts": counts.as_dict() if counts else None,
-        "drift": drift.as_dict() if drift else None,
-        "drift_info": drift_info,
-        "label_shift": shift.as_dict() if shift else None,
-        "policy": cfg.model_dump(mode="json"),
-        "seconds": time.perf_counter() - started,
-    }
+    payload = _payload(params, ingest["data_version"], champion, found, decision)
+    payload["seconds"] = time.perf_counter() - started
     out_dir = io.outputs["change"]
     with atomic_dir(out_dir) as staging:
         write_json(staging / CHANGE_FILE, payload)

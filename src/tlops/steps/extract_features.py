@@ -11,13 +11,16 @@ from __future__ import annotations
 import csv
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tlops.config import SPLITS, Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
+from tlops.data.tensors import SplitTensors
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import FEATURES_FILE
 from tlops.models.inference import inference_numerics, pooled_features
@@ -52,7 +55,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     Returns:
         Counts, feature width and throughput (``details``: a :class:`FeaturesResult`).
     """
-    ingest_dir, out_dir, progress = io.inputs["dataset"], io.outputs["features"], io.progress
+    ingest_dir, out_dir = io.inputs["dataset"], io.outputs["features"]
     ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
     key = fingerprint(
@@ -67,55 +70,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     cached = params.extract_features.cache_dir / "features" / key
     reused = (cached / FEATURES_FILE).is_file()
     if not reused:
-        splits = load_splits(params, ingest_dir, classes, progress=progress)
-        device = resolve_device(params.runtime.device)
-        model = create_model(params.model.backbone, classes, params.model.pretrained)
-        batch_size = params.extract_features.batch_size
-        choice = inference_numerics(
-            params.extract_features.numerics,
-            model,
-            [splits[s] for s in SPLITS],
-            batch_size,
-            device,
-            params.extract_features.cache_dir / CACHE_FILE,
-            features=True,
-        )
-        counts, seconds = {}, 0.0
-        with atomic_dir(cached) as staging:
-            for split in SPLITS:
-                started = time.perf_counter()
-                features = pooled_features(
-                    model, splits[split], batch_size, device, choice.numerics
-                )
-                seconds += time.perf_counter() - started
-                np.save(staging / f"{split}.npy", features)
-                with (staging / f"{split}_index.csv").open(
-                    "w", newline="", encoding="utf-8"
-                ) as handle:
-                    writer = csv.writer(handle)
-                    writer.writerow(["path", "label"])
-                    for path, label in zip(splits[split].paths, splits[split].labels, strict=True):
-                        writer.writerow([path, classes[label]])
-                counts[split] = len(splits[split])
-            total = sum(counts.values())
-            write_json(
-                staging / FEATURES_FILE,
-                {
-                    "key": key,
-                    "backbone": params.model.backbone,
-                    "weights": model.weights,
-                    "pretrained": params.model.pretrained,
-                    "image_size": params.model.image_size,
-                    "data_version": ingest["data_version"],
-                    "classes": classes,
-                    "num_features": model.num_features,
-                    "counts": counts,
-                    "seconds": seconds,
-                    "images_per_s": total / seconds if seconds else 0.0,
-                    "device": str(device),
-                    "numerics": choice.as_dict(),
-                },
-            )
+        _extract(params, ingest_dir, ingest, classes, key, cached, io.progress)
     meta = read_json(cached / FEATURES_FILE)
     with atomic_dir(out_dir) as staging:
         for file in cached.iterdir():
@@ -144,3 +99,67 @@ def run(params: Params, io: StepIO) -> StepResult:
         },
         details=result,
     )
+
+
+def _extract(
+    params: Params,
+    ingest_dir: Path,
+    ingest: dict[str, Any],
+    classes: list[str],
+    key: str,
+    cached: Path,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Compute every split's features into the cache folder ``cached`` (all or nothing)."""
+    splits = load_splits(params, ingest_dir, classes, progress=progress)
+    device = resolve_device(params.runtime.device)
+    model = create_model(params.model.backbone, classes, params.model.pretrained)
+    batch_size = params.extract_features.batch_size
+    choice = inference_numerics(
+        params.extract_features.numerics,
+        model,
+        [splits[s] for s in SPLITS],
+        batch_size,
+        device,
+        params.extract_features.cache_dir / CACHE_FILE,
+        features=True,
+    )
+    counts, seconds = {}, 0.0
+    with atomic_dir(cached) as staging:
+        for split in SPLITS:
+            started = time.perf_counter()
+            features = pooled_features(model, splits[split], batch_size, device, choice.numerics)
+            seconds += time.perf_counter() - started
+            _write_split(staging, split, features, splits[split], classes)
+            counts[split] = len(splits[split])
+        total = sum(counts.values())
+        write_json(
+            staging / FEATURES_FILE,
+            {
+                "key": key,
+                "backbone": params.model.backbone,
+                "weights": model.weights,
+                "pretrained": params.model.pretrained,
+                "image_size": params.model.image_size,
+                "data_version": ingest["data_version"],
+                "classes": classes,
+                "num_features": model.num_features,
+                "counts": counts,
+                "seconds": seconds,
+                "images_per_s": total / seconds if seconds else 0.0,
+                "device": str(device),
+                "numerics": choice.as_dict(),
+            },
+        )
+
+
+def _write_split(
+    folder: Path, split: str, features: np.ndarray, tensors: SplitTensors, classes: list[str]
+) -> None:
+    """``<split>.npy`` and ``<split>_index.csv`` (path, label in the rows' order)."""
+    np.save(folder / f"{split}.npy", features)
+    with (folder / f"{split}_index.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for path, label in zip(tensors.paths, tensors.labels, strict=True):
+            writer.writerow([path, classes[label]])

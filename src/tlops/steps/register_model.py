@@ -12,6 +12,7 @@ version, aliases) and ``summary.md``.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
+from tlops.data.tensors import SplitTensors
 from tlops.evaluate.gate import Decision, ModelScores, should_promote, verdict_of
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
@@ -32,6 +34,7 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.models.init import load_model
+from tlops.models.model import TransferModel
 from tlops.runner.spec import StepIO, StepResult
 from tlops.tracking.lifecycle import RunLog, runner
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
@@ -43,7 +46,7 @@ from tlops.tracking.report import (
     version_description,
 )
 from tlops.tracking.runs import client, git_sha
-from tlops.tracking.serving import log_and_register
+from tlops.tracking.serving import Registered, log_and_register
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,36 @@ def is_release(params: Params) -> bool:
     return setting == "true" or (setting == "auto" and runner() == "kfp")
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What ``register_model`` reads before it registers anything."""
+
+    run: RunLog
+    ingest_dir: Path
+    eval_dir: Path
+    evaluation: dict[str, Any]
+    candidate: ModelScores
+    decision: Decision  # the gate against the champion evaluate compared with
+    compared_with: str | None  # that champion's version
+    classes: list[str]
+    test: SplitTensors
+    model: TransferModel
+    train_info: dict[str, Any]
+    example: bytes
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """What registering (and, in a release, promoting) did."""
+
+    name: str
+    release: bool
+    registered: Registered
+    decision: Decision  # the decision applied (re-gated when the champion had moved)
+    promotion: Promotion | None
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Register the trained model and decide on promotion.
 
@@ -94,11 +127,45 @@ def run(params: Params, io: StepIO) -> StepResult:
     Raises:
         ValueError: The model directory carries no MLflow run (it was not made by ``train``).
     """
+    inputs = _resolve(params, io)
+    # the training manifest, so detect_change can later tell what is new to this model
+    inputs.run.artifacts([inputs.ingest_dir / MANIFEST_FILE], MANIFEST_ARTIFACT.rpartition("/")[0])
+    done = _register(params, inputs)
+    name, registered, decision = done.name, done.registered, done.decision
+    aliases = aliases_of(params.tracking, name, registered.version)
+    payload = _payload(params, inputs, done, aliases)
+    verdict = verdict_of(decision.promote, done.release)
+    reasons = [f"- {reason}" for reason in decision.reasons]
+    out_dir = io.outputs["decision"]
+    _write(out_dir, payload, f"## {name} version {registered.version}: {verdict}", reasons)
+    headline = f"{name} v{registered.version}: {verdict}"
+    _describe(params, inputs, done, payload, headline)
+    _log(inputs, done, aliases, headline, out_dir)
+    previous = done.promotion.previous if done.promotion is not None else None
+    result = RegisterResult(name, registered.version, aliases, decision, previous, out_dir)
+    return StepResult(
+        f"register_model: {name} v{registered.version} {verdict}; aliases: "
+        f"{', '.join(aliases) or 'none'}\n" + "\n".join(f"  {reason}" for reason in reasons),
+        metadata={
+            "decision": {
+                "version": registered.version,
+                "aliases": list(aliases),
+                "promote": decision.promote,
+                "released": done.release,
+                "model_name": name,
+            }
+        },
+        views={"summary": out_dir / SUMMARY_FILE},
+        details=result,
+    )
+
+
+def _resolve(params: Params, io: StepIO) -> _Inputs:
+    """Read the evaluation, the model and the data; the first gate decision and the tags."""
     ingest_dir, model_dir = io.inputs["dataset"], io.inputs["model"]
-    eval_dir, out_dir = io.inputs["evaluation"], io.outputs["decision"]
+    eval_dir = io.inputs["evaluation"]
     if not isinstance(io.run, RunLog):
         raise ValueError(f"{model_dir}: no MLflow run recorded there; train it with tlops")
-    run_id = io.run.run_id
     cfg = params.register_model
     evaluation = read_json(eval_dir / EVALUATION_FILE)
     candidate = scores(evaluation)
@@ -111,7 +178,6 @@ def run(params: Params, io: StepIO) -> StepResult:
     test = load_splits(params, ingest_dir, classes, ("test",))["test"]
     # the input example is what a client sends: the file of a test image, as it was ingested
     example = (ingest_dir / IMAGES_DIR / test.paths[0]).read_bytes()
-    metrics = evaluation["overall"]
     primary = cfg.gate.primary_metric
     # a handful of tags to filter versions by; the decision and its reasons are the description
     tags = {
@@ -121,37 +187,61 @@ def run(params: Params, io: StepIO) -> StepResult:
         "backbone": params.model.backbone,
         "classes": ",".join(classes),
         "gate.promote": str(decision.promote).lower(),
-        f"test.{primary}": describe(metrics.get(primary)),
+        f"test.{primary}": describe(evaluation["overall"].get(primary)),
     }
-    # the training manifest, so detect_change can later tell what is new to this model
-    io.run.artifacts([ingest_dir / MANIFEST_FILE], MANIFEST_ARTIFACT.rpartition("/")[0])
     champion_info = evaluation.get("champion") or {}
     compared_with = evaluation.get("champion_version", champion_info.get("version"))
+    return _Inputs(
+        run=io.run,
+        ingest_dir=ingest_dir,
+        eval_dir=eval_dir,
+        evaluation=evaluation,
+        candidate=candidate,
+        decision=decision,
+        compared_with=compared_with,
+        classes=classes,
+        test=test,
+        model=model,
+        train_info=train_info,
+        example=example,
+        tags=tags,
+    )
 
-    def regate(found: str | None) -> Decision:
-        """The gate against the champion in place now (it moved since evaluate)."""
-        if found is None:
-            return should_promote(candidate, None, cfg.gate)
-        # here only: the champion moved since evaluate, so it is scored again on the test split
-        from tlops.steps.evaluate import champion_scores
 
-        fresh, _, _note = champion_scores(params, ingest_dir, classes, test, found)
-        if fresh is None:
-            return should_promote(candidate, None, cfg.gate)
-        return should_promote(candidate, scores({"champion": fresh}, "champion"), cfg.gate)
+def _regate(params: Params, inputs: _Inputs, found: str | None) -> Decision:
+    """The gate against the champion in place now (it moved since evaluate)."""
+    gate = params.register_model.gate
+    if found is None:
+        return should_promote(inputs.candidate, None, gate)
+    # here only: the champion moved since evaluate, so it is scored again on the test split
+    from tlops.steps.evaluate import champion_scores
 
+    fresh, _, _note = champion_scores(params, inputs.ingest_dir, inputs.classes, inputs.test, found)
+    if fresh is None:
+        return should_promote(inputs.candidate, None, gate)
+    return should_promote(inputs.candidate, scores({"champion": fresh}, "champion"), gate)
+
+
+def _register(params: Params, inputs: _Inputs) -> _Registration:
+    """Log and register the model; in a release, move the champion if the gate says so."""
+    cfg = params.register_model
     release = is_release(params)
     name = cfg.model_name if release else cfg.experiments_name()
-    promotion: Promotion | None = None
+    decision, promotion = inputs.decision, None
+    run_id = inputs.run.run_id
+    log_args = (params.tracking, run_id, inputs.model, name, params.image, inputs.example)
     started = time.perf_counter()
     if release:
         # registration and promotion under one lock: a run that cannot get it registers nothing
         with promotion_lock(params.tracking, name, cfg.lock_timeout_s, cfg.lock_lease_s):
-            registered = log_and_register(
-                params.tracking, run_id, model, name, params.image, example, tags
-            )
+            registered = log_and_register(*log_args, inputs.tags)
             promotion = promote_if_current(
-                params.tracking, name, registered.version, compared_with, decision, regate
+                params.tracking,
+                name,
+                registered.version,
+                inputs.compared_with,
+                decision,
+                functools.partial(_regate, params, inputs),
             )
         decision = promotion.decision
         if promotion.regated:  # the version's gate tag says what was decided in the end
@@ -159,85 +249,97 @@ def run(params: Params, io: StepIO) -> StepResult:
                 name, registered.version, "gate.promote", str(decision.promote).lower()
             )
     else:  # an experiment: its own registered model, no alias moves
-        registered = log_and_register(
-            params.tracking, run_id, model, name, params.image, example, tags, alias=None
-        )
-    io.run.metrics({"model_logging_seconds": time.perf_counter() - started})
-    previous = promotion.previous if promotion is not None else None
-    aliases = aliases_of(params.tracking, name, registered.version)
-    payload = {
-        **decision.as_dict(),
-        "released": release,
-        "model_name": name,
-        "version": registered.version,
+        registered = log_and_register(*log_args, inputs.tags, alias=None)
+    inputs.run.metrics({"model_logging_seconds": time.perf_counter() - started})
+    return _Registration(name, release, registered, decision, promotion)
+
+
+def _payload(
+    params: Params, inputs: _Inputs, done: _Registration, aliases: tuple[str, ...]
+) -> dict[str, Any]:
+    """``decision.json``: the decision, where the version is, what it was compared with."""
+    promotion, evaluation, run_id = done.promotion, inputs.evaluation, inputs.run.run_id
+    primary = params.register_model.gate.primary_metric
+    return {
+        **done.decision.as_dict(),
+        "released": done.release,
+        "model_name": done.name,
+        "version": done.registered.version,
         "aliases": list(aliases),
-        "previous_champion": previous,
-        "compared_with": compared_with,
+        "previous_champion": promotion.previous if promotion is not None else None,
+        "compared_with": inputs.compared_with,
         "champion_at_promotion": promotion.found if promotion is not None else None,
         "regated": promotion.regated if promotion is not None else False,
-        "model_uri": registered.model_uri,
+        "model_uri": done.registered.model_uri,
         "run_id": run_id,
         # where the run is in the UI: the caller's summary links it without opening the store
         "experiment_id": str(client(params.tracking).get_run(run_id).info.experiment_id),
         "primary_metric": primary,
-        "candidate": metrics.get(primary),
+        "candidate": evaluation["overall"].get(primary),
         "champion": (evaluation.get("champion") or {}).get("metrics", {}).get(primary),
     }
-    verdict = verdict_of(decision.promote, release)
-    reasons = [f"- {reason}" for reason in decision.reasons]
+
+
+def _write(out_dir: Path, payload: dict[str, Any], title: str, reasons: list[str]) -> None:
+    """The ``decision`` output: ``decision.json`` and ``summary.md``."""
     with atomic_dir(out_dir) as staging:
         write_json(staging / DECISION_FILE, payload)
         (staging / SUMMARY_FILE).write_text(
-            "\n".join([f"## {name} version {registered.version}: {verdict}", "", *reasons])
-            + f"\n\naliases: {', '.join(aliases) or 'none'}\n",
+            "\n".join([title, "", *reasons])
+            + f"\n\naliases: {', '.join(payload['aliases']) or 'none'}\n",
             encoding="utf-8",
         )
-    headline = f"{name} v{registered.version}: {verdict}"
+
+
+def _describe(
+    params: Params,
+    inputs: _Inputs,
+    done: _Registration,
+    payload: dict[str, Any],
+    headline: str,
+) -> None:
+    """The version's description in the registry: the verdict, its reasons, the figures."""
+    promotion = done.promotion
     client(params.tracking).update_model_version(
-        name,
-        registered.version,
+        done.name,
+        done.registered.version,
         description=version_description(
-            headline, decision.reasons, primary, payload["candidate"], payload["champion"]
+            headline,
+            done.decision.reasons,
+            payload["primary_metric"],
+            payload["candidate"],
+            payload["champion"],
         )
         + (
-            f"\nre-gated: champion {compared_with} -> {promotion.found}\n"
+            f"\nre-gated: champion {inputs.compared_with} -> {promotion.found}\n"
             if promotion is not None and promotion.regated
             else ""
         ),
     )
-    plots = [a for a in KEY_ARTIFACTS if a.endswith(".png") and (eval_dir / a).is_file()]
-    io.run.tags(
+
+
+def _log(
+    inputs: _Inputs, done: _Registration, aliases: tuple[str, ...], headline: str, out_dir: Path
+) -> None:
+    """The decision on the run: gate and registration tags, its description, decision.json."""
+    decision = done.decision
+    plots = [a for a in KEY_ARTIFACTS if a.endswith(".png") and (inputs.eval_dir / a).is_file()]
+    inputs.run.tags(
         {
             "gate.promote": str(decision.promote).lower(),
             "gate.reasons": " | ".join(decision.reasons),
-            "registered.model": name,
-            "registered.version": registered.version,
+            "registered.model": done.name,
+            "registered.version": done.registered.version,
             "registered.aliases": ",".join(aliases),
-            "release": str(release).lower(),
+            "release": str(done.release).lower(),
             DESCRIPTION_TAG: run_description(
                 headline=headline,
                 reasons=decision.reasons,
-                evaluation=evaluation,
-                trained=train_info,
-                run_id=run_id,
+                evaluation=inputs.evaluation,
+                trained=inputs.train_info,
+                run_id=inputs.run.run_id,
                 plots=plots,
             ),
         }
     )
-    io.run.artifacts([out_dir / DECISION_FILE], None)  # at the root: the compare view shows it
-    result = RegisterResult(name, registered.version, aliases, decision, previous, out_dir)
-    return StepResult(
-        f"register_model: {name} v{registered.version} {verdict}; aliases: "
-        f"{', '.join(aliases) or 'none'}\n" + "\n".join(f"  {reason}" for reason in reasons),
-        metadata={
-            "decision": {
-                "version": registered.version,
-                "aliases": list(aliases),
-                "promote": decision.promote,
-                "released": release,
-                "model_name": name,
-            }
-        },
-        views={"summary": out_dir / SUMMARY_FILE},
-        details=result,
-    )
+    inputs.run.artifacts([out_dir / DECISION_FILE], None)  # at the root: the compare view shows it

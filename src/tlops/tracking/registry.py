@@ -129,11 +129,6 @@ def run_artifact(cfg: TrackingConfig, run_id: str, path: str, dst: Path) -> Path
     return Path(local) if Path(local).exists() else None
 
 
-def champion_uri(model_name: str) -> str:
-    """``models:/<name>@champion``."""
-    return f"models:/{model_name}@{CHAMPION}"
-
-
 def describe(value: Any) -> str:
     """Short string form for tags."""
     return f"{value:.4f}" if isinstance(value, float) else str(value)

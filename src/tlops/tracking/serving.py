@@ -269,13 +269,17 @@ def log_and_register(
     Returns:
         The registered version.
     """
-    import mlflow
-    import pandas as pd
+    model = model.cpu().eval()
+    info = _log_pyfunc(cfg, run_id, model, image_cfg, example)
+    return _register_version(cfg, run_id, model_name, info, tags, alias)
+
+
+def _signature() -> Any:
+    """The pyfunc's signature: an ``image`` column in; class, probability, probabilities out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, DataType, Map, Schema
 
-    model = model.cpu().eval()
-    signature = ModelSignature(
+    return ModelSignature(
         inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),  # type: ignore[no-untyped-call]
         outputs=Schema(
             [
@@ -285,6 +289,32 @@ def log_and_register(
             ]
         ),
     )
+
+
+def _metadata(model: TransferModel) -> dict[str, Any]:
+    """What the ``MLmodel`` file says about the model, for a reader of the registry."""
+    return {
+        "classes": model.classes,
+        "image_size": model.image_size,
+        "input": (
+            f"column '{IMAGE_COLUMN}': encoded image bytes (base64 in JSON) or "
+            "pixel arrays 0..255, any size and mode; prepared as in training"
+        ),
+        "output": "class, probability, probabilities (class name -> probability)",
+        "align": model.align.model_dump(mode="json") if model.align.active else None,
+        "backbone": model.spec,
+        "serving": "needs the tlops package installed (the project image)",
+    }
+
+
+def _log_pyfunc(
+    cfg: TrackingConfig, run_id: str, model: TransferModel, image_cfg: ImageConfig, example: bytes
+) -> Any:
+    """Log the model into the run as a pyfunc (weights-only checkpoint + preprocess.json)."""
+    import mlflow
+    import pandas as pd
+
+    signature = _signature()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "tlops"
         data.mkdir()
@@ -293,7 +323,7 @@ def log_and_register(
             json.dumps({"image": image_cfg.model_dump(mode="json")}, indent=2), encoding="utf-8"
         )
         with active_run(cfg, run_id):
-            info = mlflow.pyfunc.log_model(
+            return mlflow.pyfunc.log_model(
                 name="model",
                 loader_module=LOADER_MODULE,
                 data_path=str(data),
@@ -302,19 +332,21 @@ def log_and_register(
                     {IMAGE_COLUMN: [base64.b64encode(example).decode("ascii")]}
                 ),
                 pip_requirements=_requirements(),
-                metadata={
-                    "classes": model.classes,
-                    "image_size": model.image_size,
-                    "input": (
-                        f"column '{IMAGE_COLUMN}': encoded image bytes (base64 in JSON) or "
-                        "pixel arrays 0..255, any size and mode; prepared as in training"
-                    ),
-                    "output": "class, probability, probabilities (class name -> probability)",
-                    "align": model.align.model_dump(mode="json") if model.align.active else None,
-                    "backbone": model.spec,
-                    "serving": "needs the tlops package installed (the project image)",
-                },
+                metadata=_metadata(model),
             )
+
+
+def _register_version(
+    cfg: TrackingConfig,
+    run_id: str,
+    model_name: str,
+    info: Any,
+    tags: dict[str, str],
+    alias: str | None,
+) -> Registered:
+    """A new version of ``model_name`` (created if new) from the logged model ``info``."""
+    import mlflow
+
     mlflow_client = client(cfg)
     try:
         mlflow_client.create_registered_model(model_name)

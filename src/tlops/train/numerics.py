@@ -27,7 +27,7 @@ from tlops.models.numerics import (
     median_seconds,
     synchronized,
 )
-from tlops.train.loop import adamw
+from tlops.train.engine import adamw
 from tlops.train.strategies import Need, Strategy, TrainData
 from tlops.train.strategies.base import Batch
 
