@@ -89,6 +89,7 @@ def prepare(root: Path, params_file: Path) -> tuple[Any, dict[str, Path]]:
     from tlops.config import apply_overrides, load_params
     from tlops.data.demo import write_demo
     from tlops.runner.execute import execute
+    from tlops.steps import spec_of
 
     write_demo(root / "source", root / "target", drops=3)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -104,8 +105,8 @@ def prepare(root: Path, params_file: Path) -> tuple[Any, dict[str, Path]]:
     params = apply_overrides(load_params(params_file), {"data.target": str(root / "target")})
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     dataset, report = root / "ingest", root / "report"
-    execute("ingest_data", params, {}, {"dataset": dataset}, {"domain": "target"})
-    execute("validate_data", params, {"dataset": dataset}, {"report": report})
+    execute(spec_of("ingest_data"), params, {}, {"dataset": dataset}, {"domain": "target"})
+    execute(spec_of("validate_data"), params, {"dataset": dataset}, {"report": report})
     return params, {"dataset": dataset, "report": report}
 
 

@@ -27,6 +27,7 @@ from tlops.models.init import create_model
 from tlops.models.numerics import Numerics, bf16_units
 from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
+from tlops.steps import spec_of
 from tlops.train.loop import fit
 from tlops.train.strategies import TrainData, get_strategy
 
@@ -46,7 +47,13 @@ def main() -> None:
         params = load_params(REPO / "params.yaml", {"extract_features.cache_dir": str(work)})
         write_demo(work / "source", work / "target")
         with_data = apply_overrides(params, {"data.target": str(work / "target")})
-        execute("ingest_data", with_data, {}, {"dataset": work / "ingest"}, {"domain": "target"})
+        execute(
+            spec_of("ingest_data"),
+            with_data,
+            {},
+            {"dataset": work / "ingest"},
+            {"domain": "target"},
+        )
         splits = load_splits(params, work / "ingest", CLASSES, ("train", "val", "test"))
         data = TrainData(CLASSES, splits["train"], splits["val"])
         test = splits["test"]

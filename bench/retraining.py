@@ -98,6 +98,7 @@ def main() -> None:
     from tlops.config import load_params
     from tlops.data.demo import write_demo
     from tlops.runner.execute import execute
+    from tlops.steps import spec_of
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -122,8 +123,8 @@ def main() -> None:
         report = next(runs[-1].glob("validate-data/report"))
         # drop 3 added: ingested and validated once, as the retraining pipeline would
         with3 = load_params(params_file, {"data.target": str(work / "target3")})
-        execute("ingest_data", with3, {}, {"dataset": work / "d3"}, {"domain": "target"})
-        execute("validate_data", with3, {"dataset": work / "d3"}, {"report": work / "r3"})
+        execute(spec_of("ingest_data"), with3, {}, {"dataset": work / "d3"}, {"domain": "target"})
+        execute(spec_of("validate_data"), with3, {"dataset": work / "d3"}, {"report": work / "r3"})
         cold = check(work, params_file, work / "d3", work / "r3", "cold")
         print(f"first check on drop 3 (cold cache): {cold['wall']:.1f} s", flush=True)
         same: list[dict[str, Any]] = []

@@ -19,6 +19,7 @@ from tlops.io import read_json
 from tlops.models.init import load_model
 from tlops.plugins import Need, needs_of
 from tlops.runner.execute import execute
+from tlops.steps import spec_of
 from tlops.steps.evaluate import score
 from tlops.train.strategies.distill import images_per_s
 
@@ -54,8 +55,8 @@ def prepare(params: Params, work: Path) -> dict[str, int]:
     for domain in ("source", "target"):
         with_data = apply_overrides(params, {f"data.{domain}": str(work / domain)})
         ingested, report = work / f"{domain}_ingest", work / f"{domain}_report"
-        execute("ingest_data", with_data, {}, {"dataset": ingested}, {"domain": domain})
-        execute("validate_data", params, {"dataset": ingested}, {"report": report}, {})
+        execute(spec_of("ingest_data"), with_data, {}, {"dataset": ingested}, {"domain": domain})
+        execute(spec_of("validate_data"), params, {"dataset": ingested}, {"report": report}, {})
         sizes[domain] = len(load_splits(params, ingested, CLASSES, ("train",))["train"])
     return sizes
 
@@ -73,7 +74,7 @@ def train_and_score(
             "source_report": work / "source_report",
         }
     started = time.perf_counter()
-    execute("train", p, inputs, {"model": out}, {"checkpoint_root": str(work / "ckpt")})
+    execute(spec_of("train"), p, inputs, {"model": out}, {"checkpoint_root": str(work / "ckpt")})
     seconds = time.perf_counter() - started
     model = load_model(out / "model.pt")
     splits = load_splits(p, work / "target_ingest", CLASSES, ("val", "test"))

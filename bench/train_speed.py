@@ -48,6 +48,7 @@ from tlops.models.model import TransferModel
 from tlops.models.numerics import CACHE_FILE, bf16_units
 from tlops.runner.execute import execute
 from tlops.runtime import resolve_device, seed_everything
+from tlops.steps import spec_of
 from tlops.train.loop import fit
 from tlops.train.numerics import training_numerics
 from tlops.train.strategies import TrainData, get_strategy
@@ -401,7 +402,13 @@ def main() -> None:
         params = load_params(REPO / "params.yaml", {"extract_features.cache_dir": str(work)})
         write_demo(work / "source", work / "target")
         with_data = apply_overrides(params, {"data.target": str(work / "target")})
-        execute("ingest_data", with_data, {}, {"dataset": work / "ingest"}, {"domain": "target"})
+        execute(
+            spec_of("ingest_data"),
+            with_data,
+            {},
+            {"dataset": work / "ingest"},
+            {"domain": "target"},
+        )
         device = resolve_device(args.device)
         rows = []
         for name in args.models:

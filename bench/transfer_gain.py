@@ -37,6 +37,7 @@ from tlops.models.inference import pooled_features, predict_logits
 from tlops.models.init import create_model
 from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
+from tlops.steps import spec_of
 from tlops.train.loop import fit
 from tlops.train.strategies import TrainData, get_strategy
 
@@ -49,7 +50,7 @@ EPOCHS = {10: 25, 50: 10, 0: 5}  # k -> epochs (0 = all labels): roughly equal s
 def ingest(params: Params, data: Path, out: Path) -> None:
     """ingest_data of ``data`` into ``out``, as every runner calls it."""
     with_data = apply_overrides(params, {"data.target": str(data)})
-    execute("ingest_data", with_data, {}, {"dataset": out}, {"domain": "target"})
+    execute(spec_of("ingest_data"), with_data, {}, {"dataset": out}, {"domain": "target"})
 
 
 def subset(split: SplitTensors, k: int, seed: int) -> SplitTensors:

@@ -1,17 +1,36 @@
-"""KFP v2 components, one per step: thin typed wrappers around ``tlops.runner.execute``.
+"""KFP v2 components, one per step: thin typed wrappers around the steps.
 
-Each ``components/<step>.py`` is generated from the step's declaration (``tlops generate``);
-:func:`build_components` turns them into KFP components for a given image (set when the pipeline
-is compiled). The functions run inside the project image, where tlops is installed, so they
-need no ``packages_to_install``.
+Each ``components/<step>.py`` is generated from the step's declaration; :func:`build_components`
+turns them into KFP components for a given image (set when the pipeline is compiled).
+The functions run inside the project image, where tlops is installed, so they need no
+``packages_to_install``.
+
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from typing import Any
 
-from tlops.steps.declarations import STEPS
+from components.detect_change import detect_change
+from components.evaluate import evaluate
+from components.extract_features import extract_features
+from components.ingest_data import ingest_data
+from components.register_model import register_model
+from components.train import train
+from components.validate_data import validate_data
+
+# in the order of the declarations
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "ingest_data": ingest_data,
+    "validate_data": validate_data,
+    "extract_features": extract_features,
+    "train": train,
+    "evaluate": evaluate,
+    "register_model": register_model,
+    "detect_change": detect_change,
+}
 
 
 def build_components(base_image: str) -> dict[str, Any]:
@@ -25,12 +44,9 @@ def build_components(base_image: str) -> dict[str, Any]:
     """
     from kfp import dsl
 
-    # The image has tlops and kfp installed: nothing is pip-installed when a task starts.
+    # The image has tlops and kfp installed: nothing is pip-installed when a task
+    # starts.
     return {
-        spec.name: dsl.component(
-            getattr(importlib.import_module(f"components.{spec.name}"), spec.name),
-            base_image=base_image,
-            install_kfp_package=False,
-        )
-        for spec in STEPS
+        name: dsl.component(function, base_image=base_image, install_kfp_package=False)
+        for name, function in FUNCTIONS.items()
     }

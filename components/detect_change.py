@@ -1,6 +1,6 @@
 """KFP component ``detect_change``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
@@ -30,9 +30,10 @@ def detect_change(
         "true" when the data calls for a retrain, else "false".
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.detect_change import STEP
 
     return run_component(
-        "detect_change",
+        STEP,
         params,
         {
             "dataset": dataset,

@@ -1,6 +1,6 @@
 """KFP component ``evaluate``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from typing import Optional
@@ -43,9 +43,10 @@ def evaluate(
             of the domains' features before and after training).
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.evaluate import STEP
 
     run_component(
-        "evaluate",
+        STEP,
         params,
         {
             "dataset": dataset,

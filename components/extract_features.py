@@ -1,6 +1,6 @@
 """KFP component ``extract_features``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from kfp.dsl import Dataset, Input, Output
@@ -21,9 +21,10 @@ def extract_features(
         features: <split>.npy, <split>_index.csv, features.json
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.extract_features import STEP
 
     run_component(
-        "extract_features",
+        STEP,
         params,
         {
             "dataset": dataset,

@@ -1,6 +1,6 @@
 """KFP component ``ingest_data``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from kfp.dsl import Dataset, Output
@@ -25,9 +25,10 @@ def ingest_data(
             cluster it is also the task's cache key.
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.ingest_data import STEP
 
     run_component(
-        "ingest_data",
+        STEP,
         params,
         {
             "dataset": dataset,

@@ -1,6 +1,6 @@
 """KFP component ``register_model``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
@@ -27,9 +27,10 @@ def register_model(
         summary: The decision and its reasons.
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.register_model import STEP
 
     run_component(
-        "register_model",
+        STEP,
         params,
         {
             "dataset": dataset,

@@ -1,6 +1,6 @@
 """KFP component ``train``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from typing import Optional
@@ -37,9 +37,10 @@ def train(
             into the run it opened.
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.train import STEP
 
     run_component(
-        "train",
+        STEP,
         params,
         {
             "dataset": dataset,

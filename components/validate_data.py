@@ -1,6 +1,6 @@
 """KFP component ``validate_data``: the step's declaration as a typed KFP signature.
 
-Generated from src/tlops/steps/declarations.py by `tlops generate`; do not edit.
+Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
@@ -26,9 +26,10 @@ def validate_data(
         summary: The validation summary.
     """
     from tlops.runner.execute import run_component
+    from tlops.steps.validate_data import STEP
 
     run_component(
-        "validate_data",
+        STEP,
         params,
         {
             "dataset": dataset,

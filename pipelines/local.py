@@ -196,14 +196,14 @@ def _conditional_outputs(change: Path) -> dict[str, Path]:
 def _raise_failure(run_dir: Path, log: Path, exc: RuntimeError) -> None:
     """Re-raise a failed local run with the reason a person needs, not just 'task failed'."""
     from tlops.io import read_json
-    from tlops.layout import VALIDATION_FILE
-    from tlops.steps.validate_data import MESSAGE_FILE, DataValidationError
+    from tlops.layout import MESSAGE_FILE, VALIDATION_FILE
+    from tlops.runner.spec import StepFailure
 
     for report in sorted((run_dir / "kfp").glob("*/validate-data*/report")):
         result = report / VALIDATION_FILE
         if result.is_file() and not read_json(result)["passed"]:
             message = (report / MESSAGE_FILE).read_text(encoding="utf-8").rstrip()
-            raise DataValidationError(f"{message}\n  KFP log: {log}", report) from exc
+            raise StepFailure(f"{message}\n  KFP log: {log}", report) from exc
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines() if log.is_file() else []
     raise RuntimeError(f"pipeline failed: {task_error(lines) or exc}\n  KFP log: {log}") from exc
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from pipelines.wiring import Tasks
 from tlops.config import Params
 from tlops.plugins import Need, needs_of
-from tlops.steps.declarations import SPECS
+from tlops.steps import SPECS
 
 CHECKPOINT_MOUNT = "/checkpoints"
 

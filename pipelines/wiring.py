@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tlops.runner.spec import Port
-from tlops.steps.declarations import SPECS
+from tlops.steps import SPECS
 
 
 class WiringError(ValueError):

@@ -83,8 +83,9 @@ def run_step(
 ) -> Any:
     """Run a step as every runner does (tlops.runner.execute) and return its result's details."""
     from tlops.runner.execute import execute
+    from tlops.steps import spec_of
 
-    return execute(name, params, inputs, outputs, args).details
+    return execute(spec_of(name), params, inputs, outputs, args).details
 
 
 def ingest(params: Any, root: Path, out: Path, domain: str = "target") -> Any:

@@ -10,6 +10,7 @@ IMAGES_DIR = "images"
 UNLABELED_DIR = "_unlabeled"  # data.target_unlabeled's images, under images/ and in the manifest
 # validate_data -> report
 VALIDATION_FILE = "validation.json"
+MESSAGE_FILE = "message.txt"  # a failed validation's message, as the step raised it
 SUMMARY_FILE = "summary.md"
 DOCS_DIR = "data_docs"
 # extract_features -> features
@@ -30,3 +31,4 @@ CHANGE_FILE = "change.json"
 MANIFEST_ARTIFACT = "data/manifest.csv"
 # train -> the console: the line each epoch writes on stderr (`tlops run` echoes it from KFP's log)
 PROGRESS_PREFIX = "train: epoch "
+NUMERICS_CACHE = "numerics.json"  # the numerics calibration's cache, in the cache folder

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-# the package whose every module is a built-in strategy (imported by name: a plug-in loader)
-BUILTIN = "tlops.train.strategies"
+# the built-in declarations, imported by name (a plug-in loader): every strategy of the package
+# registers itself, and the steps' catalog registers the params sections steps declare
+BUILTIN = ("tlops.train.strategies", "tlops.steps")
 
 
 class Need(StrEnum):
@@ -80,6 +81,7 @@ class StrategyDecl:
 _STRATEGIES: dict[str, StrategyDecl] = {}
 _SECTIONS: dict[str, type[BaseModel]] = {}
 _LOADED: set[str] = set()
+_STEP_SECTIONS: dict[str, type[BaseModel]] = {}
 
 
 def register(decl: StrategyDecl) -> StrategyDecl:
@@ -111,7 +113,7 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
     Raises:
         ValueError: A module named in params.yaml ``plugins`` cannot be imported.
     """
-    for module in (BUILTIN, *modules):
+    for module in (*BUILTIN, *modules):
         if module in _LOADED:
             continue
         try:
@@ -166,6 +168,22 @@ def sections() -> list[str]:
 def is_section(name: str) -> bool:
     """True when a registered strategy reads the section ``train.<name>``."""
     return name in _SECTIONS
+
+
+def register_step_section(name: str, model: type[BaseModel]) -> None:
+    """Record that a step declares the top-level section ``name`` of params.yaml with ``model``.
+
+    A step whose params no other step or library layer reads declares them in its own module
+    (:class:`tlops.runner.spec.StepSpec`'s ``section``); :class:`tlops.config.Params` validates
+    the section with that model.
+    """
+    _STEP_SECTIONS[name] = model
+
+
+def step_sections() -> Mapping[str, type[BaseModel]]:
+    """The top-level sections steps declared (once the steps' catalog is imported)."""
+    load_plugins()
+    return MappingProxyType(_STEP_SECTIONS)
 
 
 def needs_of(train: TrainParams) -> frozenset[Need]:

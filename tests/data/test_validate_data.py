@@ -402,6 +402,7 @@ def test_classes_given_and_overridden_by_the_champion_are_reported(
     params: Params, make_tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tlops.runner.execute import execute
+    from tlops.steps import spec_of
 
     name = params.register_model.model_name
     with_registry = with_champion(params, tmp_path, monkeypatch, "cat,dog,fox")
@@ -429,7 +430,11 @@ def test_classes_given_and_overridden_by_the_champion_are_reported(
     ingest(shrunk, root, tmp_path / "same" / "ingest")
     out = tmp_path / "same" / "validate"
     result = execute(
-        "validate_data", shrunk, {"dataset": tmp_path / "same" / "ingest"}, {"report": out}, {}
+        spec_of("validate_data"),
+        shrunk,
+        {"dataset": tmp_path / "same" / "ingest"},
+        {"report": out},
+        {},
     )
     note = (
         f"validate_data.classes [cat, dog] is overridden by champion {name} v1's class map "
@@ -447,7 +452,11 @@ def test_classes_given_and_overridden_by_the_champion_are_reported(
     # the classes given are the champion's: nothing is overridden, nothing to say
     same = given_classes(with_registry, "cat", "dog", "fox")
     result = execute(
-        "validate_data", same, {"dataset": tmp_path / "same" / "ingest"}, {"report": out}, {}
+        spec_of("validate_data"),
+        same,
+        {"dataset": tmp_path / "same" / "ingest"},
+        {"report": out},
+        {},
     )
     assert "note" not in result.summary
     assert json.loads((out / "validation.json").read_text())["overridden_classes"] is None

@@ -247,6 +247,7 @@ def test_an_object_store_prefix_has_the_version_dvc_records_for_the_same_files(
 
     from tlops.config import load_params
     from tlops.runner.execute import execute
+    from tlops.steps import spec_of
 
     for key, value in topology.s3_env().items():
         monkeypatch.setenv(key, value)
@@ -256,7 +257,7 @@ def test_an_object_store_prefix_has_the_version_dvc_records_for_the_same_files(
         s3.upload_file(str(path), DVC_BUCKET, f"plain/target/{path.relative_to(target)}")
     prefix = f"s3://{DVC_BUCKET}/plain/target"
     params = load_params(REPO / "params.yaml", {"data.target": prefix})
-    execute("ingest_data", params, {}, {"dataset": tmp_path / "out"}, {"domain": "target"})
+    execute(spec_of("ingest_data"), params, {}, {"dataset": tmp_path / "out"}, {"domain": "target"})
     ingested = json.loads((tmp_path / "out" / "ingest.json").read_text())
     recorded = re.search(r"md5: (\S+)", (target.parent / "target.dvc").read_text())
     assert recorded is not None

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+import tlops.steps as declarations
 from tests.conftest import REPO
 from tlops.runner.generate import dvc_stage, generated_files
 from tlops.runner.spec import Port, StepSpec
-from tlops.steps import declarations
 
 KFP_TYPES = {
     "Dataset": "system.Dataset",
@@ -86,14 +86,16 @@ def _expected_interface(spec: StepSpec) -> dict[str, str]:
 def drift(repo: Path, steps: tuple[StepSpec, ...]) -> list[str]:
     """Every disagreement between ``steps`` and the runners derived from them."""
     found = []
-    for path, text in generated_files(repo).items():
+    for path, text in generated_files(repo, steps).items():
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             found.append(f"{path.relative_to(repo)} differs from `tlops generate`")
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     for spec in steps:
         module = importlib.import_module(f"tlops.steps.{spec.name}")
-        if not callable(getattr(module, "run", None)):
-            found.append(f"tlops.steps.{spec.name} has no run()")
+        if getattr(module, "STEP", None) is not spec and spec in declarations.STEPS:
+            found.append(f"tlops.steps.{spec.name} does not hold its declaration as STEP")
+        if not callable(spec.run):
+            found.append(f"step {spec.name} has no run()")
         if _cli_options(spec.name) != _expected_cli(spec):
             found.append(f"tlops step {spec.name}: options {_cli_options(spec.name)}")
         if not (repo / "components" / f"{spec.name}.py").is_file():
@@ -105,7 +107,7 @@ def drift(repo: Path, steps: tuple[StepSpec, ...]) -> list[str]:
                 found.append(f"dvc.yaml has a stage {spec.name}, declared dvc=False")
             continue
         stage = stages.get(spec.name, {})
-        if stage != dvc_stage(spec):
+        if stage != dvc_stage(spec, steps):
             found.append(f"dvc.yaml stage {spec.name} differs from its declaration")
         body = stage.get("do", stage)
         wanted = [p.replace("{domain}", "${key}") for p in spec.params]
@@ -169,29 +171,22 @@ def _copy(tmp_path: Path) -> Path:
     return repo
 
 
-def test_drift_sees_a_declaration_changed_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_drift_sees_a_declaration_changed_alone(tmp_path: Path) -> None:
     repo = _copy(tmp_path)
     train = declarations.spec_of("train")
     changed = dataclasses.replace(train, params=(*train.params, "evaluate"))
     steps = tuple(changed if s.name == "train" else s for s in declarations.STEPS)
-    monkeypatch.setattr(declarations, "STEPS", steps)
-    monkeypatch.setattr("tlops.runner.generate.STEPS", steps)
     found = drift(repo, steps)
     assert "dvc.yaml differs from `tlops generate`" in found
     assert "dvc.yaml stage train reads params" in " ".join(found)
 
 
-def test_drift_sees_a_new_output_declared_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_drift_sees_a_new_output_declared_alone(tmp_path: Path) -> None:
     repo = _copy(tmp_path)
     evaluate = declarations.spec_of("evaluate")
     extra = Port("calibration", "Artifact", "A calibration table.")
     changed = dataclasses.replace(evaluate, outputs=(*evaluate.outputs, extra))
     steps = tuple(changed if s.name == "evaluate" else s for s in declarations.STEPS)
-    monkeypatch.setattr("tlops.runner.generate.STEPS", steps)
     found = " | ".join(drift(repo, steps))
     assert "components/evaluate.py differs" in found  # the component
     assert "tlops step evaluate: options" in found  # the CLI built from the old declaration

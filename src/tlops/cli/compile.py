@@ -43,9 +43,10 @@ def generate(
 
     def body() -> None:
         from tlops.runner.generate import generated_files
+        from tlops.steps import STEPS
 
         stale = []
-        for path, text in generated_files(Path.cwd()).items():
+        for path, text in generated_files(Path.cwd(), STEPS).items():
             if path.is_file() and path.read_text(encoding="utf-8") == text:
                 continue
             stale.append(path)

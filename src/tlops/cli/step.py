@@ -1,6 +1,6 @@
 """``tlops step <name>``: one command per declared step (what dvc.yaml and KFP components call).
 
-The commands are built from the declarations (``tlops.steps.declarations``): one option per
+The commands are built from the declarations (``tlops.steps``): one option per
 input, output and argument of the step, so the CLI cannot drift from the components and stages.
 """
 
@@ -15,7 +15,7 @@ import typer
 
 from tlops.cli.common import ParamsOpt, SetOpt, console, guard, progress, read_params
 from tlops.runner.spec import StepSpec
-from tlops.steps.declarations import STEPS
+from tlops.steps import STEPS
 
 step_app = typer.Typer(
     help="Run one pipeline step (what dvc.yaml stages and KFP components call).",
@@ -35,7 +35,7 @@ def _step_command(spec: StepSpec) -> Callable[..., None]:
             outputs = {p.name: options[p.name] for p in spec.dirs}
             args = {a.name: options[a.name] for a in spec.args if options[a.name] is not None}
             with progress(spec.name, None) as advance:
-                result = execute(spec.name, resolved, inputs, outputs, args, advance)
+                result = execute(spec, resolved, inputs, outputs, args, advance)
             if result.summary:  # a data-parallel process other than rank 0 has nothing to say
                 console.print(result.summary, highlight=False)
 

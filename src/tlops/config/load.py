@@ -152,13 +152,13 @@ def _broken_rules(error: ValidationError) -> list[tuple[str, str]]:
 def _broken_rules_of(item: Any) -> list[tuple[str, str]]:
     where = ".".join(str(part) for part in item["loc"])
     message = rule_message(item)
-    if item["type"] != "value_error" or where != "train":
+    if item["type"] != "value_error" or where not in ("train", ""):
         return [(where, message)]
-    # the rules TrainConfig checked for the strategies' sections, each naming its own key
+    # the rules checked for the sections strategies and steps declare, each naming its own key
     rules = []
     for line in message.removeprefix("Value error, ").split("; "):
         key, _, why = line.partition(": ")
-        rules.append((key, why) if key.startswith("train.") else (where, line))
+        rules.append((key, why) if key.startswith(where) and " " not in key else (where, line))
     return rules
 
 

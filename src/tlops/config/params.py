@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 
 from tlops import plugins
 from tlops.config.cluster import KfpConfig, RuntimeConfig, TrackingConfig
 from tlops.config.data import DataConfig, DemoConfig, ImageConfig, IngestConfig, ValidateConfig
 from tlops.config.model import EvaluateConfig, ExtractConfig, ModelConfig
 from tlops.config.release import DetectChangeConfig, RegisterConfig
-from tlops.config.sections import Section
+from tlops.config.sections import Section, suggest, validated_section
 from tlops.config.train import TrainConfig
 
 
 class Params(Section):
-    """Every section of ``params.yaml``."""
+    """Every section of ``params.yaml``.
+
+    Beside the sections below, a step may declare a section of its own in its module (read by
+    that step alone): it is validated by the model the step registered (:mod:`tlops.plugins`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
     # modules to import before the params are validated: strategies of your own register there
     plugins: tuple[str, ...]
@@ -43,6 +49,31 @@ class Params(Section):
         if isinstance(raw, dict):
             plugins.load_plugins(raw.get("plugins") or ())
         return raw
+
+    @model_validator(mode="after")
+    def _step_sections(self) -> Params:
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        declared = plugins.step_sections()
+        for name, raw in list(extra.items()):
+            if name not in declared:
+                keys = [*type(self).model_fields, *declared]
+                raise ValueError(f"{name}: not a section of params.yaml{suggest(name, keys)}")
+            extra[name] = validated_section(name, declared[name], raw)
+        for name, model in declared.items():
+            if name not in extra:
+                extra[name] = validated_section(name, model, None)
+        return self
+
+    def section(self, name: str) -> Any:
+        """The validated section ``name`` a step declared in its own module.
+
+        Raises:
+            KeyError: The params have no such section.
+        """
+        extra = self.__pydantic_extra__ or {}
+        if name not in extra:
+            raise KeyError(f"{name}: not a section of these params")
+        return extra[name]
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved parameters as ``{"section.key": value}`` for logging."""

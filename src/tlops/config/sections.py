@@ -10,7 +10,7 @@ import difflib
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # the manifest split of the images of data.target_unlabeled: training data without a label
@@ -74,3 +74,25 @@ def suggest(name: str, keys: list[str]) -> str:
     """`` (did you mean 'lr'?)`` for a typo of one of ``keys``, else nothing."""
     close = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def validated_section(
+    key: str, model: type[BaseModel], raw: Any, missing: str = "params.yaml holds every default"
+) -> BaseModel:
+    """``raw`` validated as the section ``key`` (a declared one); None: the section is missing.
+
+    Raises:
+        ValueError: One line per broken rule, each naming its key (``; ``-separated).
+    """
+    if isinstance(raw, model):
+        return raw
+    try:
+        return model.model_validate({} if raw is None else raw)
+    except ValidationError as exc:
+        if raw is None:
+            raise ValueError(f"{key}: missing ({missing})") from None
+        lines = [
+            f"{key}.{'.'.join(str(p) for p in item['loc'])}: {rule_message(item)}"
+            for item in exc.errors()
+        ]
+        raise ValueError("; ".join(lines)) from None

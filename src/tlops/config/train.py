@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tlops import plugins
-from tlops.config.sections import NumericsSetting, Section, rule_message, suggest
+from tlops.config.sections import NumericsSetting, Section, suggest, validated_section
 
 
 class AugmentConfig(Section):
@@ -93,14 +93,15 @@ class TrainConfig(Section):
                 keys = [*type(self).model_fields, *plugins.sections()]
                 raise ValueError(f"train.{name}: not a key of params.yaml{suggest(name, keys)}")
             model = plugins.section_model(name)
-            extra[name] = _validated_section(name, model, raw)
+            extra[name] = validated_section(f"train.{name}", model, raw)
         try:
             decl = plugins.declaration(self.strategy)
         except ValueError as exc:
             raise ValueError(str(exc).replace("train.strategy ", "train.strategy: ", 1)) from None
         for name, model in decl.sections.items():
             if name not in extra:
-                extra[name] = _validated_section(name, model, None, decl.name)
+                why = f"train.strategy {decl.name} reads it, and params.yaml holds its sections"
+                extra[name] = validated_section(f"train.{name}", model, None, why)
         return self
 
     def section(self, name: str) -> Any:
@@ -113,28 +114,3 @@ class TrainConfig(Section):
         if name not in extra:
             raise KeyError(f"train.{name}: not in these params")
         return extra[name]
-
-
-def _validated_section(
-    name: str, model: type[BaseModel], raw: Any, strategy: str | None = None
-) -> BaseModel:
-    """``raw`` validated as ``train.<name>``; None: the section is missing.
-
-    Raises:
-        ValueError: One line per broken rule, each naming its key.
-    """
-    if isinstance(raw, model):
-        return raw
-    try:
-        return model.model_validate({} if raw is None else raw)
-    except ValidationError as exc:
-        if raw is None:
-            raise ValueError(
-                f"train.{name}: missing (train.strategy {strategy} reads it; params.yaml "
-                "holds every strategy's section)"
-            ) from None
-        lines = [
-            f"train.{name}.{'.'.join(str(p) for p in item['loc'])}: {rule_message(item)}"
-            for item in exc.errors()
-        ]
-        raise ValueError("; ".join(lines)) from None

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from tlops.config import SPLITS, UNLABELED_SPLIT, AlignConfig, Params
 from tlops.io import read_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, VALIDATION_FILE
 
-if TYPE_CHECKING:  # torch is imported only by the steps that decode images
+if TYPE_CHECKING:  # torch and pandas are imported only by the steps that read images or rows
+    import pandas as pd
+
     from tlops.data.tensors import SplitTensors
 
 
@@ -63,6 +63,8 @@ def unlabeled_version(ingest: dict[str, Any]) -> str | None:
 
 def load_manifest(ingest_dir: Path) -> pd.DataFrame:
     """Read ``manifest.csv`` of an ingest output with stable dtypes (labels stay strings)."""
+    import pandas as pd
+
     path = ingest_dir / MANIFEST_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found; run ingest_data first")

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from tlops.config import NUMERICS_FORMS
+from tlops.layout import NUMERICS_CACHE
 
 AUTO = "auto"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -59,7 +60,7 @@ MARGIN = 0.03
 COMPILE_SECONDS = 60.0
 WARMUP = 1
 TIMED = 3
-CACHE_FILE = "numerics.json"
+CACHE_FILE = NUMERICS_CACHE
 
 
 @dataclass(frozen=True)

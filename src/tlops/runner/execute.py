@@ -96,9 +96,7 @@ def _resolve_args(spec: StepSpec, args: Mapping[str, str]) -> dict[str, str]:
     return {**declared, **args}
 
 
-def _run_of(
-    spec: StepSpec, params: Params, inputs: Mapping[str, Path]
-) -> lifecycle.RunLog | None:
+def _run_of(spec: StepSpec, params: Params, inputs: Mapping[str, Path]) -> lifecycle.RunLog | None:
     """The MLflow run the step logs into, as its declaration says (None: it logs nothing)."""
     if spec.tracking == Tracking.OPENS and os.environ.get(lifecycle.RUN_ID_ENV):
         return lifecycle.join_run(params, inputs)  # the launcher recorded the inputs

@@ -16,6 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
+from tlops import plugins
+
 # KFP artifact types a port can have (names of kfp.dsl classes).
 ArtifactKind = Literal[
     "Dataset", "Model", "Artifact", "Metrics", "ClassificationMetrics", "HTML", "Markdown"
@@ -98,6 +102,13 @@ class StepSpec:
     returns: str | None = None
     # a stage of dvc.yaml; False for steps of the retraining pipeline only (DVC has no dsl.If)
     dvc: bool = True
+    # the params model of a section only this step reads (params.yaml `<name>:`), declared here
+    # rather than in tlops.config; Params validates it (see tlops.plugins)
+    section: type[BaseModel] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.section is not None:
+            plugins.register_step_section(self.name, self.section)
 
     def port(self, name: str) -> Port:
         """The input or output port called ``name``."""

@@ -21,18 +21,20 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.dataset import ingest_info, load_manifest, require_validated
-from tlops.evaluate.change import ChangeCounts, ChangeDecision, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
-from tlops.runner.spec import StepIO, StepResult
+from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tlops.evaluate.change import ChangeCounts, ChangeDecision
 
 HELD_OUT = ("val", "test")
 
@@ -148,6 +150,8 @@ def _compare(
     ingest_dir: Path,
 ) -> _Found:
     """The data against the champion's: its version, the images per class, labels, drift."""
+    from tlops.evaluate.change import compare_manifests
+
     found = _Found(same_version=champion.tags.get("data_version") == data_version)
     if found.same_version:
         return found
@@ -214,6 +218,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     Returns:
         The decision (``value``: ``"true"`` or ``"false"``; ``details``: the change.json payload).
     """
+    from tlops.evaluate.change import decide
+
     started = time.perf_counter()
     cfg = params.detect_change
     ingest_dir = io.inputs["dataset"]
@@ -281,3 +287,46 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
     io.run.artifacts(
         [io.outputs["change"] / CHANGE_FILE, io.outputs["change"] / SUMMARY_FILE], "detect_change"
     )
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+REPORT = ("validate_data", "report")
+STEP = StepSpec(
+    name="detect_change",
+    run=run,
+    help="Compare the target data with the champion's: new, removed and changed images per "
+    "class, drift in the champion's feature space (MMD permutation test), label shift; "
+    "decide whether to retrain (params detect_change).",
+    params=(
+        "detect_change",
+        "image",
+        "register_model.model_name",
+        "extract_features.cache_dir",
+        "runtime",
+        "tracking",
+    ),
+    inputs=(
+        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+        Port(
+            "report",
+            "Artifact",
+            "Output of validate_data (it must have passed).",
+            producer=REPORT,
+            domain="target",
+        ),
+    ),
+    outputs=(
+        Port("change", "Artifact", "change.json (decision, reasons, statistics), summary.md"),
+        Port("summary", "Markdown", "The decision and its reasons.", view=True),
+    ),
+    code=(
+        "tlops.evaluate.change",
+        "tlops.evaluate.drift",
+        "tlops.models.embed",
+        "tlops.tracking.registry",
+    ),
+    tracking=Tracking.OPENS,
+    returns='"true" when the data calls for a retrain, else "false".',
+    dvc=False,
+)

@@ -11,28 +11,26 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.data.tensors import SplitTensors
 from tlops.evaluate.metrics import classification_metrics, finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
-from tlops.models.inference import inference_numerics, predict_logits
-from tlops.models.init import load_model, model_from_checkpoint, resolve_init
-from tlops.models.model import TransferModel
-from tlops.models.numerics import CACHE_FILE
-from tlops.runner.spec import StepIO, StepResult
+from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, NUMERICS_CACHE, TRAIN_FILE
+from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.runtime import resolve_device
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.report import KEY_ARTIFACTS
 from tlops.train.strategies import get_strategy
 from tlops.train.strategies.base import EvalContext, EvalExtras
+
+if TYPE_CHECKING:
+    from tlops.data.tensors import SplitTensors
+    from tlops.models.model import TransferModel
 
 COMPARISON_FILE = "comparison.md"
 
@@ -50,6 +48,10 @@ class EvaluateResult:
 
 def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str, Any]:
     """All metrics of ``model`` on a split."""
+    import torch
+
+    from tlops.models.inference import inference_numerics, predict_logits
+
     device = resolve_device(params.runtime.device)
     batch_size = params.evaluate.batch_size
     choice = inference_numerics(
@@ -58,7 +60,7 @@ def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str,
         [test],
         batch_size,
         device,
-        params.extract_features.cache_dir / CACHE_FILE,
+        params.extract_features.cache_dir / NUMERICS_CACHE,
     )
     logits = predict_logits(model.to(device), test, batch_size, device, choice.numerics)
     probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
@@ -74,6 +76,8 @@ def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str,
 def _champion(
     params: Params, classes: list[str], version: str | None = None
 ) -> tuple[TransferModel | None, str | None, str]:
+    from tlops.models.init import model_from_checkpoint, resolve_init
+
     name = params.register_model.model_name
     if version is None:
         try:
@@ -155,6 +159,8 @@ def run(params: Params, io: StepIO) -> StepResult:
     Returns:
         Candidate and champion metrics.
     """
+    from tlops.models.init import load_model
+
     ingest_dir, model_dir = io.inputs["dataset"], io.inputs["model"]
     out_dir = io.outputs["evaluation"]
     ingest = ingest_info(ingest_dir)
@@ -334,3 +340,58 @@ def comparison_markdown(result: EvaluateResult) -> str:
             f"{'-' if other is None else f'{other:.4f}'} |"
         )
     return f"## Test split\n\n{result.champion_note}\n\n" + "\n".join(lines) + "\n"
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+STEP = StepSpec(
+    name="evaluate",
+    run=run,
+    help="Evaluate the model (and the champion, on the same split) on the test split.",
+    params=(
+        "evaluate",
+        "model.backbone",
+        "model.pretrained",
+        "model.image_size",
+        "image",
+        "validate_data.classes",
+        "register_model.model_name",
+        "extract_features.cache_dir",
+        "runtime",
+        "tracking",
+    ),
+    inputs=(
+        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+        Port("model", "Model", "Output of train.", producer=("train", "model")),
+        Port(
+            "source_dataset",
+            "Dataset",
+            "Output of ingest_data for the source domain (domain adaptation: the distance "
+            "of the domains' features before and after training).",
+            producer=DATASET,
+            domain="source",
+            optional=True,
+        ),
+    ),
+    outputs=(
+        Port(
+            "evaluation",
+            "Artifact",
+            "metrics.json, evaluation.json, per_class.csv, predictions.csv, plots",
+            files={
+                "metrics.json": "metrics",
+                "evaluation.json": "out",
+                "comparison.md": "uncached",
+                "predictions.csv": "out",
+                "per_class.csv": "uncached",
+                "confusion_matrix.png": "plots",
+                "reliability.png": "plots",
+            },
+        ),
+        Port("metrics", "Metrics", "Scalar test metrics.", view=True),
+        Port("confusion", "ClassificationMetrics", "The confusion matrix.", view=True),
+        Port("summary", "Markdown", "Candidate vs champion on the test split.", view=True),
+    ),
+    code=("tlops.evaluate.metrics", "tlops.evaluate.plots", "tlops.models.inference"),
+    tracking=Tracking.JOINS,
+)

@@ -14,20 +14,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tlops.config import SPLITS, Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.data.tensors import SplitTensors
 from tlops.io import atomic_dir, fingerprint, read_json, write_json
-from tlops.layout import FEATURES_FILE
-from tlops.models.inference import inference_numerics, pooled_features
-from tlops.models.init import create_model
-from tlops.models.numerics import CACHE_FILE
-from tlops.runner.spec import StepIO, StepResult
+from tlops.layout import FEATURES_FILE, NUMERICS_CACHE
+from tlops.runner.spec import Port, StepIO, StepResult, StepSpec
 from tlops.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from tlops.data.tensors import SplitTensors
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,9 @@ def _extract(
     progress: Callable[[int], None] | None,
 ) -> None:
     """Compute every split's features into the cache folder ``cached`` (all or nothing)."""
+    from tlops.models.inference import inference_numerics, pooled_features
+    from tlops.models.init import create_model
+
     splits = load_splits(params, ingest_dir, classes, progress=progress)
     device = resolve_device(params.runtime.device)
     model = create_model(params.model.backbone, classes, params.model.pretrained)
@@ -121,7 +123,7 @@ def _extract(
         [splits[s] for s in SPLITS],
         batch_size,
         device,
-        params.extract_features.cache_dir / CACHE_FILE,
+        params.extract_features.cache_dir / NUMERICS_CACHE,
         features=True,
     )
     counts, seconds = {}, 0.0
@@ -163,3 +165,28 @@ def _write_split(
         writer.writerow(["path", "label"])
         for path, label in zip(tensors.paths, tensors.labels, strict=True):
             writer.writerow([path, classes[label]])
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+STEP = StepSpec(
+    name="extract_features",
+    run=run,
+    help="Run the frozen backbone over every split and save the features.",
+    params=(
+        "model.backbone",
+        "model.pretrained",
+        "model.image_size",
+        "image",
+        "validate_data.classes",
+        "extract_features",
+        "runtime",
+    ),
+    inputs=(
+        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+    ),
+    outputs=(Port("features", "Dataset", "<split>.npy, <split>_index.csv, features.json"),),
+    code=("tlops.models.init", "tlops.models.inference", "tlops.data.tensors"),
+    cacheable=True,
+    resources="gpu",
+)

@@ -35,7 +35,7 @@ from tlops.data.manifest import (
 from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, UNLABELED_DIR
-from tlops.runner.spec import StepIO, StepResult
+from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec
 
 
 @dataclass(frozen=True)
@@ -214,3 +214,36 @@ def _finish(
         unlabeled_version=extra["data_version"] if extra else None,
         n_unlabeled=extra["n_images"] if extra else 0,
     )
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+STEP = StepSpec(
+    name="ingest_data",
+    run=run,
+    help="Scan an ImageFolder (params `data.<domain>`) into a manifest, a data version and "
+    "a snapshot of the images.",
+    params=("data.{domain}", "data.target_unlabeled", "image", "ingest_data"),
+    args=(
+        Arg(
+            "domain",
+            "Which entry of params.yaml `data` to ingest (target or source).",
+            "target",
+        ),
+        Arg(
+            "data_version",
+            "Expected data version (DVC md5); the step fails if the data "
+            "differs. On a cluster it is also the task's cache key.",
+        ),
+    ),
+    inputs=(),
+    outputs=(Port("dataset", "Dataset", "manifest.csv, ingest.json, images/"),),
+    code=(
+        "tlops.data.manifest",
+        "tlops.data.images",
+        "tlops.data.version",
+        "tlops.data.location",
+        "tlops.io",
+    ),
+    cacheable=True,
+    per_domain=True,
+)

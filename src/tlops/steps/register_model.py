@@ -16,11 +16,10 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.data.tensors import SplitTensors
 from tlops.evaluate.gate import Decision, ModelScores, should_promote, verdict_of
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
@@ -33,9 +32,7 @@ from tlops.layout import (
     SUMMARY_FILE,
     TRAIN_FILE,
 )
-from tlops.models.init import load_model
-from tlops.models.model import TransferModel
-from tlops.runner.spec import StepIO, StepResult
+from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking.lifecycle import RunLog, runner
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
@@ -46,7 +43,11 @@ from tlops.tracking.report import (
     version_description,
 )
 from tlops.tracking.runs import client, git_sha
-from tlops.tracking.serving import Registered, log_and_register
+
+if TYPE_CHECKING:
+    from tlops.data.tensors import SplitTensors
+    from tlops.models.model import TransferModel
+    from tlops.tracking.serving import Registered
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,8 @@ def run(params: Params, io: StepIO) -> StepResult:
 
 def _resolve(params: Params, io: StepIO) -> _Inputs:
     """Read the evaluation, the model and the data; the first gate decision and the tags."""
+    from tlops.models.init import load_model
+
     ingest_dir, model_dir = io.inputs["dataset"], io.inputs["model"]
     eval_dir = io.inputs["evaluation"]
     if not isinstance(io.run, RunLog):
@@ -224,6 +227,8 @@ def _regate(params: Params, inputs: _Inputs, found: str | None) -> Decision:
 
 def _register(params: Params, inputs: _Inputs) -> _Registration:
     """Log and register the model; in a release, move the champion if the gate says so."""
+    from tlops.tracking.serving import log_and_register
+
     cfg = params.register_model
     release = is_release(params)
     name = cfg.model_name if release else cfg.experiments_name()
@@ -343,3 +348,42 @@ def _log(
         }
     )
     inputs.run.artifacts([out_dir / DECISION_FILE], None)  # at the root: the compare view shows it
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+STEP = StepSpec(
+    name="register_model",
+    run=run,
+    help="Register the model in MLflow (alias challenger) and promote it to champion if "
+    "the gate allows.",
+    params=(
+        "register_model",
+        "model.image_size",
+        "image",
+        "validate_data.classes",
+        "tracking",
+    ),
+    inputs=(
+        Port(
+            "dataset",
+            "Dataset",
+            "Output of ingest_data (test images for the input example).",
+            producer=DATASET,
+            domain="target",
+        ),
+        Port("model", "Model", "Output of train.", producer=("train", "model")),
+        Port("evaluation", "Artifact", "Output of evaluate.", producer=("evaluate", "evaluation")),
+    ),
+    outputs=(
+        Port(
+            "decision",
+            "Artifact",
+            "decision.json, summary.md",
+            files={"decision.json": "uncached", "summary.md": "uncached"},
+        ),
+        Port("summary", "Markdown", "The decision and its reasons.", view=True),
+    ),
+    code=("tlops.evaluate.gate", "tlops.tracking.registry"),
+    tracking=Tracking.CLOSES,
+)

@@ -18,27 +18,32 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tlops.config import Params, TrainConfig
-from tlops.data.dataset import class_list, ingest_info, require_validated, unlabeled_version
-from tlops.evaluate.plots import training_curves_png
-from tlops.io import atomic_dir, fingerprint, read_json, write_json
-from tlops.layout import CHANGE_FILE, FEATURES_FILE, MODEL_FILE, PROGRESS_PREFIX, TRAIN_FILE
-from tlops.models.init import create_model, resolve_init
-from tlops.models.model import TransferModel
-from tlops.models.numerics import CACHE_FILE, Choice, fall_back
-from tlops.runner.spec import StepIO, StepResult
-from tlops.runtime import resolve_device, seed_everything, torchrun_rank
-from tlops.tracking.runs import client
-from tlops.train.distributed import Group, batchnorm_mode, check_strategy, process_group
-from tlops.train.loop import EpochCallback, TrainOutcome, fit
-from tlops.train.numerics import training_numerics
-from tlops.train.provide import Provision, provide
-from tlops.train.strategies import Need, Strategy, TrainData, get_strategy
+from tlops.io import atomic_dir, read_json, write_json
+from tlops.layout import (
+    CHANGE_FILE,
+    FEATURES_FILE,
+    MODEL_FILE,
+    NUMERICS_CACHE,
+    PROGRESS_PREFIX,
+    TRAIN_FILE,
+)
+from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.train.strategies import Need, Strategy, get_strategy
 from tlops.train.strategies.base import FitContext
+
+# Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
+# and the training stack are imported by the functions that train.
+if TYPE_CHECKING:
+    import torch
+
+    from tlops.models.model import TransferModel
+    from tlops.models.numerics import Choice
+    from tlops.train.distributed import Group
+    from tlops.train.loop import EpochCallback, TrainOutcome
+    from tlops.train.strategies import TrainData
 
 
 def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:
@@ -69,6 +74,8 @@ def build_model(
     params: Params, strategy: Strategy, classes: list[str], start: str | None = None
 ) -> TransferModel:
     """The model ``strategy`` starts from: ``start`` (a warm start) or ``model.backbone``."""
+    from tlops.models.init import create_model, resolve_init
+
     spec = start or params.model.backbone
     if not strategy.pretrained:
         # the same architecture as the start model, randomly initialised
@@ -119,6 +126,9 @@ def run(params: Params, io: StepIO) -> StepResult:
     Returns:
         Summary of the training.
     """
+    from tlops.runtime import resolve_device, torchrun_rank
+    from tlops.train.distributed import check_strategy, process_group
+
     dp = params.train.distributed
     if dp.world_size > 1 and torchrun_rank() is None:
         from tlops.runner import launch, trainjob
@@ -178,6 +188,9 @@ class Setup:
 
 def _train(params: Params, io: StepIO, group: Group | None, device: torch.device) -> StepResult:
     """:func:`run` in this process (alone, or one of a data-parallel group)."""
+    from tlops.models.numerics import fall_back
+    from tlops.train.loop import fit
+
     setup = _setup(params, io, group, device)
     leads = group is None or group.leads
     on_epoch = progress(setup.strategy.schedule().epochs, io.run.epoch if io.run else None)
@@ -198,7 +211,9 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
         return StepResult("")
     if outcome.fallback:
         sys.stderr.write(f"train: {outcome.fallback}\n")
-        fall_back(setup.choice, outcome.fallback, params.extract_features.cache_dir / CACHE_FILE)
+        fall_back(
+            setup.choice, outcome.fallback, params.extract_features.cache_dir / NUMERICS_CACHE
+        )
     setup.model.cpu()
     extra = setup.strategy.extra_models(_fit_context(params, setup, device))
     summary = _summary(params, setup, outcome, group)
@@ -213,6 +228,13 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
 
 def _setup(params: Params, io: StepIO, group: Group | None, device: torch.device) -> Setup:
     """Resolve inputs: the strategy, data, start model, numerics and the run's key."""
+    from tlops.data.dataset import class_list, ingest_info, require_validated, unlabeled_version
+    from tlops.io import fingerprint
+    from tlops.runtime import seed_everything
+    from tlops.tracking.runs import client
+    from tlops.train.distributed import batchnorm_mode, check_strategy
+    from tlops.train.provide import Provision, provide
+
     cfg = params.train
     strategy = get_strategy(cfg)
     if group is not None:
@@ -269,7 +291,9 @@ def _numerics(
     group: Group | None,
 ) -> Choice:
     """The precision and layout to train in: calibrated here, or rank 0's choice under DDP."""
-    cfg, cache_file = params.train, params.extract_features.cache_dir / CACHE_FILE
+    from tlops.train.numerics import training_numerics
+
+    cfg, cache_file = params.train, params.extract_features.cache_dir / NUMERICS_CACHE
     if group is None:
         return training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
     strategy.shard = group.shard()  # timed on this process's part of a global batch
@@ -285,6 +309,8 @@ def _numerics(
 
 def _fit_context(params: Params, setup: Setup, device: torch.device) -> FitContext:
     """What a strategy's :meth:`extra_models` trains with: this run's start, data and loop."""
+    from tlops.runtime import seed_everything
+    from tlops.train.loop import fit
 
     def build(cfg: TrainConfig) -> TransferModel:
         seed_everything(cfg.seed)
@@ -335,6 +361,10 @@ def _write(
     extra: dict[str, TransferModel],
 ) -> None:
     """The ``model`` output, all at once: weights, history, curves, train.json, extra models."""
+    import torch
+
+    from tlops.evaluate.plots import training_curves_png
+
     pretraining = setup.strategy.pretraining_metrics()
     with atomic_dir(out_dir) as staging:
         torch.save(setup.model.checkpoint(), staging / MODEL_FILE)
@@ -397,3 +427,102 @@ def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any
         io.run.epoch(row)
     out_dir = io.outputs["model"]
     io.run.artifacts([out_dir / "training_curves.png", out_dir / "history.csv"], "train")
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+REPORT = ("validate_data", "report")
+STEP = StepSpec(
+    name="train",
+    run=run,
+    help="Train with the strategy train.strategy names; resumes a killed run from its last "
+    "checkpoint.",
+    params=(
+        "model",
+        "train",
+        "image",
+        "validate_data.classes",
+        "extract_features.cache_dir",
+        "detect_change.warm_start",
+        "runtime",
+        "tracking",
+    ),
+    args=(
+        Arg(
+            "checkpoint_root",
+            "Folder for per-epoch checkpoints (a PVC on a cluster; "
+            "default: under extract_features.cache_dir).",
+        ),
+    ),
+    inputs=(
+        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+        Port(
+            "report",
+            "Artifact",
+            "Output of validate_data (it must have passed).",
+            producer=REPORT,
+            domain="target",
+        ),
+        Port(
+            "features",
+            "Dataset",
+            "Output of extract_features (strategies that train on features).",
+            producer=("extract_features", "features"),
+            optional=True,
+        ),
+        Port(
+            "source_dataset",
+            "Dataset",
+            "Output of ingest_data for the source domain (strategies that train on it).",
+            producer=DATASET,
+            domain="source",
+            optional=True,
+        ),
+        Port(
+            "source_report",
+            "Artifact",
+            "Output of validate_data for the source domain (it must have passed).",
+            producer=REPORT,
+            domain="source",
+            optional=True,
+        ),
+        Port(
+            "change",
+            "Artifact",
+            "Output of detect_change (retraining): warm start from the champion it names, "
+            "logging into the run it opened.",
+            producer=("detect_change", "change"),
+            optional=True,
+        ),
+    ),
+    outputs=(
+        Port(
+            "model",
+            "Model",
+            "model.pt, history, training curves, train.json",
+            files={
+                "model.pt": "out",
+                "train.json": "out",
+                "history.json": "out",
+                "training_curves.png": "plots",
+                "history.csv": "uncached",
+            },
+        ),
+    ),
+    code=(
+        "tlops.train.loop",
+        "tlops.train.engine",
+        "tlops.train.callbacks",
+        "tlops.train.losses",
+        "tlops.train.strategies",
+        "tlops.train.distributed",
+        "tlops.evaluate.metrics",
+        "tlops.data.budget",
+        "tlops.data.align",
+        "tlops.models.init",
+        "tlops.models.model",
+        "tlops.data.tensors",
+    ),
+    resources="gpu",
+    tracking=Tracking.OPENS,
+)

@@ -17,28 +17,32 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tlops.config import SPLITS, Params
 from tlops.data.dataset import load_manifest
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.layout import DOCS_DIR, INGEST_FILE, SUMMARY_FILE, UNLABELED_DIR, VALIDATION_FILE
-from tlops.runner.spec import StepFailure, StepIO, StepResult
+from tlops.layout import (
+    DOCS_DIR,
+    INGEST_FILE,
+    MESSAGE_FILE,
+    SUMMARY_FILE,
+    UNLABELED_DIR,
+    VALIDATION_FILE,
+)
+from tlops.runner.spec import Port, StepFailure, StepIO, StepResult, StepSpec, Tracking
 from tlops.tracking.registry import champion_classes
 from tlops.validate.offline import REPORT_FILE, make_offline, write_report
-from tlops.validate.suite import (
-    MAX_LISTED,
-    RuleOutcome,
-    SuiteRun,
-    build_rules,
-    derived_tables,
-    run_suite,
-)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tlops.validate.suite import (
+        RuleOutcome,
+        SuiteRun,
+    )
 
 RESULTS_FILE = "gx_results.json"
-MESSAGE_FILE = "message.txt"
 
 
 class DataValidationError(StepFailure):
@@ -69,6 +73,8 @@ def _where(path: str, data_dir: str, ingest: dict[str, Any]) -> str:
 def _describe(
     outcome: RuleOutcome, data_dir: str, ingest: dict[str, Any], details: dict[str, str]
 ) -> list[str]:
+    from tlops.validate.suite import MAX_LISTED
+
     mark = "FAILED" if outcome.critical else "WARNING"
     lines = [f"  {mark}: {outcome.rule}  [{outcome.table}: {outcome.expectation}]"]
     for item in outcome.offending[:MAX_LISTED]:
@@ -196,6 +202,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         DataValidationError: A critical rule failed; the report is written first.
         FileNotFoundError: ``dataset`` is not an ingest output.
     """
+    from tlops.validate.suite import MAX_LISTED, build_rules, derived_tables, run_suite
+
     ingest_dir, out_dir = io.inputs["dataset"], io.outputs["report"]
     cfg = params.validate_data
     ingest: dict[str, Any] = read_json(ingest_dir / INGEST_FILE)
@@ -286,6 +294,8 @@ def _message(
     out_dir: Path,
     expected: ExpectedClasses,
 ) -> str:
+    from tlops.validate.suite import MAX_LISTED
+
     head = f"validate_data: {data_dir} (data version {ingest['data_version']}) " + (
         f"FAILED {len(failures)} rule(s)" if failures else "passed"
     )
@@ -335,3 +345,24 @@ def _summary_md(ingest: dict[str, Any], report: dict[str, Any], message: str) ->
         lines.append(f"| {label} | " + " | ".join(map(str, values)) + f" | {sum(values)} |")
     lines += ["", "```", message, "```", ""]
     return "\n".join(lines)
+
+
+# The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
+DATASET = ("ingest_data", "dataset")
+STEP = StepSpec(
+    name="validate_data",
+    run=run,
+    help="Validate an ingested dataset with Great Expectations (against the champion's "
+    "classes once there is one); fails listing every broken rule.",
+    params=("validate_data", "register_model.model_name", "tracking"),
+    inputs=(Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET),),
+    outputs=(
+        Port("report", "Artifact", "GX results, Data Docs, validation.json, summary.md"),
+        Port("data_docs", "HTML", "The Data Docs page of this validation.", view=True),
+        Port("summary", "Markdown", "The validation summary.", view=True),
+    ),
+    code=("tlops.validate.suite", "tlops.tracking.registry"),
+    # not cached: the champion's class map it checks against lives in the registry
+    tracking=Tracking.FAILURE,
+    per_domain=True,
+)
