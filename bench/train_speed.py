@@ -49,8 +49,8 @@ from tlops.models.numerics import CACHE_FILE, bf16_units
 from tlops.runner.execute import execute
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps import spec_of
+from tlops.train.calibration import training_numerics
 from tlops.train.loop import fit
-from tlops.train.numerics import training_numerics
 from tlops.train.strategies import TrainData, get_strategy
 
 REPO = Path(__file__).resolve().parents[1]

@@ -302,8 +302,8 @@ def _replay(search: Search, choice: Choice) -> tuple[list[str], Numerics]:
 def test_a_real_calibration_times_copies_and_leaves_the_model_alone(
     loop_inputs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tlops.train.numerics as train_numerics
-    from tlops.train.numerics import training_numerics
+    import tlops.train.calibration as train_numerics
+    from tlops.train.calibration import training_numerics
     from tlops.train.strategies.finetune import FineTune
 
     # compile fits the budget only on a slow (loaded) machine, where it then costs minutes:

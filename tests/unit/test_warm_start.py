@@ -10,7 +10,7 @@ from tests.conftest import REPO
 from tlops.config import apply_overrides, load_params
 from tlops.io import write_json
 from tlops.layout import CHANGE_FILE
-from tlops.steps.train import warm_start
+from tlops.train.start import warm_start
 from tlops.train.strategies import get_strategy
 
 CHAMPION = {"version": "4", "uri": "models:/tlops-digits/4", "run_id": "r", "data_version": "d"}

@@ -1,7 +1,7 @@
 """Where a model's weights come from: a backbone name, a checkpoint path or an MLflow model.
 
 * ``torchvision:<arch>`` / ``timm:<arch>`` - a registered backbone family (see
-  :mod:`tlops.models.registry`), with ImageNet weights when ``pretrained``;
+  :mod:`tlops.models.backbones`), with ImageNet weights when ``pretrained``;
 * a path to a tlops checkpoint (``*.pt``) - e.g. a model trained on a source domain;
 * ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or ``runs:/<run_id>/<path>`` - an MLflow
   model logged by tlops, e.g. the current champion as a warm start (the tracking URI must be set).
@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from tlops.config import AlignConfig
+from tlops.models.backbones import build_backbone
 from tlops.models.model import (
     CHECKPOINT_ARTIFACT,
     BackboneError,
     TransferModel,
     read_checkpoint,
 )
-from tlops.models.registry import build_backbone
 
 
 def _checkpoint_from_mlflow(uri: str) -> Path:

@@ -25,8 +25,8 @@ from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.runtime import resolve_device
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.report import KEY_ARTIFACTS
+from tlops.train.contexts import EvalContext, EvalExtras
 from tlops.train.strategies import get_strategy
-from tlops.train.strategies.base import EvalContext, EvalExtras
 
 if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
@@ -392,6 +392,12 @@ STEP = StepSpec(
         Port("confusion", "ClassificationMetrics", "The confusion matrix.", view=True),
         Port("summary", "Markdown", "Candidate vs champion on the test split.", view=True),
     ),
-    code=("tlops.evaluate.metrics", "tlops.evaluate.plots", "tlops.models.inference"),
+    code=(
+        "tlops.evaluate.metrics",
+        "tlops.evaluate.plots",
+        "tlops.models.inference",
+        "tlops.train.contexts",  # what a strategy adds to its model's evaluation
+        "tlops.train.strategies",
+    ),
     tracking=Tracking.JOINS,
 )

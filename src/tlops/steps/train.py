@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tlops.config import Params, TrainConfig
+from tlops.config import Params
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
-    CHANGE_FILE,
     FEATURES_FILE,
     MODEL_FILE,
     NUMERICS_CACHE,
@@ -31,8 +30,7 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
-from tlops.train.strategies import Need, Strategy, get_strategy
-from tlops.train.strategies.base import FitContext
+from tlops.train.strategies import get_strategy
 
 # Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
 # and the training stack are imported by the functions that train.
@@ -40,51 +38,9 @@ if TYPE_CHECKING:
     import torch
 
     from tlops.models.model import TransferModel
-    from tlops.models.numerics import Choice
     from tlops.train.distributed import Group
     from tlops.train.loop import EpochCallback, TrainOutcome
-    from tlops.train.strategies import TrainData
-
-
-def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:
-    """The champion version a retrain starts from (``models:/<name>/<version>``), or None.
-
-    From ``detect_change``'s output, when ``detect_change.warm_start`` is on and the strategy
-    fine-tunes pretrained weights on images. A strategy on cached features does not: its
-    features are the backbone's, not the champion's. The version, not the alias, so a champion
-    promoted by a concurrent run while this one trains changes nothing here.
-    """
-    if change_dir is None:
-        return None
-    change = read_json(change_dir / CHANGE_FILE)
-    if not change["retrain"]:
-        raise ValueError(
-            f"{change_dir / CHANGE_FILE}: detect_change decided not to retrain "
-            f"({change['reasons'][0]}); nothing is trained on its decision"
-        )
-    if not params.detect_change.warm_start:
-        return None
-    if not strategy.pretrained or Need.IMAGES not in strategy.needs:
-        return None
-    champion = change.get("champion")
-    return str(champion["uri"]) if champion else None
-
-
-def build_model(
-    params: Params, strategy: Strategy, classes: list[str], start: str | None = None
-) -> TransferModel:
-    """The model ``strategy`` starts from: ``start`` (a warm start) or ``model.backbone``."""
-    from tlops.models.init import create_model, resolve_init
-
-    spec = start or params.model.backbone
-    if not strategy.pretrained:
-        # the same architecture as the start model, randomly initialised
-        spec = resolve_init(spec, False).spec
-    pretrained = params.model.pretrained and strategy.pretrained
-    model = create_model(spec, classes, pretrained=pretrained, dropout=params.model.dropout)
-    model.image_size = params.model.image_size
-    model.align = params.model.align
-    return model
+    from tlops.train.prepare import Setup
 
 
 def progress(epochs: int, log: EpochCallback | None) -> EpochCallback:
@@ -168,30 +124,13 @@ def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
     )
 
 
-@dataclass
-class Setup:
-    """What one training process resolved from its inputs before it trains."""
-
-    strategy: Strategy
-    classes: list[str]
-    ingest: dict[str, Any]
-    start: str | None
-    model: TransferModel
-    data: TrainData
-    choice: Choice
-    key: str
-    checkpoints: Path
-    batchnorm: str
-    source_version: str | None
-    unlabeled: str | None
-
-
 def _train(params: Params, io: StepIO, group: Group | None, device: torch.device) -> StepResult:
     """:func:`run` in this process (alone, or one of a data-parallel group)."""
     from tlops.models.numerics import fall_back
     from tlops.train.loop import fit
+    from tlops.train.prepare import fit_context, prepare
 
-    setup = _setup(params, io, group, device)
+    setup = prepare(params, io.inputs, io.args.get("checkpoint_root"), group, device, io.progress)
     leads = group is None or group.leads
     on_epoch = progress(setup.strategy.schedule().epochs, io.run.epoch if io.run else None)
     outcome: TrainOutcome = fit(
@@ -215,7 +154,7 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
             setup.choice, outcome.fallback, params.extract_features.cache_dir / NUMERICS_CACHE
         )
     setup.model.cpu()
-    extra = setup.strategy.extra_models(_fit_context(params, setup, device))
+    extra = setup.strategy.extra_models(fit_context(params, setup, device))
     summary = _summary(params, setup, outcome, group)
     _write(params, io.outputs["model"], setup, outcome, summary, extra)
     # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed" by
@@ -224,102 +163,6 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
     if io.run is not None:
         _log(io, setup, outcome, summary)
     return trained_result(summary, io.outputs["model"])
-
-
-def _setup(params: Params, io: StepIO, group: Group | None, device: torch.device) -> Setup:
-    """Resolve inputs: the strategy, data, start model, numerics and the run's key."""
-    from tlops.data.dataset import class_list, ingest_info, require_validated, unlabeled_version
-    from tlops.io import fingerprint
-    from tlops.runtime import seed_everything
-    from tlops.tracking.runs import client
-    from tlops.train.distributed import batchnorm_mode, check_strategy
-    from tlops.train.provide import Provision, provide
-
-    cfg = params.train
-    strategy = get_strategy(cfg)
-    if group is not None:
-        check_strategy(strategy)
-    batchnorm = (
-        group.batchnorm if group is not None else batchnorm_mode(cfg.distributed.batchnorm, 1, "")
-    )
-    ingest = ingest_info(io.inputs["dataset"])
-    require_validated(io.inputs["report"], ingest)
-    seed_everything(cfg.seed)
-    classes = class_list(params, ingest)
-    start = warm_start(params, strategy, io.inputs.get("change"))
-    if start is not None:
-        client(params.tracking)  # the champion is read through the configured store
-    model = build_model(params, strategy, classes, start)
-    data = provide(Provision(params, strategy, io.inputs, classes, device, io.progress))
-    source_dir = io.inputs.get("source_dataset")
-    source_version = (
-        ingest_info(source_dir)["data_version"]
-        if source_dir is not None and Need.SOURCE in strategy.needs
-        else None
-    )
-    unlabeled = unlabeled_version(ingest) if strategy.uses_unlabeled else None
-    choice = _numerics(params, strategy, model, data, device, group)
-    key = fingerprint(
-        ingest["data_version"],
-        classes,
-        params.model.model_dump(mode="json"),
-        # how many processes train does not change what they compute (train.distributed's
-        # batchnorm does, resolved above): a job restarted on another count resumes
-        cfg.model_dump(mode="json", exclude={"distributed"}),
-        batchnorm,
-        params.image.model_dump(mode="json"),
-        choice.numerics.spec,  # bf16 and fp32 runs are different runs: never resume across
-        start,
-        data.teacher,  # a version, so a champion promoted meanwhile starts another run
-        source_version,
-        unlabeled,
-    )
-    root = io.args.get("checkpoint_root")
-    checkpoints = (Path(root) if root else params.extract_features.cache_dir / "checkpoints") / key
-    return Setup(
-        strategy, classes, ingest, start, model, data, choice, key, checkpoints, batchnorm,
-        source_version, unlabeled,
-    )  # fmt: skip
-
-
-def _numerics(
-    params: Params,
-    strategy: Strategy,
-    model: TransferModel,
-    data: TrainData,
-    device: torch.device,
-    group: Group | None,
-) -> Choice:
-    """The precision and layout to train in: calibrated here, or rank 0's choice under DDP."""
-    from tlops.train.numerics import training_numerics
-
-    cfg, cache_file = params.train, params.extract_features.cache_dir / NUMERICS_CACHE
-    if group is None:
-        return training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
-    strategy.shard = group.shard()  # timed on this process's part of a global batch
-    chosen = (
-        training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
-        if group.leads
-        else None
-    )
-    # every process trains in rank 0's choice (a timing is not the same twice)
-    choice: Choice = group.broadcast(chosen)
-    return choice
-
-
-def _fit_context(params: Params, setup: Setup, device: torch.device) -> FitContext:
-    """What a strategy's :meth:`extra_models` trains with: this run's start, data and loop."""
-    from tlops.runtime import seed_everything
-    from tlops.train.loop import fit
-
-    def build(cfg: TrainConfig) -> TransferModel:
-        seed_everything(cfg.seed)
-        return build_model(params, get_strategy(cfg), setup.classes, setup.start)
-
-    def train(strategy: Strategy, model: TransferModel, folder: Path, key: str) -> TrainOutcome:
-        return fit(strategy, model, setup.data, strategy.cfg, folder, key, device)
-
-    return FitContext(build, train, setup.data, setup.checkpoints, setup.key)
 
 
 def _summary(
@@ -510,6 +353,11 @@ STEP = StepSpec(
         ),
     ),
     code=(
+        "tlops.train.prepare",
+        "tlops.train.provide",
+        "tlops.train.start",
+        "tlops.train.calibration",
+        "tlops.train.contexts",
         "tlops.train.loop",
         "tlops.train.engine",
         "tlops.train.callbacks",

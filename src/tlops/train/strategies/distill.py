@@ -21,13 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.strategies.base import (
-    EvalContext,
-    EvalExtras,
-    Need,
-    TrainData,
-    strategy,
-)
+from tlops.train.contexts import EvalContext, EvalExtras
+from tlops.train.strategies.base import Need, TrainData, strategy
 from tlops.train.strategies.finetune import FineTune
 
 if TYPE_CHECKING:

@@ -28,16 +28,8 @@ from pydantic import BaseModel, Field
 
 from tlops.config import StrategyParams
 from tlops.layout import REFERENCE_FILE
-from tlops.train.strategies.base import (
-    UNLABELED,
-    EvalContext,
-    EvalExtras,
-    FitContext,
-    Need,
-    TrainData,
-    class_weights,
-    strategy,
-)
+from tlops.train.contexts import EvalContext, EvalExtras, FitContext
+from tlops.train.strategies.base import UNLABELED, Need, TrainData, class_weights, strategy
 from tlops.train.strategies.finetune import FineTune
 
 if TYPE_CHECKING:

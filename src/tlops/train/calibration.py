@@ -1,4 +1,4 @@
-"""``train.numerics``: time training steps of each candidate on a copy, pick the fastest.
+"""Calibrating ``train.numerics``: time training steps of each candidate on a copy, pick one.
 
 The candidates run on deep copies of the model and the strategy with a throwaway optimiser,
 so calibrating changes nothing of the training that follows: an ``auto`` run ends exactly as a

@@ -1,0 +1,61 @@
+"""Where a training run starts: warm from the champion a retrain names, or the backbone.
+
+Both are decided before any image is read: :func:`warm_start` from ``detect_change``'s
+decision and the params, :func:`build_model` from the strategy (pretrained or a random init of
+the same architecture).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tlops.config import Params
+from tlops.io import read_json
+from tlops.layout import CHANGE_FILE
+from tlops.plugins import Need
+from tlops.train.strategies import Strategy
+
+if TYPE_CHECKING:
+    from tlops.models.model import TransferModel
+
+
+def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:
+    """The champion version a retrain starts from (``models:/<name>/<version>``), or None.
+
+    From ``detect_change``'s output, when ``detect_change.warm_start`` is on and the strategy
+    fine-tunes pretrained weights on images. A strategy on cached features does not: its
+    features are the backbone's, not the champion's. The version, not the alias, so a champion
+    promoted by a concurrent run while this one trains changes nothing here.
+    """
+    if change_dir is None:
+        return None
+    change = read_json(change_dir / CHANGE_FILE)
+    if not change["retrain"]:
+        raise ValueError(
+            f"{change_dir / CHANGE_FILE}: detect_change decided not to retrain "
+            f"({change['reasons'][0]}); nothing is trained on its decision"
+        )
+    if not params.detect_change.warm_start:
+        return None
+    if not strategy.pretrained or Need.IMAGES not in strategy.needs:
+        return None
+    champion = change.get("champion")
+    return str(champion["uri"]) if champion else None
+
+
+def build_model(
+    params: Params, strategy: Strategy, classes: list[str], start: str | None = None
+) -> TransferModel:
+    """The model ``strategy`` starts from: ``start`` (a warm start) or ``model.backbone``."""
+    from tlops.models.init import create_model, resolve_init
+
+    spec = start or params.model.backbone
+    if not strategy.pretrained:
+        # the same architecture as the start model, randomly initialised
+        spec = resolve_init(spec, False).spec
+    pretrained = params.model.pretrained and strategy.pretrained
+    model = create_model(spec, classes, pretrained=pretrained, dropout=params.model.dropout)
+    model.image_size = params.model.image_size
+    model.align = params.model.align
+    return model
