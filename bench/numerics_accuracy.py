@@ -22,9 +22,10 @@ from machine import describe
 from tlops.config import apply_overrides, load_params
 from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
+from tlops.models.device import bf16_units
 from tlops.models.inference import predict_logits
 from tlops.models.init import create_model
-from tlops.models.numerics import Numerics, bf16_units
+from tlops.models.numerics import Numerics
 from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
 from tlops.steps import spec_of

@@ -42,10 +42,11 @@ from tlops.config import Params, TrainConfig, apply_overrides, load_params
 from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
 from tlops.data.tensors import Augment, SplitTensors, augment_batch, normalize
+from tlops.models.device import bf16_units
 from tlops.models.inference import inference_numerics, predict_logits
 from tlops.models.init import create_model
 from tlops.models.model import TransferModel
-from tlops.models.numerics import CACHE_FILE, bf16_units
+from tlops.models.numerics import CACHE_FILE
 from tlops.runner.execute import execute
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps import spec_of

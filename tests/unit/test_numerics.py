@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tlops.config import ConfigError, Params, load_params
+from tlops.models.device import machine
 from tlops.models.numerics import (
     COMPILE_SECONDS,
     MARGIN,
@@ -26,7 +27,6 @@ from tlops.models.numerics import (
     choose,
     default_numerics,
     fall_back,
-    machine,
     parse,
     read_cache,
     write_cache,

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tlops.data.tensors import SplitTensors, batches, normalize
+from tlops.models.device import synchronized
 from tlops.models.model import TransferModel
 from tlops.models.numerics import (
     TIMED,
@@ -22,7 +23,6 @@ from tlops.models.numerics import (
     Search,
     choose,
     median_seconds,
-    synchronized,
 )
 
 FP32 = Numerics()

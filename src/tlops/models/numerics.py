@@ -36,12 +36,10 @@ import hashlib
 import json
 import math
 import os
-import platform
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ import torch
 
 from tlops.config import NUMERICS_FORMS
 from tlops.layout import NUMERICS_CACHE
+from tlops.models.device import bf16_units, can_compile, machine, precisions
 
 AUTO = "auto"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -111,63 +110,11 @@ def parse(setting: str) -> Numerics | None:
     raise ValueError(f"numerics {setting!r}: expected {NUMERICS_FORMS}")
 
 
-def bf16_units(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (CPU: AMX or AVX512-BF16; CUDA: Ampere+)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    return False
-
-
 def default_numerics(device: torch.device) -> Numerics:
     """What a step uses without calibration: mixed precision on CUDA, fp32 on CPU."""
     if device.type == "cuda":
         return Numerics("bf16" if bf16_units(device) else "fp16")
     return Numerics("fp32")
-
-
-def precisions(device: torch.device) -> list[str]:
-    """The precisions worth timing on ``device`` (emulated bf16 never wins, so it is not)."""
-    if device.type == "cuda":
-        return ["fp32", "bf16" if bf16_units(device) else "fp16"]
-    return ["fp32", "bf16"] if bf16_units(device) else ["fp32"]
-
-
-def can_compile(device: torch.device) -> bool:
-    """Whether ``torch.compile``'s inductor backend can build kernels for ``device`` here."""
-    if device.type == "cpu":
-        return shutil.which(os.environ.get("CXX", "g++")) is not None
-    if device.type == "cuda":
-        from torch.utils._triton import has_triton
-
-        return bool(has_triton())
-    return False
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    """What makes timings of one machine differ from another's (part of the cache key)."""
-    info: dict[str, Any] = {"torch": torch.__version__, "device": device.type}
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        info["gpu"] = torch.cuda.get_device_name(index)
-        info["capability"] = list(torch.cuda.get_device_capability(index))
-    else:
-        info["cpu"] = _cpu_model()
-        info["isa"] = torch.backends.cpu.get_cpu_capability()
-        info["bf16_units"] = bf16_units(device)
-        info["threads"] = torch.get_num_threads()
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass(frozen=True)
@@ -438,13 +385,3 @@ def fall_back(choice: Choice, why: str, cache_file: Path | None) -> None:
 def median_seconds(times: list[float]) -> float:
     """The median of timed steps (robust to one slow step on a shared machine)."""
     return statistics.median(times) if times else float("nan")
-
-
-@contextmanager
-def synchronized(device: torch.device) -> Iterator[None]:
-    """Wait for queued device work before and after (CUDA is asynchronous)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    yield
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from tlops.models.device import synchronized
 from tlops.models.model import TransferModel
 from tlops.models.numerics import (
     TIMED,
@@ -25,7 +26,6 @@ from tlops.models.numerics import (
     Search,
     choose,
     median_seconds,
-    synchronized,
 )
 from tlops.train.engine import adamw
 from tlops.train.strategies import Need, Strategy, TrainData
