@@ -7,6 +7,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from tlops.config import Params
+    from tlops.runner.spec import StepResult
 
 _REPO = Path(__file__).resolve().parents[1]
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -80,25 +82,38 @@ def symlink(target: Path, link: Path) -> Path:
 
 def run_step(
     name: str, params: Any, inputs: dict[str, Path], outputs: dict[str, Path], **args: str
-) -> Any:
-    """Run a step as every runner does (tlops.runner.execute) and return its result's details."""
+) -> StepResult:
+    """Run a step as every runner does (tlops.runner.execute) and return its result."""
     from tlops.runner.execute import execute
     from tlops.steps import spec_of
 
-    return execute(spec_of(name), params, inputs, outputs, args).details
+    return execute(spec_of(name), params, inputs, outputs, args)
 
 
-def ingest(params: Any, root: Path, out: Path, domain: str = "target") -> Any:
-    """``ingest_data`` of the ImageFolder at ``root`` (as params ``data.<domain>``) into ``out``."""
+def ingest(params: Any, root: Path, out: Path, domain: str = "target") -> SimpleNamespace:
+    """``ingest_data`` of the ImageFolder at ``root`` (as params ``data.<domain>``) into ``out``.
+
+    Returns:
+        What the step wrote in ``ingest.json``, read as attributes.
+    """
     from tlops.config import apply_overrides
+    from tlops.io import read_json
 
     with_root = apply_overrides(params, {f"data.{domain}": str(root)})
-    return run_step("ingest_data", with_root, {}, {"dataset": out}, domain=domain)
+    run_step("ingest_data", with_root, {}, {"dataset": out}, domain=domain)
+    return SimpleNamespace(**read_json(out / "ingest.json"))
 
 
-def validate(params: Any, ingest_dir: Path, out: Path) -> Any:
-    """``validate_data`` of an ingest output into ``out``."""
-    return run_step("validate_data", params, {"dataset": ingest_dir}, {"report": out})
+def validate(params: Any, ingest_dir: Path, out: Path) -> SimpleNamespace:
+    """``validate_data`` of an ingest output into ``out``.
+
+    Returns:
+        What the step wrote in ``validation.json``, read as attributes.
+    """
+    from tlops.io import read_json
+
+    run_step("validate_data", params, {"dataset": ingest_dir}, {"report": out})
+    return SimpleNamespace(**read_json(out / "validation.json"))
 
 
 def tiny_project(root: Path, repo: Path, drops: int = 1) -> Path:

@@ -207,7 +207,9 @@ def test_features_are_reused(tiny: Tiny, tmp_path: Path) -> None:
     params, dataset, _ = tiny
 
     def extract(p: Params, out: str) -> Any:
-        return run_step("extract_features", p, {"dataset": dataset}, {"features": tmp_path / out})
+        """Run extract_features; what it wrote in ``features.json``, read as attributes."""
+        run_step("extract_features", p, {"dataset": dataset}, {"features": tmp_path / out})
+        return SimpleNamespace(**read_json(tmp_path / out / "features.json"))
 
     first, second = extract(params, "f1"), extract(params, "f2")
     assert not first.reused and second.reused and first.key == second.key

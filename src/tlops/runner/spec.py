@@ -152,7 +152,6 @@ class StepResult:
         metrics: Scalars for a ``Metrics`` view.
         confusion: ``(classes, matrix)`` for a ``ClassificationMetrics`` view.
         views: View port -> a file whose content the view shows (HTML or Markdown).
-        details: Anything else the caller may want (the step's own result object).
         value: What the KFP component returns (steps declared with ``returns``).
         finished: The step ended the pipeline's MLflow run (nothing downstream will run).
     """
@@ -162,6 +161,5 @@ class StepResult:
     metrics: dict[str, float] = field(default_factory=dict)
     confusion: tuple[list[str], list[list[int]]] | None = None
     views: dict[str, Path] = field(default_factory=dict)
-    details: Any = None
     value: str = ""
     finished: bool = False

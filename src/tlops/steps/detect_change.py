@@ -216,7 +216,7 @@ def run(params: Params, io: StepIO) -> StepResult:
             output ``change`` (replaced).
 
     Returns:
-        The decision (``value``: ``"true"`` or ``"false"``; ``details``: the change.json payload).
+        The decision (``value``: ``"true"`` or ``"false"``); ``change.json`` holds its payload.
     """
     from tlops.evaluate.change import decide
 
@@ -252,7 +252,6 @@ def run(params: Params, io: StepIO) -> StepResult:
         f"detect_change: {verdict}\n" + "\n".join(f"  - {r}" for r in decision.reasons),
         metadata={"change": {"retrain": decision.retrain, "reasons": decision.reasons}},
         views={"summary": out_dir / SUMMARY_FILE},
-        details=payload,
         value="true" if decision.retrain else "false",
         finished=not decision.retrain,
     )

@@ -12,7 +12,6 @@ import csv
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,18 +28,6 @@ if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
 
 
-@dataclass(frozen=True)
-class FeaturesResult:
-    """What ``extract_features`` returns."""
-
-    key: str
-    reused: bool
-    num_features: int
-    counts: dict[str, int]
-    images_per_s: float
-    out_dir: Path
-
-
 def run(params: Params, io: StepIO) -> StepResult:
     """Extract features of every split with the frozen ``model.backbone``.
 
@@ -52,7 +39,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         io: Input ``dataset`` (an ingest_data output); output ``features`` (replaced).
 
     Returns:
-        Counts, feature width and throughput (``details``: a :class:`FeaturesResult`).
+        Counts, feature width and throughput: the console line and the ``features``
+        metadata.
     """
     ingest_dir, out_dir = io.inputs["dataset"], io.outputs["features"]
     ingest = ingest_info(ingest_dir)
@@ -75,28 +63,20 @@ def run(params: Params, io: StepIO) -> StepResult:
         for file in cached.iterdir():
             shutil.copy2(file, staging / file.name)
         write_json(staging / FEATURES_FILE, {**meta, "reused": reused})
-    result = FeaturesResult(
-        key,
-        reused,
-        int(meta["num_features"]),
-        dict(meta["counts"]),
-        float(meta["images_per_s"]),
-        out_dir,
-    )
+    num_features = int(meta["num_features"])
     return StepResult(
-        f"extract_features: {result.counts} images, {result.num_features} features, "
-        f"{'reused' if reused else 'computed'} ({result.images_per_s:.0f} images/s, "
+        f"extract_features: {dict(meta['counts'])} images, {num_features} features, "
+        f"{'reused' if reused else 'computed'} ({float(meta['images_per_s']):.0f} images/s, "
         f"{meta.get('numerics', {}).get('numerics', 'fp32')}) -> {out_dir}",
         metadata={
             "features": {
                 "backbone": params.model.backbone,
                 "key": key,
                 "reused": reused,
-                "num_features": result.num_features,
+                "num_features": num_features,
                 "data_version": ingest["data_version"],
             }
         },
-        details=result,
     )
 
 

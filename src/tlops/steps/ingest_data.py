@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +35,6 @@ from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
 from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, UNLABELED_DIR
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    """What ``ingest_data`` returns to its runner."""
-
-    data_version: str
-    version_source: str
-    n_images: int
-    n_failed: int
-    classes: list[str]
-    counts: dict[str, dict[str, int]]  # label -> split -> count
-    skipped: list[dict[str, str]]
-    out_dir: Path
-    unlabeled_version: str | None = None  # data.target_unlabeled's DVC md5, if one was ingested
-    n_unlabeled: int = 0
 
 
 def _counts(rows: list[ManifestRow], classes: list[str]) -> dict[str, dict[str, int]]:
@@ -77,7 +60,7 @@ def run(params: Params, io: StepIO) -> StepResult:
             ``domain`` (an entry of params ``data``) and ``data_version`` (expected, if set).
 
     Returns:
-        The data version, counts and skipped files (``details``: an :class:`IngestResult`).
+        The data version and counts: the console line and the ``dataset`` metadata.
 
     Raises:
         tlops.data.manifest.DataDirError: The directory is missing, empty or of mixed layout.
@@ -113,35 +96,36 @@ def run(params: Params, io: StepIO) -> StepResult:
             unlabeled = scan_unlabeled_folder(
                 params.data.target_unlabeled, params.image, UNLABELED_DIR, io.progress, sink
             )
-        result = _finish(params, domain, copy, out_dir, staging, scan, unlabeled)
+        summary = _finish(params, domain, copy, staging, scan, unlabeled)
         expected = io.args.get("data_version")
-        if expected and result.data_version != expected:
+        if expected and summary["data_version"] != expected:
             raise ValueError(
-                f"{copy.name}: data version {result.data_version} differs from the expected "
+                f"{copy.name}: data version {summary['data_version']} differs from the expected "
                 f"{expected} (the data changed after the run was started)"
             )
+    unlabeled_info: dict[str, Any] = summary["unlabeled"] or {}
     extra = (
-        f" + {result.n_unlabeled} unlabeled images from {params.data.target_unlabeled} "
-        f"(data version {result.unlabeled_version})"
-        if result.unlabeled_version
+        f" + {unlabeled_info['n_images']} unlabeled images from {params.data.target_unlabeled} "
+        f"(data version {unlabeled_info['data_version']})"
+        if unlabeled_info.get("data_version")
         else ""
     )
     return StepResult(
-        f"ingest_data: {domain} {copy.name}: {result.n_images} images, "
-        f"{len(result.classes)} classes, {result.n_failed} undecodable, "
-        f"data version {result.data_version} ({result.version_source}){extra} -> {out_dir}",
+        f"ingest_data: {domain} {copy.name}: {summary['n_images']} images, "
+        f"{len(summary['classes'])} classes, {summary['n_failed_decode']} undecodable, "
+        f"data version {summary['data_version']} ({summary['version_source']}){extra} "
+        f"-> {out_dir}",
         metadata={
             "dataset": {
-                "data_version": result.data_version,
+                "data_version": summary["data_version"],
                 "domain": domain,
-                "classes": result.classes,
-                "n_images": result.n_images,
-                "version_source": result.version_source,
-                "unlabeled_data_version": result.unlabeled_version,
-                "n_unlabeled": result.n_unlabeled,
+                "classes": summary["classes"],
+                "n_images": summary["n_images"],
+                "version_source": summary["version_source"],
+                "unlabeled_data_version": unlabeled_info.get("data_version"),
+                "n_unlabeled": unlabeled_info.get("n_images", 0),
             }
         },
-        details=result,
     )
 
 
@@ -162,11 +146,11 @@ def _finish(
     params: Params,
     domain: str,
     copy: LocalCopy,
-    out_dir: Path,
     staging: Path,
     scan: ScanResult,
     unlabeled: ScanResult | None,
-) -> IngestResult:
+) -> dict[str, Any]:
+    """Write the manifest and ``ingest.json`` into ``staging``; return what ingest.json holds."""
     cfg = params.ingest_data
     version: DataVersion = data_version(
         copy.root, scan.file_md5, copy.recorded_md5, copy.recorded_in
@@ -202,18 +186,7 @@ def _finish(
     }
     write_manifest(staging / MANIFEST_FILE, [*scan.rows, *(unlabeled.rows if unlabeled else [])])
     write_json(staging / INGEST_FILE, summary)
-    return IngestResult(
-        data_version=version.md5,
-        version_source=version.source,
-        n_images=len(scan.rows),
-        n_failed=len(failed),
-        classes=scan.classes,
-        counts=counts,
-        skipped=summary["skipped"],
-        out_dir=out_dir,
-        unlabeled_version=extra["data_version"] if extra else None,
-        n_unlabeled=extra["n_images"] if extra else 0,
-    )
+    return summary
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.

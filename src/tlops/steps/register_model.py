@@ -50,18 +50,6 @@ if TYPE_CHECKING:
     from tlops.tracking.serving import Registered
 
 
-@dataclass(frozen=True)
-class RegisterResult:
-    """What ``register_model`` returns."""
-
-    model_name: str
-    version: str
-    aliases: tuple[str, ...]
-    decision: Decision
-    previous_champion: str | None
-    out_dir: Path
-
-
 def scores(evaluation: dict[str, Any], key: str = "candidate") -> ModelScores | None:
     """Gate inputs from an ``evaluation.json`` (``key``: candidate or champion)."""
     if key == "champion":
@@ -122,8 +110,8 @@ def run(params: Params, io: StepIO) -> StepResult:
             run of the training that made it.
 
     Returns:
-        The version, its aliases and the decision with reasons (``details``: a
-        :class:`RegisterResult`).
+        The version, its aliases and the decision with reasons: the console line, the
+        ``decision`` metadata and the summary view.
 
     Raises:
         ValueError: The model directory carries no MLflow run (it was not made by ``train``).
@@ -142,8 +130,6 @@ def run(params: Params, io: StepIO) -> StepResult:
     headline = f"{name} v{registered.version}: {verdict}"
     _describe(params, inputs, done, payload, headline)
     _log(inputs, done, aliases, headline, out_dir)
-    previous = done.promotion.previous if done.promotion is not None else None
-    result = RegisterResult(name, registered.version, aliases, decision, previous, out_dir)
     return StepResult(
         f"register_model: {name} v{registered.version} {verdict}; aliases: "
         f"{', '.join(aliases) or 'none'}\n" + "\n".join(f"  {reason}" for reason in reasons),
@@ -157,7 +143,6 @@ def run(params: Params, io: StepIO) -> StepResult:
             }
         },
         views={"summary": out_dir / SUMMARY_FILE},
-        details=result,
     )
 
 

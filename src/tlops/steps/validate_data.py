@@ -49,18 +49,6 @@ class DataValidationError(StepFailure):
     """The data broke at least one critical rule; the message lists each with its files."""
 
 
-@dataclass(frozen=True)
-class ValidationResult:
-    """What ``validate_data`` returns to its runner."""
-
-    passed: bool
-    data_version: str
-    classes: list[str]
-    failures: list[dict[str, Any]]
-    warnings: list[dict[str, Any]]
-    out_dir: Path
-
-
 def _where(path: str, data_dir: str, ingest: dict[str, Any]) -> str:
     """The file a manifest path stands for: under the data directory, or the unlabeled one."""
     unlabeled = ingest.get("unlabeled")
@@ -196,7 +184,8 @@ def run(params: Params, io: StepIO) -> StepResult:
         io: Input ``dataset`` (an ingest_data output); output ``report`` (replaced).
 
     Returns:
-        The validation result (only when it passed; ``details``: a :class:`ValidationResult`).
+        The validation result (only when it passed): the console line, the ``report``
+        metadata and the summary and Data Docs views.
 
     Raises:
         DataValidationError: A critical rule failed; the report is written first.
@@ -231,29 +220,20 @@ def run(params: Params, io: StepIO) -> StepResult:
         (staging / MESSAGE_FILE).write_text(message + "\n", encoding="utf-8")
     if failures:
         raise DataValidationError(message, out_dir)
-    result = ValidationResult(
-        passed=True,
-        data_version=str(ingest["data_version"]),
-        classes=classes,
-        failures=[],
-        warnings=report["warnings"],
-        out_dir=out_dir,
-    )
+    data_version = str(ingest["data_version"])
     return StepResult(
-        f"validate_data: {data_dir} passed, {len(result.warnings)} warning(s), data version "
-        f"{result.data_version} -> {out_dir}"
-        + (f"; note: {expected.note}" if expected.note else ""),
+        f"validate_data: {data_dir} passed, {len(warnings)} warning(s), data version "
+        f"{data_version} -> {out_dir}" + (f"; note: {expected.note}" if expected.note else ""),
         metadata={
             "report": {
                 "passed": True,
-                "data_version": result.data_version,
+                "data_version": data_version,
                 "domain": ingest.get("domain", ""),
-                "warnings": len(result.warnings),
+                "warnings": len(warnings),
             }
         },
         # the whole report, every table (KFP's HTML view of the step)
         views={"summary": out_dir / SUMMARY_FILE, "data_docs": out_dir / REPORT_FILE},
-        details=result,
     )
 
 
