@@ -42,7 +42,7 @@ from machine import describe
 from runs import CLASSES, bench_params, prepare, train_and_score
 from tlops.data.dataset import load_splits
 from tlops.models.init import load_model
-from tlops.train.strategies.distill import images_per_s
+from tlops.training.strategies.distill import images_per_s
 
 STUDENT = {"model.backbone": "timm:mobilenetv3_small_050", "model.pretrained": False}
 BUDGETS = {"10": 10, "all": "all"}

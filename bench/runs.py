@@ -21,7 +21,7 @@ from tlops.plugins import Need, needs_of
 from tlops.runner.execute import execute
 from tlops.steps import spec_of
 from tlops.steps.evaluate import score
-from tlops.train.strategies.distill import images_per_s
+from tlops.training.strategies.distill import images_per_s
 
 CLASSES = [str(i) for i in range(10)]
 REPO = Path(__file__).resolve().parents[1]

@@ -50,9 +50,9 @@ from tlops.models.numerics import CACHE_FILE
 from tlops.runner.execute import execute
 from tlops.runtime import resolve_device, seed_everything
 from tlops.steps import spec_of
-from tlops.train.calibration import training_numerics
-from tlops.train.loop import fit
-from tlops.train.strategies import TrainData, get_strategy
+from tlops.training.calibration import training_numerics
+from tlops.training.loop import fit
+from tlops.training.strategies import TrainData, get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]

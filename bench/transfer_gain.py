@@ -38,8 +38,8 @@ from tlops.models.init import create_model
 from tlops.runner.execute import execute
 from tlops.runtime import seed_everything
 from tlops.steps import spec_of
-from tlops.train.loop import fit
-from tlops.train.strategies import TrainData, get_strategy
+from tlops.training.loop import fit
+from tlops.training.strategies import TrainData, get_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = [str(i) for i in range(10)]

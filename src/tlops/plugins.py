@@ -1,12 +1,13 @@
-"""Training strategies as plug-ins: what each one declares, registered by name, without torch.
+"""What strategies and steps declare, registered by name and read without importing torch.
 
-A strategy is one file (``tlops/train/strategies/<name>.py``, or a module of your own named in
-params.yaml ``plugins``). Its class is decorated with :func:`tlops.train.strategies.base.strategy`,
-which records a :class:`StrategyDecl` here: the name ``train.strategy`` accepts, the sections of
-``train`` it reads with their params models, what it trains on (:class:`Need`, a function of its
-params where they change it) and why it cannot train data-parallel, if it cannot. The accepted
-names, the needs and the class of each strategy are read from these registrations: nothing lists
-them by hand.
+A strategy is one file (``tlops/training/strategies/<name>.py``, or a module of your own named
+in params.yaml ``plugins``). Its class is decorated with
+:func:`tlops.training.strategies.base.strategy`, which records a :class:`StrategyDecl` here:
+the name ``train.strategy`` accepts, the sections of ``train`` it reads with their params
+models, what it trains on (:class:`Need`, a function of its params where they change it) and
+why it cannot train data-parallel, if it cannot. The accepted names, the needs and the class of
+each strategy are read from these registrations: nothing lists them by hand. A step may declare
+a params section only it reads (:func:`register_step_section`).
 
 This module imports neither torch nor a strategy: the pipeline is built from the declarations in
 processes that never train (``tlops run``'s own, ``tlops compile``, the scheduler), and a strategy
@@ -27,7 +28,7 @@ from pydantic import BaseModel
 
 # the built-in declarations, imported by name (a plug-in loader): every strategy of the package
 # registers itself, and the steps' catalog registers the params sections steps declare
-BUILTIN = ("tlops.train.strategies", "tlops.steps")
+BUILTIN = ("tlops.training.strategies", "tlops.steps")
 
 
 class Need(StrEnum):

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.strategies import Need, strategy
-from tlops.train.strategies.finetune import FineTune
+from tlops.training.strategies import Need, strategy
+from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
     import torch

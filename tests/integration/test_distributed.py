@@ -24,7 +24,7 @@ from tests.conftest import CLASSES, REPO
 from tests.helpers import run_step, training_inputs
 from tlops.config import load_params
 from tlops.io import read_json
-from tlops.train.distributed import DataParallelError
+from tlops.training.distributed import DataParallelError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIN = Path(sys.executable).parent

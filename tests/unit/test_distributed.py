@@ -18,13 +18,13 @@ from tlops.plugins import strategies
 from tlops.runner.launch import step_options, torchrun_command
 from tlops.runner.spec import StepIO
 from tlops.runtime import is_follower, torchrun_rank
-from tlops.train.distributed import (
+from tlops.training.distributed import (
     DataParallelError,
     batchnorm_mode,
     check_strategy,
     resolve_backend,
 )
-from tlops.train.strategies import get_strategy
+from tlops.training.strategies import get_strategy
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 33])

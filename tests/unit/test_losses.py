@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tlops.train import losses
+from tlops.training import losses
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -188,7 +188,7 @@ def test_a_corrupt_cache_costs_a_calibration_not_a_run(tmp_path: Path) -> None:
 
 
 def _diverges_in_reduced_precision() -> type:
-    from tlops.train.strategies.finetune import FineTune
+    from tlops.training.strategies.finetune import FineTune
 
     class Fragile(FineTune):  # the shape of a bf16 overflow: inf only under autocast
         name = "fragile"
@@ -207,7 +207,7 @@ def loop_inputs(params: Params, make_tree: Callable[..., Path], tmp_path: Path) 
     from tests.helpers import ingest
     from tlops.data.dataset import load_splits
     from tlops.models.init import create_model
-    from tlops.train.strategies import TrainData
+    from tlops.training.strategies import TrainData
 
     classes = ["cat", "dog", "fox"]
     root = make_tree(per_class=8, size=16)
@@ -227,8 +227,8 @@ def loop_inputs(params: Params, make_tree: Callable[..., Path], tmp_path: Path) 
 def test_a_non_finite_bf16_loss_falls_back_to_what_an_fp32_run_gives(
     loop_inputs: Any, tmp_path: Path
 ) -> None:
-    from tlops.train.loop import fit
-    from tlops.train.strategies.finetune import FineTune
+    from tlops.training.loop import fit
+    from tlops.training.strategies.finetune import FineTune
 
     fragile = _diverges_in_reduced_precision()
     model, data, cfg = loop_inputs()
@@ -245,8 +245,8 @@ def test_a_non_finite_bf16_loss_falls_back_to_what_an_fp32_run_gives(
 
 
 def test_a_non_finite_fp32_loss_is_an_error(loop_inputs: Any, tmp_path: Path) -> None:
-    from tlops.train.loop import NonFiniteLoss, fit
-    from tlops.train.strategies.finetune import FineTune
+    from tlops.training.loop import NonFiniteLoss, fit
+    from tlops.training.strategies.finetune import FineTune
 
     class Broken(FineTune):
         def loss(self, model: Any, batch: Any, generator: torch.Generator) -> torch.Tensor:
@@ -258,8 +258,8 @@ def test_a_non_finite_fp32_loss_is_an_error(loop_inputs: Any, tmp_path: Path) ->
 
 
 def test_a_checkpoint_of_other_numerics_is_not_resumed(loop_inputs: Any, tmp_path: Path) -> None:
-    from tlops.train.loop import fit
-    from tlops.train.strategies.finetune import FineTune
+    from tlops.training.loop import fit
+    from tlops.training.strategies.finetune import FineTune
 
     model, data, cfg = loop_inputs()
     fit(FineTune(cfg), model, data, cfg, tmp_path / "ckpt", "k", CPU, None, Numerics("bf16"))
@@ -302,9 +302,9 @@ def _replay(search: Search, choice: Choice) -> tuple[list[str], Numerics]:
 def test_a_real_calibration_times_copies_and_leaves_the_model_alone(
     loop_inputs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tlops.train.calibration as train_numerics
-    from tlops.train.calibration import training_numerics
-    from tlops.train.strategies.finetune import FineTune
+    import tlops.training.calibration as train_numerics
+    from tlops.training.calibration import training_numerics
+    from tlops.training.strategies.finetune import FineTune
 
     # compile fits the budget only on a slow (loaded) machine, where it then costs minutes:
     # keep it out, so what this test does does not depend on how busy the machine is

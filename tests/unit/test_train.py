@@ -18,8 +18,8 @@ from tlops.data.dataset import load_splits
 from tlops.io import read_json
 from tlops.models.init import create_model
 from tlops.plugins import Need, needs_of
-from tlops.train.loop import fit
-from tlops.train.strategies import Strategy, TrainData, get_strategy
+from tlops.training.loop import fit
+from tlops.training.strategies import Strategy, TrainData, get_strategy
 
 Tiny = tuple[Params, Path, Path]
 
@@ -72,10 +72,10 @@ def _with(params: Params, **train: object) -> Params:
 
 
 def test_the_strategies_are_what_the_files_register(params: Params) -> None:
-    # every file of tlops/train/strategies registers one strategy; nothing lists them by hand
+    # every file of tlops/training/strategies registers one strategy; nothing lists them by hand
     files = {
         p.stem
-        for p in (Path(__file__).parents[2] / "src/tlops/train/strategies").glob("*.py")
+        for p in (Path(__file__).parents[2] / "src/tlops/training/strategies").glob("*.py")
         if p.stem not in ("__init__", "base")
     }
     declared = plugins.strategies()
@@ -234,7 +234,7 @@ def test_a_new_strategy_with_its_own_module_needs_no_change_to_the_loop(
     from torch import nn
 
     from tlops.data.tensors import normalize
-    from tlops.train.strategies.finetune import FineTune
+    from tlops.training.strategies.finetune import FineTune
 
     class WithCritic(FineTune):  # the shape of a domain-adaptation strategy: an extra module
         name = "with_critic"

@@ -10,8 +10,8 @@ from tests.conftest import REPO
 from tlops.config import apply_overrides, load_params
 from tlops.io import write_json
 from tlops.layout import CHANGE_FILE
-from tlops.train.start import warm_start
-from tlops.train.strategies import get_strategy
+from tlops.training.start import warm_start
+from tlops.training.strategies import get_strategy
 
 CHAMPION = {"version": "4", "uri": "models:/tlops-digits/4", "run_id": "r", "data_version": "d"}
 

@@ -63,7 +63,7 @@ class TrainConfig(Section):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    # a registered strategy (tlops.plugins): a file of tlops/train/strategies or of a plug-in
+    # a registered strategy (tlops.plugins): a file of tlops/training/strategies or of a plug-in
     strategy: str
     # the label budget: all | k labeled target images per class (drawn reproducibly from the
     # train split; the others are unlabeled) | 0 (unsupervised domain adaptation)

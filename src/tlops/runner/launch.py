@@ -25,7 +25,7 @@ from pathlib import Path
 from tlops.config import Params
 from tlops.runner.spec import StepIO
 from tlops.tracking.lifecycle import RUN_ID_ENV
-from tlops.train.distributed import DataParallelError
+from tlops.training.distributed import DataParallelError
 
 
 class LaunchFailed(RuntimeError):

@@ -32,7 +32,7 @@ from tlops.io import atomic_dir
 from tlops.runner.launch import LaunchFailed, step_options, torchrun_command
 from tlops.runner.spec import StepIO
 from tlops.tracking.lifecycle import RUN_ID_ENV
-from tlops.train.distributed import DataParallelError
+from tlops.training.distributed import DataParallelError
 
 EXCHANGE_DIR = "trainjobs"  # under checkpoint_root: the job's inputs and outputs
 SHM_VOLUME = "dshm"

@@ -25,8 +25,8 @@ from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.runtime import resolve_device
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.report import KEY_ARTIFACTS
-from tlops.train.contexts import EvalContext, EvalExtras
-from tlops.train.strategies import get_strategy
+from tlops.training.contexts import EvalContext, EvalExtras
+from tlops.training.strategies import get_strategy
 
 if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
@@ -396,8 +396,8 @@ STEP = StepSpec(
         "tlops.evaluate.metrics",
         "tlops.evaluate.plots",
         "tlops.models.inference",
-        "tlops.train.contexts",  # what a strategy adds to its model's evaluation
-        "tlops.train.strategies",
+        "tlops.training.contexts",  # what a strategy adds to its model's evaluation
+        "tlops.training.strategies",
     ),
     tracking=Tracking.JOINS,
 )

@@ -1,7 +1,7 @@
 """Step ``train``: fit a model with the strategy ``train.strategy`` names.
 
-The strategy (:mod:`tlops.train.strategies`) says what it trains on; one provider per need
-fetches it from the step's inputs (:mod:`tlops.train.provide`). The data must have passed
+The strategy (:mod:`tlops.training.strategies`) says what it trains on; one provider per need
+fetches it from the step's inputs (:mod:`tlops.training.provide`). The data must have passed
 validation: the ``report`` input is checked against the dataset.
 
 Outputs (in the ``model`` directory): ``model.pt`` (a weights-only tlops checkpoint),
@@ -30,7 +30,7 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
-from tlops.train.strategies import get_strategy
+from tlops.training.strategies import get_strategy
 
 # Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
 # and the training stack are imported by the functions that train.
@@ -38,9 +38,9 @@ if TYPE_CHECKING:
     import torch
 
     from tlops.models.model import TransferModel
-    from tlops.train.distributed import Group
-    from tlops.train.loop import EpochCallback, TrainOutcome
-    from tlops.train.prepare import Setup
+    from tlops.training.distributed import Group
+    from tlops.training.loop import EpochCallback, TrainOutcome
+    from tlops.training.prepare import Setup
 
 
 def progress(epochs: int, log: EpochCallback | None) -> EpochCallback:
@@ -67,7 +67,7 @@ def run(params: Params, io: StepIO) -> StepResult:
     """Train with ``train.strategy`` and write the model.
 
     In one process, or data-parallel: under torchrun this process trains its shard (see
-    :mod:`tlops.train.distributed`); with ``train.distributed`` asking for more than one
+    :mod:`tlops.training.distributed`); with ``train.distributed`` asking for more than one
     process and none started yet, the step starts them (:mod:`tlops.runner.launch`: torchrun on
     this machine for one node, a Kubeflow Trainer TrainJob for more) and returns what rank 0
     wrote.
@@ -83,7 +83,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         Summary of the training.
     """
     from tlops.runtime import resolve_device, torchrun_rank
-    from tlops.train.distributed import check_strategy, process_group
+    from tlops.training.distributed import check_strategy, process_group
 
     dp = params.train.distributed
     if dp.world_size > 1 and torchrun_rank() is None:
@@ -127,8 +127,8 @@ def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
 def _train(params: Params, io: StepIO, group: Group | None, device: torch.device) -> StepResult:
     """:func:`run` in this process (alone, or one of a data-parallel group)."""
     from tlops.models.numerics import fall_back
-    from tlops.train.loop import fit
-    from tlops.train.prepare import fit_context, prepare
+    from tlops.training.loop import fit
+    from tlops.training.prepare import fit_context, prepare
 
     setup = prepare(params, io.inputs, io.args.get("checkpoint_root"), group, device, io.progress)
     leads = group is None or group.leads
@@ -353,17 +353,17 @@ STEP = StepSpec(
         ),
     ),
     code=(
-        "tlops.train.prepare",
-        "tlops.train.provide",
-        "tlops.train.start",
-        "tlops.train.calibration",
-        "tlops.train.contexts",
-        "tlops.train.loop",
-        "tlops.train.engine",
-        "tlops.train.callbacks",
-        "tlops.train.losses",
-        "tlops.train.strategies",
-        "tlops.train.distributed",
+        "tlops.training.prepare",
+        "tlops.training.provide",
+        "tlops.training.start",
+        "tlops.training.calibration",
+        "tlops.training.contexts",
+        "tlops.training.loop",
+        "tlops.training.engine",
+        "tlops.training.callbacks",
+        "tlops.training.losses",
+        "tlops.training.strategies",
+        "tlops.training.distributed",
         "tlops.evaluate.metrics",
         "tlops.data.budget",
         "tlops.data.align",

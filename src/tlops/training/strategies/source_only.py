@@ -28,9 +28,9 @@ from pydantic import BaseModel, Field
 
 from tlops.config import StrategyParams
 from tlops.layout import REFERENCE_FILE
-from tlops.train.contexts import EvalContext, EvalExtras, FitContext
-from tlops.train.strategies.base import UNLABELED, Need, TrainData, class_weights, strategy
-from tlops.train.strategies.finetune import FineTune
+from tlops.training.contexts import EvalContext, EvalExtras, FitContext
+from tlops.training.strategies.base import UNLABELED, Need, TrainData, class_weights, strategy
+from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
     from tlops.models import inference, init
     from tlops.models.model import TransferModel
-    from tlops.train import losses
+    from tlops.training import losses
 else:
     from tlops.lazy import lazy
 
@@ -47,7 +47,7 @@ else:
     nn = lazy("torch.nn")
     inference = lazy("tlops.models.inference")
     init = lazy("tlops.models.init")
-    losses = lazy("tlops.train.losses")
+    losses = lazy("tlops.training.losses")
 
 
 class DomainAdaptation(StrategyParams):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tlops.train.strategies.base import Need, strategy
-from tlops.train.strategies.finetune import FineTune
+from tlops.training.strategies.base import Need, strategy
+from tlops.training.strategies.finetune import FineTune
 
 
 @strategy("scratch", needs={Need.IMAGES})

@@ -27,9 +27,9 @@ from tlops.models.numerics import (
     choose,
     median_seconds,
 )
-from tlops.train.engine import adamw
-from tlops.train.strategies import Need, Strategy, TrainData
-from tlops.train.strategies.base import Batch
+from tlops.training.engine import adamw
+from tlops.training.strategies import Need, Strategy, TrainData
+from tlops.training.strategies.base import Batch
 
 
 def _measure(

@@ -1,4 +1,4 @@
-"""The training loop's callbacks: what :class:`tlops.train.engine.Loop` does beside training.
+"""The training loop's callbacks: what :class:`tlops.training.engine.Loop` does beside training.
 
 * :class:`NumericsFallback` - a non-finite loss under bf16/fp16 trains again from the start in
   fp32; in fp32 it is an error;
@@ -7,7 +7,7 @@
 * :class:`EpochLog` - the metrics of every ``log_every``-th epoch and the last, on rank 0;
 * :class:`Checkpoint` - ``last.pt`` after every epoch (rank 0) and the exact resume from it.
 
-:func:`tlops.train.loop.fit` lists them in that order: the report of an epoch reads the early
+:func:`tlops.training.loop.fit` lists them in that order: the report of an epoch reads the early
 stop it decided, and an epoch's checkpoint is written after its report (a report that kills
 the process leaves the previous epoch's checkpoint to resume from).
 """
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from tlops.models.numerics import Numerics
-from tlops.train.engine import Callback, Loop
+from tlops.training.engine import Callback, Loop
 
 CHECKPOINT = "last.pt"
 EpochCallback = Callable[[dict[str, float]], None]

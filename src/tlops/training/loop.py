@@ -1,10 +1,10 @@
 """Training: a strategy's model trained with checkpoints, exact resume and early stopping.
 
 :func:`fit` prepares the model and the strategy, then runs the loop
-(:class:`tlops.train.engine.Loop`: epochs and optimiser steps) with its callbacks
-(:mod:`tlops.train.callbacks`: the fp32 fallback, early stopping, the per-epoch report, the
-checkpoints). Determinism: see :mod:`tlops.train.engine`. The loop knows no strategy by name
-(see :mod:`tlops.train.strategies`).
+(:class:`tlops.training.engine.Loop`: epochs and optimiser steps) with its callbacks
+(:mod:`tlops.training.callbacks`: the fp32 fallback, early stopping, the per-epoch report, the
+checkpoints). Determinism: see :mod:`tlops.training.engine`. The loop knows no strategy by name
+(see :mod:`tlops.training.strategies`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tlops.config import TrainConfig
 from tlops.models.inference import FP32
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
-from tlops.train.callbacks import (
+from tlops.training.callbacks import (
     CHECKPOINT,
     Checkpoint,
     EarlyStopping,
@@ -28,9 +28,9 @@ from tlops.train.callbacks import (
     NonFiniteLoss,
     NumericsFallback,
 )
-from tlops.train.distributed import Group, sync_batchnorm
-from tlops.train.engine import Callback, Loop, adamw, val_metrics, warmup_cosine
-from tlops.train.strategies import Strategy, TrainData
+from tlops.training.distributed import Group, sync_batchnorm
+from tlops.training.engine import Callback, Loop, adamw, val_metrics, warmup_cosine
+from tlops.training.strategies import Strategy, TrainData
 
 # what callers import from here (the loop's pieces moved to engine and callbacks)
 __all__ = [
@@ -92,9 +92,9 @@ def fit(
         numerics: Precision, memory layout and compilation (see :mod:`tlops.models.numerics`).
         group: The data-parallel group under torchrun (None: one process). Each process trains
             on its shard of every global batch through DDP; rank 0 alone writes the
-            checkpoints and calls ``on_epoch`` (see :mod:`tlops.train.distributed`).
+            checkpoints and calls ``on_epoch`` (see :mod:`tlops.training.distributed`).
         batchnorm: ``batch``, ``sync`` or ``frozen``
-            (:func:`tlops.train.distributed.batchnorm_mode`).
+            (:func:`tlops.training.distributed.batchnorm_mode`).
 
     Returns:
         The history and best epoch; ``model`` holds the best epoch's weights.
@@ -115,7 +115,7 @@ def fit(
     if numerics.compile:
         model.compile()  # in place: the state dict keeps its keys
     # in this order: an epoch's report reads the early stop it decided, and is made before the
-    # epoch's checkpoint is written (see tlops.train.callbacks)
+    # epoch's checkpoint is written (see tlops.training.callbacks)
     early = EarlyStopping(cfg.early_stopping.metric, cfg.early_stopping.patience)
     checkpoint = Checkpoint(checkpoint_dir, fingerprint)
     report = [EpochLog(on_epoch, strategy.log_every)] if on_epoch is not None else []

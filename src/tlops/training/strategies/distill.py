@@ -21,21 +21,21 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.contexts import EvalContext, EvalExtras
-from tlops.train.strategies.base import Need, TrainData, strategy
-from tlops.train.strategies.finetune import FineTune
+from tlops.training.contexts import EvalContext, EvalExtras
+from tlops.training.strategies.base import Need, TrainData, strategy
+from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
     import torch
 
     from tlops.data.tensors import SplitTensors
     from tlops.models.model import TransferModel
-    from tlops.train import losses
+    from tlops.training import losses
 else:
     from tlops.lazy import lazy
 
     torch = lazy("torch")
-    losses = lazy("tlops.train.losses")
+    losses = lazy("tlops.training.losses")
 
 # uint8 images, labels (UNLABELED outside the budget), the teacher's logits of those images
 DistillBatch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
@@ -113,7 +113,7 @@ class Distill(FineTune):
     def loss(  # type: ignore[override]
         self, model: TransferModel, batch: DistillBatch, generator: torch.Generator
     ) -> torch.Tensor:
-        """Hinton et al.'s loss on augmented images (:func:`tlops.train.losses.distillation`)."""
+        """Hinton et al.'s loss on augmented images (:func:`tlops.training.losses.distillation`)."""
         images, labels, teacher_logits = batch
         student = model(self.augmented(model, images, generator))
         cfg = self.params

@@ -4,14 +4,14 @@
 epoch under the strategy's numerics, data-parallel shards, the validation row of each epoch)
 and nothing else: checkpoints and exact resume, early stopping and the best epoch, the
 non-finite-loss fallback to fp32 and the per-epoch report are :class:`Callback` objects
-(:mod:`tlops.train.callbacks`), in the manner of Lightning's Trainer. :func:`tlops.train.loop.fit`
-puts the two together.
+(:mod:`tlops.training.callbacks`), in the manner of Lightning's Trainer.
+:func:`tlops.training.loop.fit` puts the two together.
 
 Determinism: everything random in an epoch (shuffle order, augmentation, dropout) is seeded
 from (seed, epoch) at the start of that epoch, so a run resumed from the checkpoint of epoch k
 continues exactly as the uninterrupted run would have, and the same data + params + seed give
 the same metrics on CPU. The loop knows no strategy by name (see
-:mod:`tlops.train.strategies`).
+:mod:`tlops.training.strategies`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from torch import nn
 from tlops.evaluate.metrics import macro_f1
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
-from tlops.train.distributed import Group, freeze_batchnorm
-from tlops.train.strategies import Strategy, TrainData
-from tlops.train.strategies.base import Schedule
+from tlops.training.distributed import Group, freeze_batchnorm
+from tlops.training.strategies import Strategy, TrainData
+from tlops.training.strategies.base import Schedule
 
 
 def val_metrics(logits: torch.Tensor, labels: np.ndarray, n_classes: int) -> dict[str, float]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tlops.train.strategies.base import Batch, Need, Strategy, TrainData, labeled, strategy
+from tlops.training.strategies.base import Batch, Need, Strategy, TrainData, labeled, strategy
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ from tlops.config import Params
 from tlops.io import read_json
 from tlops.layout import CHANGE_FILE
 from tlops.plugins import Need
-from tlops.train.strategies import Strategy
+from tlops.training.strategies import Strategy
 
 if TYPE_CHECKING:
     from tlops.models.model import TransferModel

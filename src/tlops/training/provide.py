@@ -29,7 +29,7 @@ from tlops.models.model import BackboneError
 from tlops.plugins import Need
 from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.runs import client
-from tlops.train.strategies import Strategy, TrainData
+from tlops.training.strategies import Strategy, TrainData
 
 
 @dataclass

@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.strategies.base import Need, TrainData, labeled, strategy
-from tlops.train.strategies.finetune import FineTune
+from tlops.training.strategies.base import Need, TrainData, labeled, strategy
+from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
     import torch

@@ -1,6 +1,6 @@
 """The strategy interface: what a strategy trains on, its loss, its modules, state and hooks.
 
-The loop (:mod:`tlops.train.loop`) knows no strategy by name: it asks the strategy what to
+The loop (:mod:`tlops.training.loop`) knows no strategy by name: it asks the strategy what to
 train on, which parameters to optimise and with which learning rates, which backbone stages are
 trainable in an epoch, the loss of a batch and the validation logits, and it checkpoints the
 strategy's state with the model's so that a resumed run continues exactly. The train and
@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from tlops import plugins
 from tlops.data.budget import UNLABELED
 from tlops.plugins import Need, NeedsFn, StrategyDecl
-from tlops.train.contexts import EvalContext, EvalExtras, FitContext, TrainData, domain_distance
+from tlops.training.contexts import EvalContext, EvalExtras, FitContext, TrainData, domain_distance
 
 if TYPE_CHECKING:
     import torch

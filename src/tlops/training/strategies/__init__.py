@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from tlops.train.strategies.base import (
+from tlops.training.strategies.base import (
     UNLABELED,
     Need,
     Schedule,

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.strategies.base import TrainData
-from tlops.train.strategies.source_only import SourceOnly, adaptation, losses
+from tlops.training.strategies.base import TrainData
+from tlops.training.strategies.source_only import SourceOnly, adaptation, losses
 
 if TYPE_CHECKING:
     import torch

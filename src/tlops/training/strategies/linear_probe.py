@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.train.strategies.base import Batch, Need, Schedule, Strategy, TrainData, strategy
+from tlops.training.strategies.base import Batch, Need, Schedule, Strategy, TrainData, strategy
 
 if TYPE_CHECKING:
     import torch

@@ -24,9 +24,9 @@ from pydantic import Field
 
 from tlops.config import StrategyParams
 from tlops.plugins import TrainParams
-from tlops.train.strategies.base import Need, TrainData, strategy
-from tlops.train.strategies.finetune import FineTune
-from tlops.train.strategies.scratch import Scratch
+from tlops.training.strategies.base import Need, TrainData, strategy
+from tlops.training.strategies.finetune import FineTune
+from tlops.training.strategies.scratch import Scratch
 
 if TYPE_CHECKING:
     import torch

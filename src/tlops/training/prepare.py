@@ -1,8 +1,8 @@
 """One training run, resolved from the train step's inputs before it trains.
 
 :func:`prepare` reads what the step was given (validated data, a retrain's decision) and
-resolves the strategy, the data its needs call for (:mod:`tlops.train.provide`), the model it
-starts from (:mod:`tlops.train.start`), the numerics it trains in and the key its checkpoints
+resolves the strategy, the data its needs call for (:mod:`tlops.training.provide`), the model it
+starts from (:mod:`tlops.training.start`), the numerics it trains in and the key its checkpoints
 are kept under, so that a killed run started again resumes exactly.
 """
 
@@ -20,10 +20,10 @@ from tlops.layout import NUMERICS_CACHE
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Choice
 from tlops.plugins import Need
-from tlops.train.contexts import FitContext
-from tlops.train.distributed import Group
-from tlops.train.loop import TrainOutcome
-from tlops.train.strategies import Strategy, TrainData, get_strategy
+from tlops.training.contexts import FitContext
+from tlops.training.distributed import Group
+from tlops.training.loop import TrainOutcome
+from tlops.training.strategies import Strategy, TrainData, get_strategy
 
 
 @dataclass
@@ -67,9 +67,9 @@ def prepare(
     from tlops.io import fingerprint
     from tlops.runtime import seed_everything
     from tlops.tracking.runs import client
-    from tlops.train.distributed import batchnorm_mode, check_strategy
-    from tlops.train.provide import Provision, provide
-    from tlops.train.start import build_model, warm_start
+    from tlops.training.distributed import batchnorm_mode, check_strategy
+    from tlops.training.provide import Provision, provide
+    from tlops.training.start import build_model, warm_start
 
     cfg = params.train
     strategy = get_strategy(cfg)
@@ -131,7 +131,7 @@ def _numerics(
     group: Group | None,
 ) -> Choice:
     """The precision and layout to train in: calibrated here, or rank 0's choice under DDP."""
-    from tlops.train.calibration import training_numerics
+    from tlops.training.calibration import training_numerics
 
     cfg, cache_file = params.train, params.extract_features.cache_dir / NUMERICS_CACHE
     if group is None:
@@ -150,8 +150,8 @@ def _numerics(
 def fit_context(params: Params, setup: Setup, device: torch.device) -> FitContext:
     """What a strategy's :meth:`extra_models` trains with: this run's start, data and loop."""
     from tlops.runtime import seed_everything
-    from tlops.train.loop import fit
-    from tlops.train.start import build_model
+    from tlops.training.loop import fit
+    from tlops.training.start import build_model
 
     def build(cfg: TrainConfig) -> TransferModel:
         seed_everything(cfg.seed)
