@@ -15,12 +15,12 @@ import torch
 from tlops.config import Params, apply_overrides, load_params
 from tlops.data.dataset import load_splits
 from tlops.data.demo import write_demo
+from tlops.evaluate.scoring import score
 from tlops.io import read_json
 from tlops.models.init import load_model
 from tlops.plugins import Need, needs_of
 from tlops.runner.execute import execute
 from tlops.steps import spec_of
-from tlops.steps.evaluate import score
 from tlops.training.strategies.distill import images_per_s
 
 CLASSES = [str(i) for i in range(10)]

@@ -13,17 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.evaluate.metrics import classification_metrics, finite_or_none
+from tlops.evaluate.metrics import finite_or_none
 from tlops.evaluate.plots import confusion_matrix_png, reliability_png
+from tlops.evaluate.scoring import champion_scores, score
 from tlops.io import atomic_dir, read_json, write_json
-from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, NUMERICS_CACHE, TRAIN_FILE
+from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
-from tlops.runtime import resolve_device
-from tlops.tracking.registry import CHAMPION, alias_version
 from tlops.tracking.report import KEY_ARTIFACTS
 from tlops.training.contexts import EvalContext, EvalExtras
 from tlops.training.strategies import get_strategy
@@ -44,104 +41,6 @@ class EvaluateResult:
     champion: dict[str, Any] | None  # {"version", "metrics", "per_class"} or None
     champion_note: str
     out_dir: Path
-
-
-def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str, Any]:
-    """All metrics of ``model`` on a split."""
-    import torch
-
-    from tlops.models.inference import inference_numerics, predict_logits
-
-    device = resolve_device(params.runtime.device)
-    batch_size = params.evaluate.batch_size
-    choice = inference_numerics(
-        params.evaluate.numerics,
-        model,
-        [test],
-        batch_size,
-        device,
-        params.extract_features.cache_dir / NUMERICS_CACHE,
-    )
-    logits = predict_logits(model.to(device), test, batch_size, device, choice.numerics)
-    probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)
-    result = classification_metrics(
-        probs, test.labels, model.classes, params.evaluate.calibration_bins
-    )
-    result["predicted"] = probs.argmax(axis=1).tolist() if len(probs) else []
-    result["confidence"] = probs.max(axis=1).tolist() if len(probs) else []
-    result["numerics"] = choice.as_dict()
-    return result
-
-
-def _champion(
-    params: Params, classes: list[str], version: str | None = None
-) -> tuple[TransferModel | None, str | None, str]:
-    from tlops.models.init import model_from_checkpoint, resolve_init
-
-    name = params.register_model.model_name
-    if version is None:
-        try:
-            version = alias_version(params.tracking, name, CHAMPION)
-        except Exception as exc:  # no registry yet, server unreachable...: no comparison
-            return None, None, f"no champion: registry not readable ({exc.__class__.__name__})"
-        if version is None:
-            return None, None, f"no champion yet for {name}"
-    payload = resolve_init(f"models:/{name}/{version}").checkpoint or {}
-    if list(payload.get("classes", [])) != classes:
-        return (
-            None,
-            version,
-            (
-                f"champion v{version} has classes {payload.get('classes')}, "
-                f"not {classes}: not comparable"
-            ),
-        )
-    model = model_from_checkpoint(payload)
-    size = f" at its own {model.image_size} px" if model.image_size else ""
-    return model, version, f"champion v{version} evaluated on the same test split{size}"
-
-
-def champion_scores(
-    params: Params,
-    ingest_dir: Path,
-    classes: list[str],
-    test: SplitTensors,
-    version: str | None = None,
-) -> tuple[dict[str, Any] | None, str | None, str]:
-    """The champion's scores on the test split (``test`` is at ``model.image_size``).
-
-    Args:
-        params: Resolved params.
-        ingest_dir: The ingest output (the split is decoded again at the champion's own
-            resolution when it differs).
-        classes: The candidate's classes; a champion with others is not comparable.
-        test: The decoded test split.
-        version: That version of ``register_model.model_name``; None: the ``champion`` alias.
-
-    Returns:
-        ``({"version", "metrics", "per_class", "confusion_matrix"} or None, the version found,
-        a note for the report)``.
-    """
-    champion_model, champion_version, note = _champion(params, classes, version)
-    if champion_model is None:
-        return None, champion_version, note
-    size = champion_model.image_size or params.model.image_size
-    align = champion_model.align
-    champion_test = (
-        test
-        if size == params.model.image_size and align == params.model.align
-        else load_splits(params, ingest_dir, classes, ("test",), image_size=size, align=align)[
-            "test"
-        ]
-    )
-    champion_result = score(champion_model, champion_test, params)
-    champion = {
-        "version": champion_version,
-        "metrics": champion_result["overall"],
-        "per_class": champion_result["per_class"],
-        "confusion_matrix": champion_result["confusion_matrix"],
-    }
-    return champion, champion_version, note
 
 
 def run(params: Params, io: StepIO) -> StepResult:
@@ -172,7 +71,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         )
     test = load_splits(params, ingest_dir, classes, ("test",))["test"]
     result = score(model, test, params)
-    champion, champion_version, note = champion_scores(params, ingest_dir, classes, test)
+    champion, champion_version, note = _champion(params, ingest_dir, classes, test)
     flat = {k: finite_or_none(v) for k, v in result["overall"].items()}
     extras = _extras(params, io, model, classes, test, flat)
     evaluated = EvaluateResult(flat, result["per_class"], champion, note, out_dir)
@@ -203,6 +102,22 @@ def run(params: Params, io: StepIO) -> StepResult:
         confusion=(classes, result["confusion_matrix"]),
         views={"summary": out_dir / COMPARISON_FILE},
     )
+
+
+def _champion(
+    params: Params, ingest_dir: Path, classes: list[str], test: SplitTensors
+) -> tuple[dict[str, Any] | None, str | None, str]:
+    """The champion's scores on the same test split, or why there are none (a note)."""
+    from tlops.tracking.registry import CHAMPION, alias_version
+
+    name = params.register_model.model_name
+    try:
+        version = alias_version(params.tracking, name, CHAMPION)
+    except Exception as exc:  # no registry yet, server unreachable...: no comparison
+        return None, None, f"no champion: registry not readable ({exc.__class__.__name__})"
+    if version is None:
+        return None, None, f"no champion yet for {name}"
+    return champion_scores(params, ingest_dir, classes, test, version)
 
 
 def _champion_flat(champion: dict[str, Any] | None) -> dict[str, float | None]:
@@ -393,6 +308,7 @@ STEP = StepSpec(
         Port("summary", "Markdown", "Candidate vs champion on the test split.", view=True),
     ),
     code=(
+        "tlops.evaluate.scoring",
         "tlops.evaluate.metrics",
         "tlops.evaluate.plots",
         "tlops.models.inference",

@@ -202,7 +202,7 @@ def _regate(params: Params, inputs: _Inputs, found: str | None) -> Decision:
     if found is None:
         return should_promote(inputs.candidate, None, gate)
     # here only: the champion moved since evaluate, so it is scored again on the test split
-    from tlops.steps.evaluate import champion_scores
+    from tlops.evaluate.scoring import champion_scores
 
     fresh, _, _note = champion_scores(params, inputs.ingest_dir, inputs.classes, inputs.test, found)
     if fresh is None:
@@ -369,6 +369,6 @@ STEP = StepSpec(
         ),
         Port("summary", "Markdown", "The decision and its reasons.", view=True),
     ),
-    code=("tlops.evaluate.gate", "tlops.tracking.registry"),
+    code=("tlops.evaluate.gate", "tlops.evaluate.scoring", "tlops.tracking.registry"),
     tracking=Tracking.CLOSES,
 )
