@@ -78,9 +78,14 @@ def _sh(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A copy of the repository's tracked files, committed in a git repository of its own."""
+    """A copy of the repository's files, committed in a git repository of its own."""
     tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, text=True
+        # tracked files and new ones not ignored: the working tree as a developer has it
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        text=True,
     ).stdout.split("\0")
     copy = tmp_path / "repo"
     for name in filter(None, tracked):
