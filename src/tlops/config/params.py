@@ -11,7 +11,7 @@ from tlops.config.cluster import KfpConfig, RuntimeConfig, TrackingConfig
 from tlops.config.data import DataConfig, DemoConfig, ImageConfig, IngestConfig, ValidateConfig
 from tlops.config.model import EvaluateConfig, ExtractConfig, ModelConfig
 from tlops.config.release import DetectChangeConfig, RegisterConfig
-from tlops.config.sections import Section, suggest, validated_section
+from tlops.config.sections import Section, declared_section, suggest, validated_section
 from tlops.config.train import TrainConfig
 
 
@@ -70,10 +70,7 @@ class Params(Section):
         Raises:
             KeyError: The params have no such section.
         """
-        extra = self.__pydantic_extra__ or {}
-        if name not in extra:
-            raise KeyError(f"{name}: not a section of these params")
-        return extra[name]
+        return declared_section(self, name, name)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Return the resolved parameters as ``{"section.key": value}`` for logging."""

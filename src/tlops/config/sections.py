@@ -96,3 +96,15 @@ def validated_section(
             for item in exc.errors()
         ]
         raise ValueError("; ".join(lines)) from None
+
+
+def declared_section(model: BaseModel, name: str, where: str) -> Any:
+    """The validated section ``name`` that a plug-in declared, held among ``model``'s extras.
+
+    Raises:
+        KeyError: ``model`` holds no such section (``where`` names it in the message).
+    """
+    extra = model.__pydantic_extra__ or {}
+    if name not in extra:
+        raise KeyError(f"{where}: not in these params")
+    return extra[name]

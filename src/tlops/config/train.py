@@ -7,7 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from tlops import plugins
-from tlops.config.sections import NumericsSetting, Section, suggest, validated_section
+from tlops.config.sections import (
+    NumericsSetting,
+    Section,
+    declared_section,
+    suggest,
+    validated_section,
+)
 
 
 class AugmentConfig(Section):
@@ -110,7 +116,4 @@ class TrainConfig(Section):
         Raises:
             KeyError: The params have no such section.
         """
-        extra = self.__pydantic_extra__ or {}
-        if name not in extra:
-            raise KeyError(f"train.{name}: not in these params")
-        return extra[name]
+        return declared_section(self, name, f"train.{name}")

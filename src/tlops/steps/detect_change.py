@@ -29,6 +29,8 @@ from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.steps.ingest_data import dataset_input
+from tlops.steps.validate_data import report_input
 from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
 
 if TYPE_CHECKING:
@@ -289,8 +291,6 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
-REPORT = ("validate_data", "report")
 STEP = StepSpec(
     name="detect_change",
     run=run,
@@ -306,14 +306,8 @@ STEP = StepSpec(
         "tracking",
     ),
     inputs=(
-        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
-        Port(
-            "report",
-            "Artifact",
-            "Output of validate_data (it must have passed).",
-            producer=REPORT,
-            domain="target",
-        ),
+        dataset_input(),
+        report_input(),
     ),
     outputs=(
         Port("change", "Artifact", "change.json (decision, reasons, statistics), summary.md"),

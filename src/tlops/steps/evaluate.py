@@ -21,6 +21,7 @@ from tlops.evaluate.scoring import champion_scores, score
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.steps.ingest_data import dataset_input
 from tlops.tracking.report import KEY_ARTIFACTS
 from tlops.training.contexts import EvalContext, EvalExtras
 from tlops.training.strategies import get_strategy
@@ -258,7 +259,6 @@ def comparison_markdown(result: EvaluateResult) -> str:
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
 STEP = StepSpec(
     name="evaluate",
     run=run,
@@ -276,14 +276,12 @@ STEP = StepSpec(
         "tracking",
     ),
     inputs=(
-        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
+        dataset_input(),
         Port("model", "Model", "Output of train.", producer=("train", "model")),
-        Port(
+        dataset_input(
             "source_dataset",
-            "Dataset",
             "Output of ingest_data for the source domain (domain adaptation: the distance "
             "of the domains' features before and after training).",
-            producer=DATASET,
             domain="source",
             optional=True,
         ),

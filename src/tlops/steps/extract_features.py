@@ -23,6 +23,7 @@ from tlops.io import atomic_dir, fingerprint, read_json, write_json
 from tlops.layout import FEATURES_FILE, NUMERICS_CACHE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec
 from tlops.runtime import resolve_device
+from tlops.steps.ingest_data import dataset_input
 
 if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
@@ -148,7 +149,6 @@ def _write_split(
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
 STEP = StepSpec(
     name="extract_features",
     run=run,
@@ -162,9 +162,7 @@ STEP = StepSpec(
         "extract_features",
         "runtime",
     ),
-    inputs=(
-        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
-    ),
+    inputs=(dataset_input(),),
     outputs=(Port("features", "Dataset", "<split>.npy, <split>_index.csv, features.json"),),
     code=("tlops.models.init", "tlops.models.inference", "tlops.data.tensors"),
     cacheable=True,

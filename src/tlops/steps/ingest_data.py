@@ -220,3 +220,20 @@ STEP = StepSpec(
     cacheable=True,
     per_domain=True,
 )
+
+
+def dataset_input(
+    name: str = "dataset",
+    help: str = "Output of ingest_data.",
+    domain: str | None = "target",
+    optional: bool = False,
+) -> Port:
+    """An input of another step that reads this step's ``dataset``.
+
+    Args:
+        name: The input's name in the reading step.
+        help: One line on what the reader takes from it.
+        domain: Which domain's ingest (None: the reader's own, for a per-domain reader).
+        optional: The reader can do without it.
+    """
+    return Port(name, "Dataset", help, ("ingest_data", "dataset"), domain, optional)

@@ -33,6 +33,7 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.steps.ingest_data import dataset_input
 from tlops.tracking.lifecycle import RunLog, runner
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
@@ -336,7 +337,6 @@ def _log(
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
 STEP = StepSpec(
     name="register_model",
     run=run,
@@ -350,12 +350,9 @@ STEP = StepSpec(
         "tracking",
     ),
     inputs=(
-        Port(
+        dataset_input(
             "dataset",
-            "Dataset",
             "Output of ingest_data (test images for the input example).",
-            producer=DATASET,
-            domain="target",
         ),
         Port("model", "Model", "Output of train.", producer=("train", "model")),
         Port("evaluation", "Artifact", "Output of evaluate.", producer=("evaluate", "evaluation")),

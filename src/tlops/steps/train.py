@@ -30,6 +30,8 @@ from tlops.layout import (
     TRAIN_FILE,
 )
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.steps.ingest_data import dataset_input
+from tlops.steps.validate_data import report_input
 from tlops.training.strategies import get_strategy
 
 # Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
@@ -273,8 +275,6 @@ def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
-REPORT = ("validate_data", "report")
 STEP = StepSpec(
     name="train",
     run=run,
@@ -298,14 +298,8 @@ STEP = StepSpec(
         ),
     ),
     inputs=(
-        Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET, domain="target"),
-        Port(
-            "report",
-            "Artifact",
-            "Output of validate_data (it must have passed).",
-            producer=REPORT,
-            domain="target",
-        ),
+        dataset_input(),
+        report_input(),
         Port(
             "features",
             "Dataset",
@@ -313,19 +307,15 @@ STEP = StepSpec(
             producer=("extract_features", "features"),
             optional=True,
         ),
-        Port(
+        dataset_input(
             "source_dataset",
-            "Dataset",
             "Output of ingest_data for the source domain (strategies that train on it).",
-            producer=DATASET,
             domain="source",
             optional=True,
         ),
-        Port(
+        report_input(
             "source_report",
-            "Artifact",
             "Output of validate_data for the source domain (it must have passed).",
-            producer=REPORT,
             domain="source",
             optional=True,
         ),

@@ -31,6 +31,7 @@ from tlops.layout import (
     VALIDATION_FILE,
 )
 from tlops.runner.spec import Port, StepFailure, StepIO, StepResult, StepSpec, Tracking
+from tlops.steps.ingest_data import dataset_input
 from tlops.tracking.registry import champion_classes
 from tlops.validate.offline import REPORT_FILE, make_offline, write_report
 
@@ -328,14 +329,13 @@ def _summary_md(ingest: dict[str, Any], report: dict[str, Any], message: str) ->
 
 
 # The step's declaration: what every runner (tlops step, dvc.yaml, KFP) is derived from.
-DATASET = ("ingest_data", "dataset")
 STEP = StepSpec(
     name="validate_data",
     run=run,
     help="Validate an ingested dataset with Great Expectations (against the champion's "
     "classes once there is one); fails listing every broken rule.",
     params=("validate_data", "register_model.model_name", "tracking"),
-    inputs=(Port("dataset", "Dataset", "Output of ingest_data.", producer=DATASET),),
+    inputs=(dataset_input(domain=None),),
     outputs=(
         Port("report", "Artifact", "GX results, Data Docs, validation.json, summary.md"),
         Port("data_docs", "HTML", "The Data Docs page of this validation.", view=True),
@@ -346,3 +346,20 @@ STEP = StepSpec(
     tracking=Tracking.FAILURE,
     per_domain=True,
 )
+
+
+def report_input(
+    name: str = "report",
+    help: str = "Output of validate_data (it must have passed).",
+    domain: str = "target",
+    optional: bool = False,
+) -> Port:
+    """An input of another step that reads this step's ``report`` (the data must have passed).
+
+    Args:
+        name: The input's name in the reading step.
+        help: One line on what the reader takes from it.
+        domain: Which domain's validation.
+        optional: The reader can do without it.
+    """
+    return Port(name, "Artifact", help, ("validate_data", "report"), domain, optional)
