@@ -128,7 +128,7 @@ def tiny_project(root: Path, repo: Path, drops: int = 1) -> Path:
 
     write_demo(None, root / "data" / "target", drops=drops)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["data"] = {"source": "data/target", "target": "data/target"}
+    params["data"].update({"source": "data/target", "target": "data/target"})
     params["model"]["image_size"] = 32
     params["train"].update({"epochs": 2, "trainable_stages": 3, "batch_size": 32})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
