@@ -140,7 +140,7 @@ def test_a_strategy_of_ones_own_runs_through_the_pipeline_from_its_one_file(
         "train.tempered.temperature=2.0",
         "train.epochs=1",
     )
-    assert "train: tempered, 1 epoch(s)" in out
+    assert "train: tempered from " in out and "best epoch 1 of 1" in out
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     run = mlflow.search_runs(
         experiment_names=["tlops"], filter_string="tags.strategy = 'tempered'", output_format="list"
