@@ -22,6 +22,30 @@ from tlops.config import Params
 from tlops.layout import PROGRESS_PREFIX
 
 TASK_LINE = "Task "
+RUNNERS = ("warm", "subprocess")
+# what the steps import, loaded once by the warm runner's parent (tlops.runner.warm)
+PRELOAD = (
+    "torch",
+    "torchvision",
+    "timm",
+    "mlflow",
+    "mlflow.pyfunc",
+    "pandas",
+    "great_expectations",
+    "kfp.dsl.executor_main",
+    "components",
+    "tlops.steps",
+    "tlops.data.tensors",
+    "tlops.models.inference",
+    "tlops.models.init",
+    "tlops.training.loop",
+    "tlops.training.provide",
+    "tlops.tracking.serving",
+    "tlops.validate.suite",
+    "tlops.validate.offline",
+    "tlops.evaluate.plots",
+    "tlops.runner.execute",
+)
 
 
 @dataclass
@@ -106,14 +130,18 @@ def run_local(
     run_dir: Path,
     echo: Callable[[str], None] = print,
     pipeline_name: str = "training",
+    runner: str = "warm",
 ) -> LocalRun:
-    """Compile a pipeline for ``params`` and run it with KFP's SubprocessRunner.
+    """Compile a pipeline for ``params`` and run it with KFP's local SubprocessRunner.
 
     Args:
         params: Resolved params (the pipeline's defaults).
         run_dir: Where KFP writes every task's artifacts (``<run_dir>/kfp``) and its log.
         echo: Receives one line per finished task.
         pipeline_name: ``training`` or ``retraining``.
+        runner: ``warm`` (each task forked from this process, which imports what the steps
+            need once: :mod:`tlops.runner.warm`) or ``subprocess`` (KFP's stock runner: a
+            fresh interpreter per task).
 
     Returns:
         The artifact paths of the pipeline's outputs (retraining: detect_change's ``change``
@@ -157,7 +185,7 @@ def run_local(
     )
     started = time.perf_counter()
     try:
-        with _quiet_kfp(log, echo):
+        with _quiet_kfp(log, echo), _task_runner(runner):
             task = pipeline(**arguments)
     except RuntimeError as exc:
         _raise_failure(run_dir, log, exc)
@@ -167,6 +195,26 @@ def run_local(
     else:
         outputs = {name: Path(artifact.path) for name, artifact in task.outputs.items()}
     return LocalRun(run_dir, outputs, seconds, log)
+
+
+@contextlib.contextmanager
+def _task_runner(runner: str) -> Iterator[None]:
+    """Within: KFP's tasks run as ``runner`` says (see :func:`run_local`).
+
+    Raises:
+        ValueError: An unknown runner.
+    """
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    if runner == "subprocess":
+        yield
+        return
+    from tlops.runner import warm
+
+    warm.check_kfp()
+    warm.preload(PRELOAD)
+    with warm.forked_tasks():
+        yield
 
 
 # KFP's local runner writes <pipeline root>/<run>/<task>/<output>; a pipeline cannot return the

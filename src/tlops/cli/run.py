@@ -31,6 +31,14 @@ class LocalPipeline:
 
 
 TRAINING = LocalPipeline("run", "training", "%Y%m%d-%H%M%S", data_tables=True)
+RunnerOpt = Annotated[
+    str,
+    typer.Option(
+        help="How KFP's local tasks run: warm (each forked from a process that imported "
+        "kfp, torch and mlflow once) or subprocess (KFP's stock runner: a fresh interpreter "
+        "per task).",
+    ),
+]
 
 
 def run(
@@ -39,6 +47,7 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
     ] = None,
+    runner: RunnerOpt = "warm",
 ) -> None:
     """Run the training pipeline on the configured data (the embedded demo by default).
 
@@ -47,11 +56,15 @@ def run(
     the source domain when the strategy uses it), extract_features when the strategy trains on
     features, then train, evaluate and register_model, logged into one MLflow run.
     """
-    run_pipeline(TRAINING, params, set_, out)
+    run_pipeline(TRAINING, params, set_, out, runner)
 
 
 def run_pipeline(
-    how: LocalPipeline, params: Path, overrides: list[str] | None, out: Path | None
+    how: LocalPipeline,
+    params: Path,
+    overrides: list[str] | None,
+    out: Path | None,
+    runner: str = "warm",
 ) -> None:
     """Run a pipeline locally and print what its steps recorded (the body of run and retrain).
 
@@ -60,6 +73,7 @@ def run_pipeline(
         params: The params file.
         overrides: ``-S key=value`` overrides of it.
         out: The run directory (default: ``runs/`` + ``how.run_dir``, formatted now).
+        runner: How KFP's tasks run: ``warm`` (forked from this process) or ``subprocess``.
     """
 
     def body() -> None:
@@ -73,6 +87,7 @@ def run_pipeline(
             run_dir,
             echo=lambda line: console.print(f"  {line}", highlight=False),
             pipeline_name=how.pipeline,
+            runner=runner,
         )
         outputs = read_outputs(local.outputs)
         if how.data_tables:
