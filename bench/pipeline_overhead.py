@@ -19,8 +19,7 @@ MLflow run set-up, logging and artifact handling. MLflow model logging (``mlflow
     .venv/bin/python bench/pipeline_overhead.py
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: KFP reads the no-op component's annotations as types
 import os
 import tempfile
 import time
