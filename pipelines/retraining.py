@@ -61,10 +61,10 @@ def build_retraining_pipeline(cfg: Params) -> Any:
         checked = ingest_and_validate(tasks, "target", data_version_target)
         check = tasks.add("detect_change")
         with dsl.If(check.outputs["Output"] == RETRAIN, name="retrain"):
-            previous = check
+            after = [check]
             if "source" in domains:
-                previous = ingest_and_validate(tasks, "source", data_version_source, after=check)
-            train_evaluate_register(tasks, cfg, checkpoint_root, previous)
+                after.append(ingest_and_validate(tasks, "source", data_version_source, after=check))
+            train_evaluate_register(tasks, cfg, checkpoint_root, after)
         for step, task in tasks.added:
             cluster_settings(task, step, cfg, cache=False)
         assert checked is not None

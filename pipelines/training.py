@@ -1,7 +1,7 @@
 """The ``training`` pipeline: the only place that orders the steps.
 
-ingest_data -> validate_data (target, then source when the strategy uses it) ->
-[extract_features, when the strategy trains on features] -> train -> evaluate ->
+ingest_data -> validate_data (on the target, and beside it on the source when the strategy
+uses it) -> [extract_features, when the strategy trains on features] -> train -> evaluate ->
 register_model. The graph is built for the strategy in params (steps it does not need are not
 in it). The pipeline's ``params`` parameter defaults to the whole resolved params.yaml (the
 single source of truth); cluster settings (GPU, node selector, toleration, /dev/shm, secrets,
@@ -69,17 +69,21 @@ def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
 def ingest_and_validate(tasks: Tasks, domain: str, version: Any, after: Any = None) -> Any:
     """The ingest_data and validate_data tasks of one domain (after ``after``, if given).
 
+    The domains do not wait for each other: their tasks run side by side where cores allow.
+
     Returns:
         The validate_data task.
     """
     ingest = tasks.add("ingest_data", domain, domain=domain, data_version=version)
     if after is not None:
-        ingest.after(after)  # one domain after the other, target first
+        ingest.after(after)
     return tasks.add("validate_data", domain)
 
 
-def train_evaluate_register(tasks: Tasks, cfg: Params, checkpoint_root: Any, after: Any) -> None:
-    """[extract_features ->] train -> evaluate -> register_model, after ``after``.
+def train_evaluate_register(
+    tasks: Tasks, cfg: Params, checkpoint_root: Any, after: list[Any]
+) -> None:
+    """[extract_features ->] train -> evaluate -> register_model, after the tasks ``after``.
 
     Their inputs are wired from the declarations (the target's data, the source's when its
     tasks ran, detect_change's decision in the retraining pipeline).
@@ -88,14 +92,14 @@ def train_evaluate_register(tasks: Tasks, cfg: Params, checkpoint_root: Any, aft
         tasks: The pipeline's tasks so far.
         cfg: Resolved params (strategy, cluster settings).
         checkpoint_root: The pipeline's ``checkpoint_root`` parameter.
-        after: The task the model steps wait for (the last validation).
+        after: The tasks the model steps wait for (every domain's validation).
     """
     from kfp import kubernetes
 
     if uses_features(cfg):
-        tasks.add("extract_features").after(after)
+        tasks.add("extract_features").after(*after)
     trained = tasks.add("train", checkpoint_root=checkpoint_root)
-    trained.after(after)
+    trained.after(*after)
     trained.set_retry(
         cfg.kfp.train_retries, backoff_duration=cfg.kfp.retry_backoff, backoff_factor=2.0
     )
@@ -135,10 +139,9 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
     Outputs = NamedTuple("Outputs", fields)  # type: ignore[misc]
 
     def training(params: str, checkpoint_root: str, versions: dict[str, str]) -> Any:
-        tasks, previous = Tasks(steps, params), None
-        for domain in domains:
-            previous = ingest_and_validate(tasks, domain, versions[domain], previous)
-        train_evaluate_register(tasks, cfg, checkpoint_root, previous)
+        tasks = Tasks(steps, params)
+        validated = [ingest_and_validate(tasks, d, versions[d]) for d in domains]
+        train_evaluate_register(tasks, cfg, checkpoint_root, validated)
         for step, task in tasks.added:
             cluster_settings(task, step, cfg, cache=pinned_data)
         outputs: list[Any] = []

@@ -153,3 +153,84 @@ def test_a_changed_kfp_is_named_clearly(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.delattr(subprocess_task_handler, "run_local_subprocess")
     with pytest.raises(warm.EntryPointChanged, match="run_local_subprocess is gone"):
         warm.check_kfp()
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def meet(here: str, there: str, marks: Output[Artifact]) -> None:
+    """Leave a mark at ``here``, then wait for one at ``there``: only tasks side by side meet."""
+    import time
+    from pathlib import Path
+
+    Path(here).touch()
+    deadline = time.monotonic() + 120  # generous: a loaded machine still meets, a chain never
+    while not Path(there).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{there} never appeared: the tasks did not run side by side")
+        time.sleep(0.05)
+    with open(marks.path, "w") as handle:
+        handle.write(here)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def join(left: Input[Artifact], right: Input[Artifact]) -> str:
+    """What both branches wrote."""
+    with open(left.path) as first, open(right.path) as second:
+        return f"{first.read()} {second.read()}"
+
+
+def test_independent_tasks_run_side_by_side_and_join(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
+    @dsl.pipeline
+    def branches() -> str:
+        left = meet(here=a, there=b)
+        right = meet(here=b, there=a)
+        return join(  # type: ignore[no-any-return]
+            left=left.outputs["marks"], right=right.outputs["marks"]
+        ).output
+
+    _init(tmp_path)
+    with warm.forked_tasks(side_by_side=2):
+        assert branches().output == f"{a} {b}"
+    out = capsys.readouterr().out
+    # each task's lines are prefixed by its name, so interleaved output stays readable
+    assert "    [meet] [KFP Executor" in out and "    [meet-2] [KFP Executor" in out
+    assert "    [join] [KFP Executor" in out
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def note(path: str) -> str:
+    """Append this task's mark to ``path`` (the order the tasks ran in)."""
+    with open(path, "a") as handle:
+        handle.write("ran\n")
+    return path
+
+
+def test_after_a_failure_no_task_starts_and_the_running_ones_finish(tmp_path: Path) -> None:
+    log = tmp_path / "ran.txt"
+
+    @dsl.pipeline
+    def failing() -> None:
+        note(path=str(log))  # beside the failure: it finishes
+        failed = fail()
+        note(path=str(log)).after(failed)  # downstream of the failure: never starts
+
+    _init(tmp_path)
+    with warm.forked_tasks(side_by_side=2), pytest.raises(RuntimeError, match="FAILURE"):
+        failing()
+    assert log.read_text() == "ran\n"
+
+
+def test_the_parent_loads_what_it_is_told_and_names_what_it_could_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sys
+
+    _init(tmp_path)
+    assert "colorsys" not in sys.modules or sys.modules.pop("colorsys")
+    with warm.forked_tasks(("colorsys", "tlops_no_such_module"), side_by_side=2):
+        assert marks().output.startswith("marked ")
+    assert "colorsys" in sys.modules  # loaded here, while the tasks ran (or after them)
+    assert "could not preload tlops_no_such_module: ModuleNotFoundError" in caplog.text

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from tlops.cli.common import ParamsOpt, SetOpt, console, guard, read_params, wide
-from tlops.cli.run import LocalPipeline, RunnerOpt, run_pipeline
+from tlops.cli.run import LocalPipeline, ParallelOpt, RunnerOpt, run_pipeline
 
 if TYPE_CHECKING:
     from pipelines.retrain_demo import Chapter
@@ -24,6 +24,7 @@ def retrain(
         Path | None, typer.Option(help="Run directory (default: runs/retrain-<timestamp>).")
     ] = None,
     runner: RunnerOpt = "warm",
+    parallel: ParallelOpt = None,
 ) -> None:
     """Run the retraining pipeline once, locally (KFP local), on the configured target data.
 
@@ -32,7 +33,7 @@ def retrain(
     the champion, evaluated against it on the same test split and promoted only if the gate
     says so. Without a retrain, the MLflow run records why.
     """
-    run_pipeline(RETRAINING, params, set_, out, runner)
+    run_pipeline(RETRAINING, params, set_, out, runner, parallel)
 
 
 def retrain_demo(

@@ -39,6 +39,14 @@ RunnerOpt = Annotated[
         "per task).",
     ),
 ]
+ParallelOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="With the warm runner: at most this many independent tasks at once (default: "
+        "this machine's cores; 1: one at a time).",
+    ),
+]
 
 
 def run(
@@ -48,6 +56,7 @@ def run(
         Path | None, typer.Option(help="Run directory (default: runs/<timestamp>).")
     ] = None,
     runner: RunnerOpt = "warm",
+    parallel: ParallelOpt = None,
 ) -> None:
     """Run the training pipeline on the configured data (the embedded demo by default).
 
@@ -56,7 +65,7 @@ def run(
     the source domain when the strategy uses it), extract_features when the strategy trains on
     features, then train, evaluate and register_model, logged into one MLflow run.
     """
-    run_pipeline(TRAINING, params, set_, out, runner)
+    run_pipeline(TRAINING, params, set_, out, runner, parallel)
 
 
 def run_pipeline(
@@ -65,6 +74,7 @@ def run_pipeline(
     overrides: list[str] | None,
     out: Path | None,
     runner: str = "warm",
+    parallel: int | None = None,
 ) -> None:
     """Run a pipeline locally and print what its steps recorded (the body of run and retrain).
 
@@ -74,6 +84,8 @@ def run_pipeline(
         overrides: ``-S key=value`` overrides of it.
         out: The run directory (default: ``runs/`` + ``how.run_dir``, formatted now).
         runner: How KFP's tasks run: ``warm`` (forked from this process) or ``subprocess``.
+        parallel: With ``warm``: at most this many independent tasks at once (None: the
+            machine's cores).
     """
 
     def body() -> None:
@@ -88,6 +100,7 @@ def run_pipeline(
             echo=lambda line: console.print(f"  {line}", highlight=False),
             pipeline_name=how.pipeline,
             runner=runner,
+            parallel=parallel,
         )
         outputs = read_outputs(local.outputs)
         if how.data_tables:

@@ -3,17 +3,29 @@
 KFP's ``SubprocessRunner`` starts a fresh interpreter per task (``sh -c ... python3 -m
 kfp.dsl.executor_main ...``), which imports kfp, torch and mlflow again: seconds per task that
 the steps never compute with. :func:`forked_tasks` keeps everything else of the local runner as
-it is (the compiled pipeline, its executor input and output, artifacts, caching, the order of the
-tasks) and replaces only the one call that starts that interpreter: the task's command runs in a
-child forked from this process, which has already imported what the steps need
-(:func:`preload`). Each task is still a process of its own, so a crash, a leaked global or an
+it is (the compiled pipeline, its executor input and output, artifacts, caching) and replaces
+only the one call that starts that interpreter: the task's command runs in a child forked from
+this process. Each task is still a process of its own, so a crash, a leaked global or an
 ``os.chdir`` in one task cannot reach the next; its environment variables, working directory,
-stdout/stderr (one stream, echoed line by line) and exit code are those the stock runner gives.
+stdout/stderr (one stream, echoed line by line, each line prefixed by its task) and exit code
+are those the stock runner gives.
 
-This reads two of kfp's private details, so kfp is pinned exactly and :func:`check_kfp` fails
-with a clear message when either changes: the module function the subprocess handler calls
-(``subprocess_task_handler.run_local_subprocess``) and the layout of a lightweight component's
-command (:func:`parse_command`). ``tlops run --runner subprocess`` keeps the stock runner.
+What the steps import is loaded into this process by a preloading thread while the first tasks
+run (a child forked before a module is loaded imports it itself, as a fresh interpreter
+would), so the imports overlap the tasks instead of preceding them. Independent tasks of a
+plain DAG run side by side, up to ``side_by_side`` at a time, in KFP's own order.
+
+Threads and ``fork`` meet safely here through one lock, the *gate*: whichever thread runs
+Python code of the pipeline (KFP's dispatch, a preload import, a fork) holds it, and a thread
+gives it up only while it waits for its child. A fork therefore never happens half-way through
+another thread's import or KFP bookkeeping; the threads it leaves behind in the parent are at
+most waiting on the gate or on their child's pipe, which the child never touches.
+
+This reads kfp's private details, so kfp is pinned exactly and :func:`check_kfp` fails with a
+clear message when one changes: the function the subprocess handler calls
+(``subprocess_task_handler.run_local_subprocess``), the DAG orchestrator's ``run_dag`` and the
+task executor it calls, KFP's log contexts, and the layout of a lightweight component's command
+(:func:`parse_command`). ``tlops run --runner subprocess`` keeps the stock runner.
 """
 
 from __future__ import annotations
@@ -21,17 +33,22 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import logging
 import os
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 KFP_VERSION = "2.17.0"  # the kfp whose private entry points this module was written against
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
+log = logging.getLogger(__name__)
 
 
 class EntryPointChanged(RuntimeError):
@@ -45,29 +62,50 @@ class TaskCommand:
     source: str  # the component's module source (the ephemeral component file)
     arguments: list[str]  # --executor_input ... --function_to_execute ...
 
+    @property
+    def name(self) -> str:
+        """The task's name in the run (``train``, ``validate-data-2``), for its output lines."""
+        with contextlib.suppress(ValueError, IndexError, KeyError, TypeError):
+            given = json.loads(self.arguments[self.arguments.index("--executor_input") + 1])
+            return Path(given["outputs"]["outputFile"]).parent.name
+        with contextlib.suppress(ValueError, IndexError):
+            return self.arguments[self.arguments.index("--function_to_execute") + 1]
+        return "task"
+
+
+# what this module replaces or calls: (module, attribute)
+_ENTRY_POINTS = (
+    ("kfp.local.subprocess_task_handler", "run_local_subprocess"),
+    ("kfp.local.orchestrator.dag_orchestrator", "run_dag"),
+    ("kfp.local.orchestrator.task_executor", "execute_single_task"),
+    ("kfp.local.orchestrator.orchestrator_utils", "OrchestratorUtils"),
+    ("kfp.local.logging_utils", "local_logger_context"),
+    ("kfp.local.logging_utils", "indented_print"),
+)
+
 
 def check_kfp() -> None:
     """Fail clearly unless the installed kfp is the one this runner was written against.
 
     Raises:
-        EntryPointChanged: Another kfp version, or its subprocess handler lost the function
-            this runner replaces.
+        EntryPointChanged: Another kfp version, or one of the functions this runner replaces
+            or calls is gone.
     """
     import kfp
-    from kfp.local import subprocess_task_handler
 
     if kfp.__version__ != KFP_VERSION:
         raise EntryPointChanged(
             f"the warm task runner was written against kfp {KFP_VERSION}, kfp "
-            f"{kfp.__version__} is installed: check kfp.local's subprocess handler and the "
-            "lightweight component command, then update tlops.runner.warm (or run with "
-            "--runner subprocess)"
+            f"{kfp.__version__} is installed: check kfp.local's subprocess handler, DAG "
+            "orchestrator and the lightweight component command, then update "
+            "tlops.runner.warm (or run with --runner subprocess)"
         )
-    if not callable(getattr(subprocess_task_handler, "run_local_subprocess", None)):
-        raise EntryPointChanged(
-            "kfp.local.subprocess_task_handler.run_local_subprocess is gone: the warm task "
-            "runner cannot take the tasks over (run with --runner subprocess)"
-        )
+    for module, name in _ENTRY_POINTS:
+        if getattr(importlib.import_module(module), name, None) is None:
+            raise EntryPointChanged(
+                f"{module}.{name} is gone: the warm task runner cannot take the tasks over "
+                "(run with --runner subprocess)"
+            )
 
 
 def parse_command(full_command: list[str]) -> TaskCommand:
@@ -95,39 +133,163 @@ def parse_command(full_command: list[str]) -> TaskCommand:
     return TaskCommand(full_command[3], list(full_command[4:]))
 
 
-def preload(modules: tuple[str, ...]) -> None:
-    """Import what the steps need, once, in this (the warm) process.
+def preload(entry: str) -> None:
+    """Import a module, or import it and call one of its functions (``module:function``).
 
-    Importing starts no thread pool and initialises no CUDA device: nothing is computed here.
+    The function warms a cache the steps would otherwise fill in every task (it computes no
+    tensors and starts no thread pool or CUDA device).
     """
-    for name in modules:
-        importlib.import_module(name)
+    module, _, function = entry.partition(":")
+    loaded = importlib.import_module(module)
+    if function:
+        getattr(loaded, function)()
+
+
+class _Gate:
+    """A lock that the pipeline's threads get before the preloading thread.
+
+    ``with gate:`` takes it for a task's thread (KFP's dispatch, a fork, a line of output);
+    :meth:`idle` takes it for the preloader only while no task's thread waits for it, so an
+    import delays a task by at most the one import under way.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters = threading.Condition()
+        self._waiting = 0
+
+    def acquire(self) -> None:
+        """Take the gate, before the preloader."""
+        with self._waiters:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._waiters:
+                self._waiting -= 1
+                self._waiters.notify_all()
+
+    def release(self) -> None:
+        """Give the gate up."""
+        self._lock.release()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Within: the gate, taken while no task's thread waited for it."""
+        while True:
+            with self._waiters:
+                self._waiters.wait_for(lambda: self._waiting == 0)
+            self._lock.acquire()
+            with self._waiters:
+                if self._waiting == 0:
+                    break
+            self._lock.release()  # a task's thread came meanwhile: it goes first
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+
+@dataclass
+class _Warm:
+    """The warm parent while :func:`forked_tasks` is active."""
+
+    side_by_side: int
+    gate: _Gate = field(default_factory=_Gate)
+    stop: threading.Event = field(default_factory=threading.Event)
+    failed: list[str] = field(default_factory=list)
+
+    def preload(self, entries: tuple[str, ...]) -> None:
+        """Load ``entries`` one by one, each under the gate (the preloading thread's body)."""
+        for entry in entries:
+            with self.gate.idle():
+                if self.stop.is_set():
+                    return
+                try:
+                    preload(entry)
+                except Exception as exc:  # the step that needs it will import it and say why
+                    self.failed.append(f"{entry}: {type(exc).__name__}: {exc}")
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Within: the gate is given up (this thread waits on something outside Python)."""
+        self.gate.release()
+        try:
+            yield
+        finally:
+            self.gate.acquire()
+
+
+_warm: _Warm | None = None
 
 
 @contextlib.contextmanager
-def forked_tasks() -> Iterator[None]:
+def forked_tasks(preloaded: tuple[str, ...] = (), side_by_side: int = 1) -> Iterator[None]:
     """Within: every task KFP's ``SubprocessRunner`` starts runs in a fork of this process.
+
+    Args:
+        preloaded: Modules (or ``module:function`` cache warmers, see :func:`preload`) to load
+            into this process while the tasks run, in the order the tasks need them.
+        side_by_side: At most this many independent tasks of a plain DAG run at once (1: one
+            at a time, in KFP's order).
 
     Raises:
         EntryPointChanged: See :func:`check_kfp`.
     """
-    from kfp.local import subprocess_task_handler
+    global _warm
+    from kfp.local import logging_utils, subprocess_task_handler
+    from kfp.local.orchestrator import dag_orchestrator
 
     check_kfp()
-    original = subprocess_task_handler.run_local_subprocess
-    subprocess_task_handler.run_local_subprocess = run_forked
+    if _warm is not None:
+        raise RuntimeError("forked_tasks is already active in this process")
+    state = _Warm(max(1, side_by_side))
+    patches = [
+        (subprocess_task_handler, "run_local_subprocess", run_forked),
+        # the task's lines are written by run_forked with its name; KFP's indentation patches
+        # builtins.print, which tasks side by side would undo out of order
+        (logging_utils, "indented_print", contextlib.nullcontext),
+    ]
+    if state.side_by_side > 1:
+        original = dag_orchestrator.run_dag
+        patches.append((dag_orchestrator, "run_dag", _side_by_side(original)))
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    state.gate.acquire()  # this thread runs the pipeline's Python code
+    preloader = threading.Thread(
+        target=state.preload, args=(tuple(preloaded),), name="tlops-preload", daemon=True
+    )
+    for owner, name, value in patches:
+        setattr(owner, name, value)
+    _warm = state
+    preloader.start()
     try:
         yield
     finally:
-        subprocess_task_handler.run_local_subprocess = original
+        state.stop.set()
+        for owner, name, value in saved:
+            setattr(owner, name, value)
+        _warm = None
+        state.gate.release()
+        preloader.join()
+        for failure in state.failed:
+            log.warning("warm runner: could not preload %s", failure)
 
 
 def run_forked(full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
     """Run a task's command in a child of this process; echo its output; its exit code.
 
-    The signature and behaviour of ``kfp.local.subprocess_task_handler.run_local_subprocess``.
+    The signature and behaviour of ``kfp.local.subprocess_task_handler.run_local_subprocess``;
+    each line of the task's output is written prefixed by the task's name.
     """
     task = parse_command(full_command)
+    state = _warm
+    prefix = f"    [{task.name}] "
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -136,12 +298,23 @@ def run_forked(full_command: list[str], env_vars: dict[str, str] | None = None) 
         os.close(read_end)
         os._exit(_child(task, env_vars or {}, write_end))
     os.close(write_end)
-    with open(read_end, encoding="utf-8", errors="replace") as output:
-        for line in output:
-            print(line, end="")
-    print("\n")  # the stock runner's separator after a task's output
-    _, status = os.waitpid(pid, 0)
+    waiting = state.released() if state is not None else contextlib.nullcontext()
+    with waiting:
+        with open(read_end, encoding="utf-8", errors="replace") as output:
+            for line in output:
+                _write(state, prefix + line)
+        _, status = os.waitpid(pid, 0)
+    sys.stdout.write("\n")  # the stock runner's separator after a task's output
     return os.waitstatus_to_exitcode(status)
+
+
+def _write(state: _Warm | None, text: str) -> None:
+    """Write to this process's stdout under the gate.
+
+    So that nothing else writes or swaps ``sys.stdout`` meanwhile (KFP's log, a task beside).
+    """
+    with state.gate if state is not None else contextlib.nullcontext():
+        sys.stdout.write(text)
 
 
 def _child(task: TaskCommand, env_vars: dict[str, str], write_end: int) -> int:
@@ -189,3 +362,130 @@ def _fresh_logging() -> None:
     for item in list(root.filters):
         root.removeFilter(item)
     root.setLevel(logging.WARNING)
+
+
+def _side_by_side(sequential: Any) -> Any:
+    """KFP's ``dag_orchestrator.run_dag``, running independent tasks at the same time.
+
+    Same arguments, results and failure semantics as ``sequential`` (the original): tasks are
+    started in KFP's own topological order as soon as their upstream tasks succeeded, at most
+    ``side_by_side`` at a time; after a failure no task starts, the running ones finish, and
+    the DAG fails with the first failed task on ``fail_stack``. A DAG with nested DAGs is left
+    to ``sequential``.
+    """
+    from kfp.local import graph_utils, io, logging_utils, status
+    from kfp.local.orchestrator import task_executor
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+
+    def run_dag(
+        pipeline_resource_name: str,
+        dag_component_spec: Any,
+        executors: Any,
+        components: Any,
+        dag_arguments: dict[str, Any],
+        pipeline_root: str,
+        runner: Any,
+        unique_pipeline_id: str,
+        fail_stack: list[str],
+        parent_io_store: Any = None,
+    ) -> tuple[dict[str, Any], Any]:
+        state = _warm
+        tasks = dag_component_spec.dag.tasks
+        nested = any(
+            components[spec.component_ref.name].WhichOneof("implementation") == "dag"
+            for spec in tasks.values()
+        )
+        if state is None or nested:
+            return sequential(  # type: ignore[no-any-return]
+                pipeline_resource_name=pipeline_resource_name,
+                dag_component_spec=dag_component_spec,
+                executors=executors,
+                components=components,
+                dag_arguments=dag_arguments,
+                pipeline_root=pipeline_root,
+                runner=runner,
+                unique_pipeline_id=unique_pipeline_id,
+                fail_stack=fail_stack,
+                parent_io_store=parent_io_store,
+            )
+        io_store = io.IOStore(parent=parent_io_store)
+        arguments = OrchestratorUtils.join_user_inputs_and_defaults(
+            dag_arguments=dag_arguments, dag_inputs_spec=dag_component_spec.input_definitions
+        )
+        for key, value in arguments.items():
+            io_store.put_parent_input(key, value)
+        order = list(reversed(graph_utils.topological_sort_tasks(tasks)))  # KFP's own order
+        upstream = {name: set(tasks[name].dependent_tasks) & set(tasks) for name in order}
+
+        def one(name: str) -> tuple[dict[str, Any], Any]:
+            with state.gate:  # KFP's dispatch is this thread's until its child runs
+                return task_executor.execute_single_task(  # type: ignore[no-any-return]
+                    task_name=name,
+                    task_spec=tasks[name],
+                    pipeline_resource_name=pipeline_resource_name,
+                    components=components,
+                    executors=executors,
+                    io_store=io_store,
+                    pipeline_root=pipeline_root,
+                    runner=runner,
+                    unique_pipeline_id=unique_pipeline_id,
+                    fail_stack=fail_stack,
+                )
+
+        done: set[str] = set()
+        running: dict[Future[tuple[dict[str, Any], Any]], str] = {}
+        failed: str | None = None
+        error: BaseException | None = None
+        original_context = logging_utils.local_logger_context
+        # one logger context for the whole DAG: KFP's per-task one would swap the root
+        # logger's handlers under the feet of the tasks beside it
+        with original_context(), ThreadPoolExecutor(state.side_by_side, "tlops-task") as pool:
+            logging_utils.local_logger_context = contextlib.nullcontext
+            try:
+                while True:
+                    if failed is None and error is None:
+                        ready = [
+                            name
+                            for name in order
+                            if name not in done
+                            and name not in running.values()
+                            and upstream[name] <= done
+                        ]
+                        for name in ready[: state.side_by_side - len(running)]:
+                            running[pool.submit(one, name)] = name
+                    if not running:
+                        break
+                    with state.released():
+                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        name = running.pop(future)
+                        try:
+                            outputs, task_status = future.result()
+                        except BaseException as exc:  # re-raised once the others finished
+                            error = error or exc
+                            continue
+                        if task_status == status.Status.FAILURE:
+                            failed = failed or name
+                        elif task_status == status.Status.SUCCESS:
+                            for key, output in outputs.items():
+                                io_store.put_task_output(name, key, output)
+                            done.add(name)
+                        else:
+                            error = error or ValueError(
+                                f"Got unknown task status: {task_status.name}"
+                            )
+            finally:
+                logging_utils.local_logger_context = original_context
+        if error is not None:
+            raise error
+        if failed is not None:
+            fail_stack.append(failed)
+            return {}, status.Status.FAILURE
+        return (
+            OrchestratorUtils.get_dag_outputs(
+                dag_outputs_spec=dag_component_spec.dag.outputs, io_store=io_store
+            ),
+            status.Status.SUCCESS,
+        )
+
+    return run_dag
