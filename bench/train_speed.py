@@ -9,16 +9,26 @@ augmentation (tlops' per-sample affine warp), the same optimiser (AdamW) and tra
   cached: its calibration seconds are printed; the timed runs, as every later run, pay nothing);
 - **plain fp32**: a tuned 30-line PyTorch loop: channels-last model and batches, decoded
   tensors, ``zero_grad(set_to_none=True)``, fp32 (PyTorch's default numerics);
-- **Lightning**: PyTorch Lightning's ``Trainer`` (CPU or GPU accelerator, ``precision`` 32 or
-  the same mixed precision on a GPU) on a ``LightningModule`` with the same channels-last model
-  and a batch-sampling ``DataLoader`` over the decoded tensors;
-- **tlops bf16 (pinned)**: for reference, what forcing bf16 autocast gives on this machine.
+- **Lightning fp32**: PyTorch Lightning's ``Trainer`` (CPU or GPU accelerator,
+  ``precision="32-true"``) on a ``LightningModule`` with the same channels-last model and a
+  batch-sampling ``DataLoader`` over the decoded tensors;
+- where the device computes bf16 natively (a CPU with AMX or AVX512-BF16, an Ampere+ GPU), each
+  peer's own one-flag answer too: **plain bf16** (the same loop under ``torch.autocast(...,
+  dtype=torch.bfloat16)``) and **Lightning bf16** (``precision="bf16-mixed"``), so the ratio
+  measures tlops and not a flag; "best peer" is the fastest of them all;
+- **tlops bf16 (pinned)**: ``train.numerics: bf16`` (channels-last, eager), in the same rounds:
+  what a fixed "use bf16" rule gives on this machine.
+
+Whether ``auto`` picks the fastest candidate or the noise of a short timing: each row also
+calibrates ``--recalibrate`` more times from scratch (no cache) and prints every pick with the
+candidates' step timings, beside the steady-state speeds of the runs.
 
 Images/s are steady-state: the first epoch (warm-up: oneDNN primitive creation, allocator)
 is not counted, nor is validation. Inference: the whole split in eval mode, batch 256, after a
 warm-up pass. Also printed: the machine's 2048x2048 matmul GFLOP/s in fp32 and bf16.
 
-    .venv/bin/python bench/train_speed.py [--images 256] [--epochs 2] [--rounds 5]
+    .venv/bin/python bench/train_speed.py [--images 256] [--epochs 2] [--rounds 5] \\
+        [--recalibrate 3]
 """
 
 from __future__ import annotations
@@ -111,8 +121,10 @@ def tlops_train(
     return steady(seconds, len(data.train_labels())), choice.numerics.spec, choice.spent_seconds
 
 
-def plain_train(spec: str, split: SplitTensors, epochs: int, device: torch.device) -> float:
-    """The tuned plain loop a PyTorch user writes."""
+def plain_train(
+    spec: str, split: SplitTensors, epochs: int, device: torch.device, bf16: bool = False
+) -> float:
+    """The tuned plain loop a PyTorch user writes (``bf16``: under bf16 autocast)."""
     model = make_model(spec).to(device).to(memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=1e-4)
@@ -126,9 +138,11 @@ def plain_train(spec: str, split: SplitTensors, epochs: int, device: torch.devic
             x = augment_batch(
                 normalize(images[idx].to(device), model.mean, model.std), aug, generator
             )
-            loss = loss_fn(
-                model(x.contiguous(memory_format=torch.channels_last)), labels[idx].to(device)
-            )
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(
+                    model(x.contiguous(memory_format=torch.channels_last)),
+                    labels[idx].to(device),
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -138,7 +152,10 @@ def plain_train(spec: str, split: SplitTensors, epochs: int, device: torch.devic
     return steady(seconds, len(labels))
 
 
-def lightning_train(spec: str, split: SplitTensors, epochs: int, device: torch.device) -> float:
+def lightning_train(
+    spec: str, split: SplitTensors, epochs: int, device: torch.device, bf16: bool = False
+) -> float:
+    """Lightning's Trainer (``bf16``: ``precision="bf16-mixed"``, else ``"32-true"``)."""
     import pytorch_lightning as pl
 
     class Module(pl.LightningModule):
@@ -181,7 +198,7 @@ def lightning_train(spec: str, split: SplitTensors, epochs: int, device: torch.d
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         max_epochs=epochs,
-        precision="bf16-mixed" if device.type == "cuda" else "32-true",
+        precision="bf16-mixed" if bf16 else "32-true",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -230,7 +247,7 @@ def tlops_infer(
     return speed, choice.numerics.spec
 
 
-def plain_infer(spec: str, split: SplitTensors, device: torch.device) -> float:
+def plain_infer(spec: str, split: SplitTensors, device: torch.device, bf16: bool = False) -> float:
     model = make_model(spec).to(device).to(memory_format=torch.channels_last).eval()
     images = torch.from_numpy(np.asarray(split.images))
 
@@ -238,12 +255,16 @@ def plain_infer(spec: str, split: SplitTensors, device: torch.device) -> float:
     def run() -> None:
         for batch in images.split(EVAL_BATCH):
             x = normalize(batch.to(device), model.mean, model.std)
-            model(x.contiguous(memory_format=torch.channels_last)).float().cpu()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(x.contiguous(memory_format=torch.channels_last))
+            out.float().cpu()
 
     return timed_pass(run, len(split))
 
 
-def lightning_infer(spec: str, split: SplitTensors, device: torch.device) -> float:
+def lightning_infer(
+    spec: str, split: SplitTensors, device: torch.device, bf16: bool = False
+) -> float:
     import pytorch_lightning as pl
 
     class Module(pl.LightningModule):
@@ -259,7 +280,7 @@ def lightning_infer(spec: str, split: SplitTensors, device: torch.device) -> flo
     trainer = pl.Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
-        precision="bf16-mixed" if device.type == "cuda" else "32-true",
+        precision="bf16-mixed" if bf16 else "32-true",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -324,17 +345,29 @@ def row(
     result["choice"] = calibrated.numerics.spec
     result["calibration_s"] = calibrated.spent_seconds
     result["calibration"] = calibrated.as_dict()
+    native_bf16 = bf16_units(device)
     train: dict[str, Callable[[], float]] = {
         "tlops (auto)": lambda: tlops_train(spec, cfg, data, device, "auto", work, args.run_epochs)[
             0
         ],
         "plain fp32": lambda: plain_train(spec, train_split, args.epochs, device),
-        "Lightning": lambda: lightning_train(spec, train_split, args.epochs, device),
+        "Lightning fp32": lambda: lightning_train(spec, train_split, args.epochs, device),
     }
+    if native_bf16:
+        train["plain bf16"] = lambda: plain_train(spec, train_split, args.epochs, device, True)
+        train["Lightning bf16"] = lambda: lightning_train(
+            spec, train_split, args.epochs, device, True
+        )
+    if not args.no_bf16:
+        train["tlops bf16 (pinned)"] = lambda: tlops_train(
+            spec, cfg, data, device, "bf16", work, args.run_epochs
+        )[0]
     result["train"] = interleaved(train, args.rounds)
-    if device.type == "cpu" and not args.no_bf16:
-        pinned = tlops_train(spec, cfg, data, device, "bf16", work, args.run_epochs)
-        result["tlops bf16 (pinned)"] = pinned[0]
+    # the same calibration again from scratch: does it pick the same, and the fastest?
+    result["recalibrations"] = [
+        training_numerics("auto", get_strategy(long_run), model, whole, device, None)
+        for _ in range(args.recalibrate)
+    ]
     infer_choice: list[str] = []
 
     def infer_tlops() -> float:
@@ -345,8 +378,11 @@ def row(
     infer: dict[str, Callable[[], float]] = {
         "tlops (auto)": infer_tlops,
         "plain fp32": lambda: plain_infer(spec, full, device),
-        "Lightning": lambda: lightning_infer(spec, full, device),
+        "Lightning fp32": lambda: lightning_infer(spec, full, device),
     }
+    if native_bf16:
+        infer["plain bf16"] = lambda: plain_infer(spec, full, device, True)
+        infer["Lightning bf16"] = lambda: lightning_infer(spec, full, device, True)
     result["infer"] = interleaved(infer, args.rounds)
     result["infer_choice"] = infer_choice[0]
     result["infer_images"] = len(full)
@@ -366,27 +402,44 @@ def report(rows: list[dict[str, Any]], device: torch.device, args: argparse.Name
         f"fp32 {matmul_gflops(torch.float32, device):.0f} GFLOP/s, "
         f"bf16 {matmul_gflops(torch.bfloat16, device):.0f} GFLOP/s\n"
     )
+    peers = [k for k in rows[0]["train"] if not k.startswith("tlops")]
+    pinned = "tlops bf16 (pinned)" in rows[0]["train"]
     print(
-        "| model | px | tlops (auto) train img/s, median (min-max) | plain fp32 | Lightning "
-        "| tlops / best peer "
-        "| tlops bf16 (pinned) | auto's choice (calibration s) | inference img/s tlops / plain "
-        "/ Lightning | tlops / best peer |"
+        "| model | px | tlops (auto) train img/s, median (min-max) | "
+        + " | ".join(peers)
+        + " | tlops / best peer"
+        + (" | tlops bf16 (pinned)" if pinned else "")
+        + " | auto's choice (calibration s) | inference img/s tlops / "
+        + " / ".join(peers)
+        + " | tlops / best peer |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (len(peers) + 6 + pinned) + "|")
     for r in rows:
         t = {k: v[0] for k, v in r["train"].items()}
         i = {k: v[0] for k, v in r["infer"].items()}
-        best_t = max(t["plain fp32"], t["Lightning"])
-        best_i = max(i["plain fp32"], i["Lightning"])
-        bf16 = r.get("tlops bf16 (pinned)")
+        best_t = max(t[k] for k in peers)
+        best_i = max(i[k] for k in peers)
         print(
-            f"| {r['model']} | {r['size']} | {spread(r['train']['tlops (auto)'])} "
-            f"| {spread(r['train']['plain fp32'])} | {spread(r['train']['Lightning'])} "
-            f"| **{t['tlops (auto)'] / best_t:.2f}x** | {f'{bf16:.1f}' if bf16 else '-'} "
-            f"| {r['choice']} ({r['calibration_s']:.1f}) "
-            f"| {i['tlops (auto)']:.0f} / {i['plain fp32']:.0f} / {i['Lightning']:.0f} "
-            f"| **{i['tlops (auto)'] / best_i:.2f}x** |"
+            f"| {r['model']} | {r['size']} | {spread(r['train']['tlops (auto)'])} | "
+            + " | ".join(spread(r["train"][k]) for k in peers)
+            + f" | **{t['tlops (auto)'] / best_t:.2f}x**"
+            + (f" | {spread(r['train']['tlops bf16 (pinned)'])}" if pinned else "")
+            + f" | {r['choice']} ({r['calibration_s']:.1f}) "
+            + f"| {i['tlops (auto)']:.0f} / "
+            + " / ".join(f"{i[k]:.0f}" for k in peers)
+            + f" | **{i['tlops (auto)'] / best_i:.2f}x** |"
         )
+    print("\nauto's calibration, then each fresh recalibration: pick, and ms per step timed")
+    for r in rows:
+        for index, calibration in enumerate([r["calibration"], *r["recalibrations"]]):
+            entry = calibration if isinstance(calibration, dict) else calibration.as_dict()
+            timings = ", ".join(
+                f"{spec} {1000 * seconds:.0f}" for spec, seconds in entry["timings"].items()
+            )
+            print(
+                f"- {r['model']} {r['size']} px, {'first' if index == 0 else f'again {index}'}: "
+                f"{entry['numerics']} ({timings})"
+            )
     r0 = rows[0]
     print(
         f"\n{r0['train_images']} training images, batch {BATCH}, {args.epochs} epochs per runner "
@@ -432,6 +485,9 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-bf16", action="store_true", help="skip the pinned-bf16 column")
+    parser.add_argument(
+        "--recalibrate", type=int, default=3, help="fresh calibrations per row (no cache)"
+    )
     return parser.parse_args()
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -76,6 +77,42 @@ class LocalRun:
     log: Path
 
 
+class _Streams:
+    """``sys.stdout`` during a run: the log for every thread, the console for one that echoes.
+
+    The warm runner's threads (tasks side by side, their output, KFP's dispatch) write at the
+    same time; swapping ``sys.stdout`` itself to echo a line to the console would send another
+    thread's lines there. Each thread's target is its own (:meth:`to`).
+    """
+
+    def __init__(self, default: Any) -> None:
+        self.default = default
+        self.local = threading.local()
+
+    def target(self) -> Any:
+        """Where this thread writes now."""
+        return getattr(self.local, "target", None) or self.default
+
+    def write(self, text: str) -> int:
+        return int(self.target().write(text))
+
+    def flush(self) -> None:
+        self.target().flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, ... of the target
+        return getattr(self.target(), name)
+
+    @contextlib.contextmanager
+    def to(self, target: Any) -> Iterator[None]:
+        """Within: this thread writes to ``target``."""
+        previous = getattr(self.local, "target", None)
+        self.local.target = target
+        try:
+            yield
+        finally:
+            self.local.target = previous
+
+
 class _TaskEcho(logging.Filter):
     """Forward KFP's 'Task ... finished' lines to a callback (the console), with the time.
 
@@ -83,16 +120,16 @@ class _TaskEcho(logging.Filter):
     logger's handlers for the duration of a run, but leaves its filters alone.
     """
 
-    def __init__(self, echo: Callable[[str], None], console: Any) -> None:
+    def __init__(self, echo: Callable[[str], None], streams: _Streams, console: Any) -> None:
         super().__init__()
-        self.echo = echo
+        self.echo, self.streams = echo, streams
         self.console = console  # the stdout from before KFP's output was redirected to the log
         self.started = time.perf_counter()
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = _plain(record.getMessage())
         if message.startswith(TASK_LINE) and (" finished " in message or " failed" in message):
-            with contextlib.redirect_stdout(self.console):
+            with self.streams.to(self.console):
                 self.echo(f"[{time.perf_counter() - self.started:6.1f} s] {message}")
         return True
 
@@ -108,42 +145,65 @@ _TASK_LINE = re.compile(r"^\[[\w.-]+\] ")
 class _Tee:
     """KFP's output (the tasks' own) into the log, the training progress lines also echoed.
 
-    So a run shows its epochs on the console while it trains. Not thread-safe (it swaps
-    ``sys.stdout`` to echo): the warm runner writes tasks' lines one at a time, under its gate.
+    So a run shows its epochs on the console while it trains. Thread-safe: tasks side by side,
+    their output and KFP's log write at once; stderr shares the lock (:meth:`locked`).
     """
 
-    def __init__(self, sink: Any, echo: Callable[[str], None], console: Any) -> None:
-        self.sink, self.echo, self.console = sink, echo, console
+    def __init__(
+        self, sink: Any, echo: Callable[[str], None], streams: _Streams, console: Any
+    ) -> None:
+        self.sink, self.echo, self.streams, self.console = sink, echo, streams, console
         self.pending = ""
+        self.lock = threading.RLock()
 
     def write(self, text: str) -> int:
-        self.sink.write(text)
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
+        with self.lock:
+            self.sink.write(text)
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
         for line in lines:
             plain = _TASK_LINE.sub("", _plain(line).strip())
             if plain.startswith(PROGRESS_PREFIX):
-                with contextlib.redirect_stdout(self.console):
+                with self.streams.to(self.console):
                     self.echo(f"         {plain}")
         return len(text)
 
     def flush(self) -> None:
-        self.sink.flush()
+        with self.lock:
+            self.sink.flush()
+
+    def locked(self) -> Any:
+        """The sink itself (for stderr), written under this tee's lock."""
+        tee = self
+
+        class Locked:
+            def write(self, text: str) -> int:
+                with tee.lock:
+                    return int(tee.sink.write(text))
+
+            def flush(self) -> None:
+                tee.flush()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(tee.sink, name)
+
+        return Locked()
 
 
 @contextlib.contextmanager
 def _quiet_kfp(log: Path, echo: Callable[[str], None]) -> Iterator[None]:
     """Send KFP's verbose output to ``log``; echo only task outcomes."""
-    echoing = _TaskEcho(echo, sys.stdout)
+    console = sys.stdout
     logger = logging.getLogger()  # KFP's local runner logs task outcomes on the root logger
-    logger.addFilter(echoing)
-    with (
-        log.open("a", encoding="utf-8") as sink,
-        contextlib.redirect_stdout(_Tee(sink, echo, sys.stdout)),
-        contextlib.redirect_stderr(sink),
-    ):
+    with log.open("a", encoding="utf-8") as sink:
+        streams = _Streams(None)
+        tee = _Tee(sink, echo, streams, console)
+        streams.default = tee
+        echoing = _TaskEcho(echo, streams, console)
+        logger.addFilter(echoing)
         try:
-            yield
+            with contextlib.redirect_stdout(streams), contextlib.redirect_stderr(tee.locked()):
+                yield
         finally:
             logger.removeFilter(echoing)
 

@@ -1,11 +1,17 @@
 """The ``tlops`` command line: demo data, single steps, and whole pipeline runs.
 
 One module per command group (``run``, ``retrain``, ``step``, ``data``, ...); this one only
-assembles them into ``app``, the console script's entry point. The command modules import
-torch, MLflow, KFP and pandas inside their commands, so ``tlops --help`` stays fast.
+assembles them into ``app``, which :func:`main` (the console script's entry point) runs. The
+command modules import torch, MLflow, KFP and pandas inside their commands, so ``tlops --help``
+stays fast.
 """
 
 from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
 
 import typer
 
@@ -39,5 +45,23 @@ app.command("ui")(ui.ui)
 
 
 def main() -> None:
-    """Run ``app``: what ``tlops`` scripts installed before the entry point was ``app`` call."""
-    app()
+    """The ``tlops`` console script: run ``app``, then leave without tearing modules down.
+
+    A ``tlops run`` process has imported torch, torchvision, Great Expectations and mlflow
+    (the warm task runner's parent); the interpreter's teardown of their modules took 2.4 s
+    of a 25 s run on a 2-core CPU, for nothing. The exit handlers still run and the standard
+    streams are flushed; then the process ends with the command's exit code.
+    """
+    code: object = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # what SystemExit("message") prints
+        code = 1
+    atexit._run_exitfuncs()  # mlflow's, logging's, tempfile cleanups
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)

@@ -15,11 +15,14 @@ run (a child forked before a module is loaded imports it itself, as a fresh inte
 would), so the imports overlap the tasks instead of preceding them. Independent tasks of a
 plain DAG run side by side, up to ``side_by_side`` at a time, in KFP's own order.
 
-Threads and ``fork`` meet safely here through one lock, the *gate*: whichever thread runs
-Python code of the pipeline (KFP's dispatch, a preload import, a fork) holds it, and a thread
-gives it up only while it waits for its child. A fork therefore never happens half-way through
-another thread's import or KFP bookkeeping; the threads it leaves behind in the parent are at
-most waiting on the gate or on their child's pipe, which the child never touches.
+Threads and ``fork`` meet safely here through two locks. The *gate* is held by the preloading
+thread for each import and by a task's thread for its ``fork`` (before the preloader), so a
+child is never forked half-way through an import: a fork waits for at most the one import under
+way, which the preload's order makes one the task needs. The *dispatch lock* is held by
+whichever thread runs KFP's dispatch code, given up while the thread waits for its child. The
+threads a fork leaves behind in the parent are at most waiting on a lock, on their child's pipe
+or writing its lines to the parent's stdout, none of which the child touches (it writes to a
+pipe of its own from its first instruction).
 
 This reads kfp's private details, so kfp is pinned exactly and :func:`check_kfp` fails with a
 clear message when one changes: the function the subprocess handler calls
@@ -148,9 +151,9 @@ def preload(entry: str) -> None:
 class _Gate:
     """A lock that the pipeline's threads get before the preloading thread.
 
-    ``with gate:`` takes it for a task's thread (KFP's dispatch, a fork, a line of output);
-    :meth:`idle` takes it for the preloader only while no task's thread waits for it, so an
-    import delays a task by at most the one import under way.
+    ``with gate:`` takes it for a task's fork; :meth:`idle` takes it for the preloader only
+    while no fork waits for it, so an import delays a fork by at most the one import under
+    way.
     """
 
     def __init__(self) -> None:
@@ -159,7 +162,7 @@ class _Gate:
         self._waiting = 0
 
     def acquire(self) -> None:
-        """Take the gate, before the preloader."""
+        """Take the gate, before the preloader (for a fork)."""
         with self._waiters:
             self._waiting += 1
         try:
@@ -181,7 +184,7 @@ class _Gate:
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[None]:
-        """Within: the gate, taken while no task's thread waited for it."""
+        """Within: the gate, taken while no fork waited for it."""
         while True:
             with self._waiters:
                 self._waiters.wait_for(lambda: self._waiting == 0)
@@ -189,7 +192,7 @@ class _Gate:
             with self._waiters:
                 if self._waiting == 0:
                     break
-            self._lock.release()  # a task's thread came meanwhile: it goes first
+            self._lock.release()  # a fork came meanwhile: it goes first
         try:
             yield
         finally:
@@ -201,12 +204,19 @@ class _Warm:
     """The warm parent while :func:`forked_tasks` is active."""
 
     side_by_side: int
-    gate: _Gate = field(default_factory=_Gate)
+    gate: _Gate = field(default_factory=_Gate)  # forks against the preloader's imports
+    dispatch: threading.Lock = field(default_factory=threading.Lock)  # KFP's dispatch code
+    output: threading.Lock = field(default_factory=threading.Lock)  # one line at a time
     stop: threading.Event = field(default_factory=threading.Event)
+    forked: threading.Event = field(default_factory=threading.Event)  # the first task's fork
     failed: list[str] = field(default_factory=list)
 
     def preload(self, entries: tuple[str, ...]) -> None:
-        """Load ``entries`` one by one, each under the gate (the preloading thread's body)."""
+        """Load ``entries`` one by one, each under the gate (the preloading thread's body).
+
+        From the first task's fork on: that task needs nothing of them yet, and waits for none.
+        """
+        self.forked.wait()
         for entry in entries:
             with self.gate.idle():
                 if self.stop.is_set():
@@ -218,19 +228,21 @@ class _Warm:
 
     @contextlib.contextmanager
     def released(self) -> Iterator[None]:
-        """Within: the gate is given up (this thread waits on something outside Python)."""
-        self.gate.release()
+        """Within: the dispatch lock is given up (this thread waits for a child or a task)."""
+        self.dispatch.release()
         try:
             yield
         finally:
-            self.gate.acquire()
+            self.dispatch.acquire()
 
 
 _warm: _Warm | None = None
 
 
 @contextlib.contextmanager
-def forked_tasks(preloaded: tuple[str, ...] = (), side_by_side: int = 1) -> Iterator[None]:
+def forked_tasks(
+    preloaded: tuple[str, ...] = (), side_by_side: int = 1, finish_preload: bool = False
+) -> Iterator[None]:
     """Within: every task KFP's ``SubprocessRunner`` starts runs in a fork of this process.
 
     Args:
@@ -238,6 +250,8 @@ def forked_tasks(preloaded: tuple[str, ...] = (), side_by_side: int = 1) -> Iter
             into this process while the tasks run, in the order the tasks need them.
         side_by_side: At most this many independent tasks of a plain DAG run at once (1: one
             at a time, in KFP's order).
+        finish_preload: On leaving, load what is left of ``preloaded`` instead of stopping
+            after the import under way.
 
     Raises:
         EntryPointChanged: See :func:`check_kfp`.
@@ -260,7 +274,7 @@ def forked_tasks(preloaded: tuple[str, ...] = (), side_by_side: int = 1) -> Iter
         original = dag_orchestrator.run_dag
         patches.append((dag_orchestrator, "run_dag", _side_by_side(original)))
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
-    state.gate.acquire()  # this thread runs the pipeline's Python code
+    state.dispatch.acquire()  # this thread runs KFP's dispatch code
     preloader = threading.Thread(
         target=state.preload, args=(tuple(preloaded),), name="tlops-preload", daemon=True
     )
@@ -271,12 +285,14 @@ def forked_tasks(preloaded: tuple[str, ...] = (), side_by_side: int = 1) -> Iter
     try:
         yield
     finally:
-        state.stop.set()
+        if not finish_preload:
+            state.stop.set()
+        state.forked.set()
         for owner, name, value in saved:
             setattr(owner, name, value)
         _warm = None
-        state.gate.release()
-        preloader.join()
+        state.dispatch.release()
+        preloader.join()  # it stops after the import under way
         for failure in state.failed:
             log.warning("warm runner: could not preload %s", failure)
 
@@ -293,10 +309,13 @@ def run_forked(full_command: list[str], env_vars: dict[str, str] | None = None) 
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:  # the task: never returns
-        os.close(read_end)
-        os._exit(_child(task, env_vars or {}, write_end))
+    with state.gate if state is not None else contextlib.nullcontext():
+        pid = os.fork()
+        if pid == 0:  # the task: never returns
+            os.close(read_end)
+            os._exit(_child(task, env_vars or {}, write_end))
+    if state is not None:
+        state.forked.set()
     os.close(write_end)
     waiting = state.released() if state is not None else contextlib.nullcontext()
     with waiting:
@@ -309,11 +328,8 @@ def run_forked(full_command: list[str], env_vars: dict[str, str] | None = None) 
 
 
 def _write(state: _Warm | None, text: str) -> None:
-    """Write to this process's stdout under the gate.
-
-    So that nothing else writes or swaps ``sys.stdout`` meanwhile (KFP's log, a task beside).
-    """
-    with state.gate if state is not None else contextlib.nullcontext():
+    """Write a task's line to this process's stdout, one line at a time."""
+    with state.output if state is not None else contextlib.nullcontext():
         sys.stdout.write(text)
 
 
@@ -418,7 +434,7 @@ def _side_by_side(sequential: Any) -> Any:
         upstream = {name: set(tasks[name].dependent_tasks) & set(tasks) for name in order}
 
         def one(name: str) -> tuple[dict[str, Any], Any]:
-            with state.gate:  # KFP's dispatch is this thread's until its child runs
+            with state.dispatch:  # KFP's dispatch is this thread's until its child runs
                 return task_executor.execute_single_task(  # type: ignore[no-any-return]
                     task_name=name,
                     task_spec=tasks[name],
