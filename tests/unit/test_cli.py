@@ -27,8 +27,8 @@ runner = CliRunner()
             ["step", "train"],
             ["--dataset", "--report", "--features", "--model", "--checkpoint-root"],
         ),
-        (["run"], ["--params", "--out", "--set"]),
-        (["retrain"], ["--params", "--out", "--set", "warm-started"]),
+        (["run"], ["--params", "--out", "--set", "--runner", "--parallel"]),
+        (["retrain"], ["--params", "--out", "--set", "warm-started", "--runner", "--parallel"]),
         (["retrain-demo"], ["--workdir", "drifted"]),
         (["rollback"], ["--reason"]),
         (["schedule"], ["--pipeline", "--cron"]),
@@ -42,6 +42,29 @@ def test_help(args: list[str], expected: list[str]) -> None:
     assert result.exit_code == 0, result.output
     for text in expected:
         assert text in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        (["--help"], 0, "Usage"),
+        (["run", "--params", "missing.yaml"], 1, "missing.yaml: params file not found"),
+        (["run", "--parallel", "0"], 2, "--parallel"),
+    ],
+)
+def test_the_console_script_exits_with_the_commands_code(
+    tmp_path: Path, args: list[str], code: int, expected: str
+) -> None:
+    # tlops.cli.main leaves with os._exit after the exit handlers: the code and output stay
+    done = subprocess.run(
+        [sys.executable, "-c", "from tlops.cli import main; main()", *args],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == code, done.stderr
+    assert expected in done.stdout + done.stderr
 
 
 def test_importing_tlops_has_no_side_effects(tmp_path: Path) -> None:
