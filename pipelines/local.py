@@ -94,7 +94,8 @@ class _Streams:
         return getattr(self.local, "target", None) or self.default
 
     def write(self, text: str) -> int:
-        return int(self.target().write(text))
+        written = self.target().write(text)  # None from some writers (io's contract allows it)
+        return len(text) if written is None else int(written)
 
     def flush(self) -> None:
         self.target().flush()
@@ -179,7 +180,8 @@ class _Tee:
         class Locked:
             def write(self, text: str) -> int:
                 with tee.lock:
-                    return int(tee.sink.write(text))
+                    tee.sink.write(text)
+                return len(text)
 
             def flush(self) -> None:
                 tee.flush()
@@ -350,10 +352,12 @@ _EXCEPTION_LINE = re.compile(
 def task_error(lines: list[str]) -> str | None:
     """What a failed task raised, from its log: the exception's name and message only.
 
+    The warm runner prefixes each task's line with the task's name; the stock runner does not.
+
     Never a line of source or of the traceback (a user error is not a bug report).
     """
     for line in reversed(lines):
-        found = _EXCEPTION_LINE.match(_plain(line).strip())
+        found = _EXCEPTION_LINE.match(_TASK_LINE.sub("", _plain(line).strip()))
         if found:
             return f"{found.group(1)}: {found.group(2)}"
     return None

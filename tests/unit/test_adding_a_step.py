@@ -112,7 +112,7 @@ def _add_toy_step(repo: Path) -> None:
     catalog.write_text(text)
     pipeline = repo / "pipelines/training.py"
     text = pipeline.read_text()
-    anchor = "        train_evaluate_register(tasks, cfg, checkpoint_root, previous)\n"
+    anchor = "        train_evaluate_register(tasks, cfg, checkpoint_root, validated)\n"
     assert anchor in text
     pipeline.write_text(text.replace(anchor, '        tasks.add("count_images")\n' + anchor))
     params = repo / "params.yaml"
@@ -148,7 +148,7 @@ def test_a_step_without_its_wiring_is_refused_when_the_pipeline_is_built(repo: P
     pipeline = repo / "pipelines/training.py"
     text = pipeline.read_text()
     # placed before the target's ingest: the producer it declares has not run yet
-    first = "        for domain in domains:\n"
+    first = "        validated = [ingest_and_validate(tasks, d, versions[d]) for d in domains]\n"
     pipeline.write_text(text.replace(first, '        tasks.add("count_images")\n' + first, 1))
     env = {**os.environ, "PYTHONPATH": f"{repo / 'src'}{os.pathsep}{repo}"}
     result = subprocess.run(
