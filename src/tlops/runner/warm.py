@@ -44,10 +44,8 @@ import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 KFP_VERSION = "2.17.0"  # the kfp whose private entry points this module was written against
 EXECUTOR_MODULE = "kfp.dsl.executor_main"
@@ -260,6 +258,8 @@ def forked_tasks(
     from kfp.local import logging_utils, subprocess_task_handler
     from kfp.local.orchestrator import dag_orchestrator
 
+    from tlops.runner.side_by_side import run_dag_side_by_side
+
     check_kfp()
     if _warm is not None:
         raise RuntimeError("forked_tasks is already active in this process")
@@ -272,7 +272,7 @@ def forked_tasks(
     ]
     if state.side_by_side > 1:
         original = dag_orchestrator.run_dag
-        patches.append((dag_orchestrator, "run_dag", _side_by_side(original)))
+        patches.append((dag_orchestrator, "run_dag", run_dag_side_by_side(original, state)))
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     state.dispatch.acquire()  # this thread runs KFP's dispatch code
     preloader = threading.Thread(
@@ -378,130 +378,3 @@ def _fresh_logging() -> None:
     for item in list(root.filters):
         root.removeFilter(item)
     root.setLevel(logging.WARNING)
-
-
-def _side_by_side(sequential: Any) -> Any:
-    """KFP's ``dag_orchestrator.run_dag``, running independent tasks at the same time.
-
-    Same arguments, results and failure semantics as ``sequential`` (the original): tasks are
-    started in KFP's own topological order as soon as their upstream tasks succeeded, at most
-    ``side_by_side`` at a time; after a failure no task starts, the running ones finish, and
-    the DAG fails with the first failed task on ``fail_stack``. A DAG with nested DAGs is left
-    to ``sequential``.
-    """
-    from kfp.local import graph_utils, io, logging_utils, status
-    from kfp.local.orchestrator import task_executor
-    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
-
-    def run_dag(
-        pipeline_resource_name: str,
-        dag_component_spec: Any,
-        executors: Any,
-        components: Any,
-        dag_arguments: dict[str, Any],
-        pipeline_root: str,
-        runner: Any,
-        unique_pipeline_id: str,
-        fail_stack: list[str],
-        parent_io_store: Any = None,
-    ) -> tuple[dict[str, Any], Any]:
-        state = _warm
-        tasks = dag_component_spec.dag.tasks
-        nested = any(
-            components[spec.component_ref.name].WhichOneof("implementation") == "dag"
-            for spec in tasks.values()
-        )
-        if state is None or nested:
-            return sequential(  # type: ignore[no-any-return]
-                pipeline_resource_name=pipeline_resource_name,
-                dag_component_spec=dag_component_spec,
-                executors=executors,
-                components=components,
-                dag_arguments=dag_arguments,
-                pipeline_root=pipeline_root,
-                runner=runner,
-                unique_pipeline_id=unique_pipeline_id,
-                fail_stack=fail_stack,
-                parent_io_store=parent_io_store,
-            )
-        io_store = io.IOStore(parent=parent_io_store)
-        arguments = OrchestratorUtils.join_user_inputs_and_defaults(
-            dag_arguments=dag_arguments, dag_inputs_spec=dag_component_spec.input_definitions
-        )
-        for key, value in arguments.items():
-            io_store.put_parent_input(key, value)
-        order = list(reversed(graph_utils.topological_sort_tasks(tasks)))  # KFP's own order
-        upstream = {name: set(tasks[name].dependent_tasks) & set(tasks) for name in order}
-
-        def one(name: str) -> tuple[dict[str, Any], Any]:
-            with state.dispatch:  # KFP's dispatch is this thread's until its child runs
-                return task_executor.execute_single_task(  # type: ignore[no-any-return]
-                    task_name=name,
-                    task_spec=tasks[name],
-                    pipeline_resource_name=pipeline_resource_name,
-                    components=components,
-                    executors=executors,
-                    io_store=io_store,
-                    pipeline_root=pipeline_root,
-                    runner=runner,
-                    unique_pipeline_id=unique_pipeline_id,
-                    fail_stack=fail_stack,
-                )
-
-        done: set[str] = set()
-        running: dict[Future[tuple[dict[str, Any], Any]], str] = {}
-        failed: str | None = None
-        error: BaseException | None = None
-        original_context = logging_utils.local_logger_context
-        # one logger context for the whole DAG: KFP's per-task one would swap the root
-        # logger's handlers under the feet of the tasks beside it
-        with original_context(), ThreadPoolExecutor(state.side_by_side, "tlops-task") as pool:
-            logging_utils.local_logger_context = contextlib.nullcontext
-            try:
-                while True:
-                    if failed is None and error is None:
-                        ready = [
-                            name
-                            for name in order
-                            if name not in done
-                            and name not in running.values()
-                            and upstream[name] <= done
-                        ]
-                        for name in ready[: state.side_by_side - len(running)]:
-                            running[pool.submit(one, name)] = name
-                    if not running:
-                        break
-                    with state.released():
-                        finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        name = running.pop(future)
-                        try:
-                            outputs, task_status = future.result()
-                        except BaseException as exc:  # re-raised once the others finished
-                            error = error or exc
-                            continue
-                        if task_status == status.Status.FAILURE:
-                            failed = failed or name
-                        elif task_status == status.Status.SUCCESS:
-                            for key, output in outputs.items():
-                                io_store.put_task_output(name, key, output)
-                            done.add(name)
-                        else:
-                            error = error or ValueError(
-                                f"Got unknown task status: {task_status.name}"
-                            )
-            finally:
-                logging_utils.local_logger_context = original_context
-        if error is not None:
-            raise error
-        if failed is not None:
-            fail_stack.append(failed)
-            return {}, status.Status.FAILURE
-        return (
-            OrchestratorUtils.get_dag_outputs(
-                dag_outputs_spec=dag_component_spec.dag.outputs, io_store=io_store
-            ),
-            status.Status.SUCCESS,
-        )
-
-    return run_dag
