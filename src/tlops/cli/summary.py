@@ -114,10 +114,15 @@ def _train_lines(trained: dict[str, Any] | None) -> list[str]:
         return []
     from tlops.tracking.report import best_epoch_text
 
-    return [
+    lines = [
         f"train: {trained['strategy']} from {trained['init']}, best epoch "
         f"{best_epoch_text(trained)}, {trained['seconds']:.0f} s"
     ]
+    if trained.get("numerics_described"):
+        lines.append(f"  {trained['numerics_described']}")
+    if trained.get("fallback"):
+        lines.append(f"  trained in {trained['numerics']} after all: {trained['fallback']}")
+    return lines
 
 
 def _evaluation_lines(evaluation: dict[str, Any] | None) -> list[str]:

@@ -23,10 +23,11 @@ class ConfigError(ValueError):
 
 
 NUMERICS_FORMS = (
-    "auto | fp32 | bf16 | fp16 | <fp32|bf16|fp16>+<channels_last|contiguous>+<eager|compile>"
+    "auto | fp32 | bf16 | bf16-frozen | fp16 | "
+    "<fp32|bf16|bf16-frozen|fp16>+<channels_last|contiguous>+<eager|compile>"
 )
 _NUMERICS = re.compile(
-    r"auto|fp32|bf16|fp16|(fp32|bf16|fp16)\+(channels_last|contiguous)\+(eager|compile)"
+    r"(fp32|bf16|bf16-frozen|fp16)(\+(channels_last|contiguous)\+(eager|compile))?|auto"
 )
 
 

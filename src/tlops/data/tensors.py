@@ -222,6 +222,10 @@ def augment_batch(
     With a ``shard``, ``x`` holds this process's rows of the global batch: the warps are drawn
     for the whole global batch (the same draws in every process, and as one process would
     make them) and this process applies its rows' warps.
+
+    The warp computes in fp32 whatever autocast is active: under bf16 autocast
+    ``affine_grid``'s matrix product would round the sampling grid to bf16, about 1/8 px at
+    64 px (bench/numerics_trace.py), so bf16 training would see other augmentations.
     """
     if not aug.active:
         return x
@@ -246,9 +250,12 @@ def augment_batch(
         ],
         1,
     ).to(device=x.device, dtype=x.dtype)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    # border padding: digits and photos alike look more natural than black corners
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    with torch.autocast(x.device.type, enabled=False):
+        grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+        # border padding: digits and photos alike look more natural than black corners
+        return F.grid_sample(
+            x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
 
 
 @dataclass

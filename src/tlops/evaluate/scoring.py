@@ -1,4 +1,4 @@
-"""A model scored on a split: every test metric, in the numerics ``evaluate.numerics`` chooses.
+"""A model scored on a split: every test metric, in fp32 (``evaluate.numerics`` picks the layout).
 
 And the champion scored the same way, on the same split at its own resolution and alignment
 (the evaluate step compares them; register_model re-gates on them under its lock).
@@ -36,6 +36,7 @@ def score(model: TransferModel, test: SplitTensors, params: Params) -> dict[str,
         batch_size,
         device,
         params.extract_features.cache_dir / NUMERICS_CACHE,
+        decides=True,  # the gate compares these figures: fp32, whatever is faster
     )
     logits = predict_logits(model.to(device), test, batch_size, device, choice.numerics)
     probs = torch.softmax(logits, dim=1).numpy().astype(np.float64)

@@ -6,6 +6,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +91,14 @@ def inference_numerics(
     device: torch.device,
     cache_file: Path | None,
     features: bool = False,
+    decides: bool = False,
 ) -> Choice:
     """Resolve ``setting`` for a model over ``splits`` (see :mod:`tlops.models.numerics`).
 
     Candidates are precisions and memory layouts; compiling is not tried for inference (one
-    pass over a split rarely pays back a compilation).
+    pass over a split rarely pays back a compilation). With ``decides`` (figures a decision
+    reads: evaluate's metrics, which the gate compares), ``auto`` computes in fp32 on every
+    device and times only the memory layouts; a pinned precision is still obeyed.
     """
     units = sum(math.ceil(len(s) / batch_size) for s in splits)
     sample = next((s for s in splits if len(s)), None)
@@ -118,19 +122,22 @@ def inference_numerics(
 
     if sample is None:
         units = 0  # nothing to run: the default, not a calibration
+    search = Search.on(device, images=True, compile_=False)
     return choose(
         setting,
         device,
         units,
         measure,
-        Search.on(device, images=True, compile_=False),
+        replace(search, precisions=("fp32",)) if decides else search,
         cache_file,
         {
             "purpose": "features" if features else "logits",
             "model": model.spec,
             "image_size": int(sample.images.shape[-1]) if sample is not None else 0,
             "batch_size": batch_size,
+            **({"precisions": "fp32"} if decides else {}),
         },
+        default=FP32 if decides else None,
     )
 
 

@@ -28,14 +28,14 @@ pins it for exact reproduction.
    replaces the best when its time over the whole step (compile time included) is ``MARGIN`` (3
    %) lower: timing noise does not flip choices.
 4. The choice and every candidate's timing are cached and returned for MLflow.
+5. For training, a reduced precision the timings favour is then kept only on accuracy
+   evidence or behind an fp32 probe (:mod:`tlops.training.calibration`); figures a decision
+   reads (validation, evaluate's metrics) are computed in fp32 whatever is faster.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -49,9 +49,12 @@ import torch
 from tlops.config import NUMERICS_FORMS
 from tlops.layout import NUMERICS_CACHE
 from tlops.models.device import bf16_units, can_compile, machine, precisions
+from tlops.models.numerics_cache import cache_key, read_cache, write_cache
 
 AUTO = "auto"
-PRECISIONS = ("fp32", "bf16", "fp16")
+# bf16-frozen: bf16 autocast in the frozen stages, fp32 in the stages that train
+# (tlops.models.mixed: why); a training precision only
+PRECISIONS = ("fp32", "bf16", "bf16-frozen", "fp16")
 LAYOUTS = {"channels_last": True, "contiguous": False}
 MODES = {"eager": False, "compile": True}
 BUDGET_FRACTION = 0.05
@@ -90,7 +93,7 @@ class Numerics:
         """The autocast context for this precision on ``device`` (disabled for fp32)."""
         if self.precision == "fp32":
             return torch.autocast(device.type, enabled=False)
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if self.precision.startswith("bf16") else torch.float16
         return torch.autocast(device.type, dtype=dtype)
 
 
@@ -139,6 +142,9 @@ class Choice:
     spent_seconds: float = 0.0
     fallback: str | None = None  # set when reduced precision diverged and fp32 took over
     key: str | None = None  # the cache entry (None for a pinned choice)
+    speedup: float | None = None  # the whole step's time, the default's over the choice's
+    accuracy: str = ""  # why a reduced precision may be trusted (or was not): the evidence
+    probe: dict[str, float] | None = None  # the fp32 probe's first validation row, if run
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``numerics`` as its spec."""
@@ -146,7 +152,8 @@ class Choice:
 
     def describe(self) -> str:
         """One line for the console and the logs."""
-        return f"numerics {self.numerics.spec} ({self.source}: {self.reason})"
+        accuracy = f"; accuracy: {self.accuracy}" if self.accuracy else ""
+        return f"numerics {self.numerics.spec} ({self.source}: {self.reason}{accuracy})"
 
 
 @dataclass(frozen=True)
@@ -158,41 +165,18 @@ class Search:
     compile: bool
 
     @classmethod
-    def on(cls, device: torch.device, images: bool, compile_: bool = True) -> Search:
-        """The search on ``device``; ``images``: the model eats image batches (layout matters)."""
-        return cls(tuple(precisions(device)), images, compile_ and can_compile(device))
+    def on(
+        cls, device: torch.device, images: bool, compile_: bool = True, training: bool = False
+    ) -> Search:
+        """The search on ``device``; ``images``: the model eats image batches (layout matters).
 
-
-def cache_key(parts: dict[str, Any]) -> str:
-    """A stable short key of the cache entry's parts."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def read_cache(cache_file: Path | None, key: str) -> dict[str, Any] | None:
-    """The cached entry for ``key``, None when absent or unreadable."""
-    if cache_file is None or not cache_file.is_file():
-        return None
-    try:
-        entry = json.loads(cache_file.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError):
-        return None  # a corrupt cache costs a calibration, never a failed run
-    return entry if isinstance(entry, dict) else None
-
-
-def write_cache(cache_file: Path | None, key: str, entry: dict[str, Any]) -> None:
-    """Add or replace one entry (atomically: concurrent steps never read half a file)."""
-    if cache_file is None:
-        return
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        entries = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        entries = {}
-    entries[key] = entry
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(cache_file)
+        ``training``: also ``bf16-frozen`` where bf16 is a candidate (in inference nothing
+        trains, so it would be bf16 again).
+        """
+        found = precisions(device)
+        if training and "bf16" in found:
+            found.append("bf16-frozen")
+        return cls(tuple(found), images, compile_ and can_compile(device))
 
 
 def _stages(search: Search) -> Iterator[Callable[[Numerics], list[Numerics]]]:
@@ -212,6 +196,7 @@ def choose(
     cache_file: Path | None,
     key_parts: dict[str, Any],
     clock: Callable[[], float] = time.perf_counter,
+    default: Numerics | None = None,
 ) -> Choice:
     """Resolve a numerics setting (see the module docstring for ``auto``).
 
@@ -224,6 +209,7 @@ def choose(
         cache_file: Where choices are cached (None: no cache).
         key_parts: What the choice depends on besides the machine (model, size, batch...).
         clock: Seconds (tests pass a fake one).
+        default: Where the search starts (None: the device's, :func:`default_numerics`).
 
     Returns:
         The choice with its source, reason and the timings behind it.
@@ -235,7 +221,7 @@ def choose(
     cached = _cached(read_cache(cache_file, key), key)
     if cached is not None:
         return cached
-    default = default_numerics(device)
+    default = default or default_numerics(device)
     untimed = _untimed(default, search, units, key)
     if untimed is not None:
         return untimed
@@ -263,6 +249,7 @@ def _cached(entry: dict[str, Any] | None, key: str) -> Choice | None:
         setup=dict(entry.get("setup", {})),
         fallback=entry.get("fallback"),
         key=key,
+        speedup=entry.get("speedup"),
     )
 
 
@@ -316,6 +303,7 @@ def _calibrate(
         return choice
     choice.numerics, choice.source = best, "calibrated"
     ratio = _total(choice, default.spec, units) / _total(choice, best.spec, units)
+    choice.speedup = round(ratio, 3)
     choice.reason = (
         f"fastest of {len(choice.timings)} timed, {ratio:.2f}x the default "
         f"{default.spec}, calibration {choice.spent_seconds:.1f} s"
@@ -361,12 +349,15 @@ def _coordinate_search(
 
 def _remember(cache_file: Path | None, choice: Choice, context: dict[str, Any]) -> None:
     if choice.key is not None:
-        entry = {k: v for k, v in choice.as_dict().items() if k not in ("source", "key")}
+        skip = ("source", "key", "accuracy", "probe")  # decided per run, from the evidence
+        entry = {k: v for k, v in choice.as_dict().items() if k not in skip}
         write_cache(cache_file, choice.key, {**entry, **context})
 
 
 def fall_back(choice: Choice, why: str, cache_file: Path | None) -> None:
-    """Switch a choice to fp32 after a non-finite loss and cache that (``auto`` choices only).
+    """Switch a choice to fp32 after a reduced-precision failure and cache that (``auto`` only).
+
+    A failure: a non-finite loss, or a first epoch that fell behind the fp32 probe's.
 
     Later ``auto`` runs with the same key then train in fp32 from the start, and a run resumed
     after a kill finds the fp32 checkpoint it was writing.
@@ -374,7 +365,7 @@ def fall_back(choice: Choice, why: str, cache_file: Path | None) -> None:
     choice.fallback = why
     if choice.source == "pinned":
         return  # the params say what to try; the next run tries it again
-    choice.reason = f"fp32 after a non-finite loss in {choice.numerics.precision}"
+    choice.reason = f"fp32 after {why.split(';')[0]}"
     choice.numerics = replace(choice.numerics, precision="fp32")
     entry = read_cache(cache_file, choice.key) if choice.key else None
     _remember(

@@ -147,6 +147,7 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
         setup.choice.numerics,
         group,
         setup.batchnorm,
+        setup.choice.probe,
     )
     if not leads:  # rank 0 writes the outputs and logs; this process is done
         return StepResult("")
@@ -250,6 +251,8 @@ def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any
             "numerics": outcome.numerics,
             "numerics.source": choice.source,
             "numerics.reason": choice.reason,
+            **({"numerics.accuracy": choice.accuracy} if choice.accuracy else {}),
+            **({"numerics.speedup": f"{choice.speedup:.2f}x"} if choice.speedup else {}),
             "distributed.world_size": str(summary["world_size"]),
             "distributed.batchnorm": summary["batchnorm"],
             **({"distributed.backend": summary["backend"]} if summary["backend"] else {}),

@@ -32,8 +32,56 @@ class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite."""
 
 
+class FellBehind(FloatingPointError):
+    """A reduced-precision run validated worse than the fp32 probe of the same epoch."""
+
+
+class AccuracyGuard(Callback):
+    """Under bf16/fp16, the first epoch's validation must keep up with the fp32 probe's.
+
+    ``auto`` picks a reduced precision for a family without recorded accuracy evidence only
+    after timing it faster; its calibration then trains the first epoch in fp32 on a copy (the
+    probe, :func:`tlops.training.calibration.probe_fp32`). The run's own first epoch sees the
+    same batches, augmentations and dropout (seeded by (seed, epoch)), so what separates the
+    two is the precision. Falling behind by more than :func:`tolerance` raises
+    :class:`FellBehind`, which :class:`NumericsFallback` turns into an fp32 restart.
+
+    Args:
+        reference: The probe's validation row of epoch 0.
+        metric: The early-stopping metric (the figure the run's selection reads).
+    """
+
+    def __init__(self, reference: dict[str, float], metric: str) -> None:
+        self.reference, self.metric = reference, metric
+
+    def on_epoch_end(self, loop: Loop, epoch: int, row: dict[str, float]) -> None:
+        """Compare the first epoch's validation with the probe's (reduced precision only)."""
+        precision = loop.numerics.precision
+        if epoch != 0 or precision == "fp32" or self.metric not in self.reference:
+            return
+        ours, probe = row[self.metric], self.reference[self.metric]
+        allowed = tolerance(self.metric, probe, loop.data.val_size)
+        behind = ours - probe if self.metric.endswith("loss") else probe - ours
+        if not math.isfinite(ours) or behind > allowed:
+            raise FellBehind(
+                f"{precision} epoch 1 {self.metric} {ours:.4f} trails the fp32 probe's "
+                f"{probe:.4f} by more than {allowed:.4f}"
+            )
+
+
+def tolerance(metric: str, probe: float, val_size: int) -> float:
+    """How far a reduced-precision epoch may trail the fp32 probe's ``metric``.
+
+    Accuracy and F1: 1 point or two validation images, whichever is more (the seed tolerance
+    of bench/numerics_accuracy.py; fewer images than that is noise). Loss: 5 % of the probe's.
+    """
+    if metric.endswith("loss"):
+        return 0.05 * abs(probe)
+    return max(0.01, 2.0 / val_size if val_size else 0.0)
+
+
 class NumericsFallback(Callback):
-    """A non-finite loss: under bf16/fp16 autocast, train again from the start in fp32.
+    """A non-finite loss or :class:`FellBehind` under bf16/fp16: train again from the start in fp32.
 
     The fp32 attempt starts from the state the model and strategy had before the first one
     (same memory layout), so it ends exactly as a run pinned to fp32 would; :attr:`reason` says
@@ -64,7 +112,7 @@ class NumericsFallback(Callback):
     def on_exception(self, loop: Loop, error: Exception) -> bool:
         """Switch to fp32 and put the initial state back after a reduced-precision overflow."""
         numerics = loop.numerics
-        if not isinstance(error, NonFiniteLoss) or numerics.precision == "fp32":
+        if not isinstance(error, NonFiniteLoss | FellBehind) or numerics.precision == "fp32":
             return False
         strategy = loop.strategy
         strategy.numerics = Numerics("fp32", numerics.channels_last, numerics.compile)

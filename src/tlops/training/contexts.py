@@ -43,6 +43,15 @@ class TrainData:
     teacher_logits: np.ndarray | None = None  # (N, C), in the order of ``train``
     teacher: str | None = None  # the teacher's URI (a version, not an alias)
 
+    @property
+    def val_size(self) -> int:
+        """Images (or feature rows) the validation figures are computed on (0: none)."""
+        if self.val is not None:
+            return len(self.val)
+        if self.val_features is not None:
+            return len(self.val_features[1])
+        return len(self.source_val) if self.source_val is not None else 0
+
     def train_labels(self) -> np.ndarray:
         """Label indices of the labeled training images (for class weights)."""
         if self.train is not None:

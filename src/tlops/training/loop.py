@@ -17,10 +17,12 @@ import torch
 
 from tlops.config import TrainConfig
 from tlops.models.inference import FP32
+from tlops.models.mixed import fp32_where_training
 from tlops.models.model import TransferModel
 from tlops.models.numerics import Numerics
 from tlops.training.callbacks import (
     CHECKPOINT,
+    AccuracyGuard,
     Checkpoint,
     EarlyStopping,
     EpochCallback,
@@ -72,11 +74,13 @@ def fit(
     numerics: Numerics = FP32,
     group: Group | None = None,
     batchnorm: str = "batch",
+    probe: dict[str, float] | None = None,
 ) -> TrainOutcome:
     """Train ``model`` with ``strategy``; checkpoint every epoch and resume exactly.
 
-    A loss that turns non-finite under bf16/fp16 autocast restarts the training from its
-    initial state in fp32 (same layout), which then ends exactly as a run pinned to fp32 would;
+    A loss that turns non-finite under bf16/fp16 autocast, or a first epoch whose validation
+    falls behind the fp32 ``probe``'s, restarts the training from its initial state in fp32
+    (same layout), which then ends exactly as a run pinned to fp32 would;
     ``TrainOutcome.fallback`` says why. A non-finite loss in fp32 is an error.
 
     Args:
@@ -95,6 +99,8 @@ def fit(
             checkpoints and calls ``on_epoch`` (see :mod:`tlops.training.distributed`).
         batchnorm: ``batch``, ``sync`` or ``frozen``
             (:func:`tlops.training.distributed.batchnorm_mode`).
+        probe: The fp32 probe's first validation row (:func:`tlops.training.calibration.
+            probe_fp32`): a reduced-precision first epoch must keep up with it.
 
     Returns:
         The history and best epoch; ``model`` holds the best epoch's weights.
@@ -105,6 +111,7 @@ def fit(
     started = time.perf_counter()
     model.to(device).to(memory_format=numerics.memory_format)
     strategy.numerics = numerics
+    fp32_where_training(model, numerics.precision == "bf16-frozen")
     strategy.modules().to(device)
     strategy.work_dir = checkpoint_dir
     strategy.shard = group.shard() if group is not None else None
@@ -119,7 +126,8 @@ def fit(
     early = EarlyStopping(cfg.early_stopping.metric, cfg.early_stopping.patience)
     checkpoint = Checkpoint(checkpoint_dir, fingerprint)
     report = [EpochLog(on_epoch, strategy.log_every)] if on_epoch is not None else []
-    callbacks: list[Callback] = [fallback, early, *report, checkpoint]
+    guard = [AccuracyGuard(probe, cfg.early_stopping.metric)] if probe is not None else []
+    callbacks: list[Callback] = [fallback, *guard, early, *report, checkpoint]
     loop = Loop(strategy, model, data, cfg.seed, device, callbacks, group, batchnorm)
     loop.run()
     return TrainOutcome(

@@ -135,10 +135,10 @@ def _numerics(
 
     cfg, cache_file = params.train, params.extract_features.cache_dir / NUMERICS_CACHE
     if group is None:
-        return training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
+        return training_numerics(cfg.numerics, strategy, model, data, device, cache_file, cfg.seed)
     strategy.shard = group.shard()  # timed on this process's part of a global batch
     chosen = (
-        training_numerics(cfg.numerics, strategy, model, data, device, cache_file)
+        training_numerics(cfg.numerics, strategy, model, data, device, cache_file, cfg.seed)
         if group.leads
         else None
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -146,6 +146,15 @@ class Strategy(ABC):
         """:meth:`warped`, in the training's memory layout (what the model's forward takes)."""
         x = self.warped(model, images, generator)
         return x.contiguous(memory_format=self.numerics.memory_format)
+
+    @property
+    def validation_numerics(self) -> Numerics:
+        """fp32 in the run's memory layout: what every figure a decision reads is computed in.
+
+        Early stopping and the best-epoch checkpoint read the validation figures; under bf16
+        they would rank epochs by rounded logits (bench/numerics_trace.py).
+        """
+        return replace(self.numerics, precision="fp32", compile=False)
 
     def warped(
         self, model: TransferModel, images: torch.Tensor, generator: torch.Generator

@@ -91,6 +91,6 @@ class FineTune(Strategy):
         """Logits of the val split."""
         assert data.val is not None
         logits = inference.predict_logits(
-            model, data.val, self.cfg.eval_batch_size, device, self.numerics
+            model, data.val, self.cfg.eval_batch_size, device, self.validation_numerics
         )
         return logits, data.val.labels

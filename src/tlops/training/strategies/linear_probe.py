@@ -134,9 +134,9 @@ class LinearProbe(Strategy):
     def val_logits(
         self, model: TransferModel, data: TrainData, device: torch.device
     ) -> tuple[torch.Tensor, np.ndarray]:
-        """The head on the val features."""
+        """The head on the val features, in fp32 (:attr:`validation_numerics`)."""
         assert data.val_features is not None
-        with torch.no_grad(), self.numerics.autocast(device):
+        with torch.no_grad(), self.validation_numerics.autocast(device):
             logits = model.head(self.val_x)
         return logits.float().cpu(), data.val_features[1]
 

@@ -173,7 +173,7 @@ class SourceOnly(FineTune):
         split: SplitTensors | None = data.val if data.val is not None else data.source_val
         assert split is not None
         logits = inference.predict_logits(
-            model, split, self.cfg.eval_batch_size, device, self.numerics
+            model, split, self.cfg.eval_batch_size, device, self.validation_numerics
         )
         return logits, split.labels
 
