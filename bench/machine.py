@@ -21,6 +21,12 @@ def describe() -> str:
         import torch
 
         torch_part = f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        if torch.cpu._is_amx_tile_supported():
+            torch_part += ", bf16 units: AMX"
+        elif torch.cpu._is_avx512_bf16_supported():
+            torch_part += ", bf16 units: AVX512-BF16 without AMX"
+        else:
+            torch_part += ", no bf16 units"
     except ImportError:
         pass
     return f"{model}, {os.cpu_count()} cores{torch_part}, Python {platform.python_version()}"
