@@ -102,6 +102,25 @@ def test_the_printed_link_opens_the_training_view_of_the_experiment(
     assert "target (" in body  # the dataset input, with its data version
 
 
+def test_a_newcomer_clicking_home_then_the_experiment_lands_in_the_training_view(
+    page: Any, ui: tuple[str, str], pipeline_project: Path
+) -> None:
+    """A fresh browser (no saved view) at the UI's Home, clicking the experiment by its name."""
+    base, _ = ui
+    first, second = _runs(pipeline_project)
+    page.goto(f"{base}/#/")
+    page.get_by_role("link", name="tlops", exact=True).first.click()
+    for run in (first, second):  # the training view's runs table, not the GenAI overview
+        page.get_by_text(run.info.run_name, exact=True).wait_for(timeout=WAIT_MS)
+    assert "workflowType=genai" not in page.url
+    body = page.inner_text("body")
+    assert "Token Usage" not in body and "Tool calls" not in body
+    # the runs list cuts names at about 28 characters: what tells these two apart, and a
+    # release from an experiment, comes first
+    shown = {run.info.run_name[:16] for run in (first, second)}
+    assert len(shown) == 2 and all(name.startswith("release #") for name in shown)
+
+
 def test_the_run_page_shows_the_decision_and_its_plots(
     page: Any, ui: tuple[str, str], pipeline_project: Path
 ) -> None:

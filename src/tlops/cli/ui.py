@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -33,7 +33,7 @@ def runs_(
         table = Table(title=f"experiment '{resolved.tracking.experiment}'", title_justify="left")
         for column in ("run", "started", "status", "strategy", "data", f"test {primary}"):
             table.add_column(column, no_wrap=column == "run")
-        table.add_column("decision")
+        table.add_column("registered (release or experiment model)")
         for row in rows:
             when = datetime.fromtimestamp(row.started / 1000).strftime("%Y-%m-%d %H:%M")
             table.add_row(
@@ -50,6 +50,10 @@ def runs_(
     guard(body)
 
 
+# metrics that count something: shown as whole numbers
+COUNTS = ("n_test", "best_epoch", "_params")
+
+
 def compare(
     run_a: Annotated[str, typer.Argument(help="A run id or its first characters (#a81f03).")],
     run_b: Annotated[str, typer.Argument(help="Another run.")],
@@ -62,8 +66,11 @@ def compare(
 
         resolved = read_params(params)
         found = compare_runs(resolved.tracking, run_a, run_b)
-        a, b = found.names
+        # short column headers: the run names (60 characters) are the legend above the tables
+        a, b = (f"#{run_id[:6]}" for run_id in found.ids)
         out = wide()
+        for label, name, decision in zip((a, b), found.names, found.decisions, strict=True):
+            out.print(f"{label}: {name} ({decision})", highlight=False)
         table = Table(title="params that differ", title_justify="left")
         for column in ("param", a, b):
             table.add_column(column)
@@ -73,14 +80,20 @@ def compare(
             table.add_row("(none: same params)", "", "")
         out.print(table)
         table = Table(title="metrics", title_justify="left")
-        for column in ("metric", a, b, "b - a"):
+        for column in ("metric", a, f"{b}", f"{b} - {a}"):
             table.add_column(column, justify="left" if column == "metric" else "right")
         for key, va, vb in found.metrics:
-            delta = "-" if va is None or vb is None else f"{vb - va:+.4f}"
-            shown = ["-" if v is None else f"{v:.4f}" for v in (va, vb)]
+            count = key.endswith(COUNTS)
+            shown = ["-" if v is None else f"{v:.0f}" if count else f"{v:.4f}" for v in (va, vb)]
+            delta = (
+                "-"
+                if va is None or vb is None
+                else f"{vb - va:+.0f}"
+                if count
+                else (f"{vb - va:+.4f}")
+            )
             table.add_row(key, *shown, delta)
         out.print(table)
-        out.print(f"decision: {a}: {found.decisions[0]}; {b}: {found.decisions[1]}")
 
     guard(body)
 
@@ -105,21 +118,34 @@ def ui(
         highlight=False,
         soft_wrap=True,
     )
-    raise typer.Exit(
-        subprocess.call(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "ui",
-                "--backend-store-uri",
-                uri,
-                "--default-artifact-root",
-                resolved.tracking.artifact_location.resolve().as_uri(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ]
-        )
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        resolved.tracking.artifact_location.resolve().as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        # MLflow's app, with the training view as a fresh browser's default view
+        "--app-name",
+        "tlops",
+        # one reviewer on loopback: one worker starts in half the time and stops in a second
+        "--workers",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        # MLflow's background job runner (GenAI evaluation jobs) has nothing to do here
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # upstream's (mlflow/mlflow#24074: MLflow imports starlette.middleware.wsgi), printed
+        # once per worker; only that one message is filtered
+        "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated",
+    }
+    sys.stdout.flush()
+    # the server takes this process's place: Ctrl-C and SIGTERM reach it, nothing is orphaned
+    os.execve(sys.executable, command, env)
