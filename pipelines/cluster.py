@@ -90,10 +90,44 @@ def data_versions(params: Params, from_dvc_file: bool) -> dict[str, str]:
     return versions
 
 
-def _client(host: str, namespace: str | None) -> Any:
-    import kfp
+class EndpointError(RuntimeError):
+    """The KFP endpoint did not answer: one line naming it and the cause."""
 
-    return kfp.Client(host=host, namespace=namespace)
+
+def _unreachable(host: str, exc: BaseException) -> EndpointError:
+    """The endpoint and the innermost cause, not urllib3's retry chain."""
+    cause: BaseException = exc
+    while isinstance(getattr(cause, "reason", None), BaseException):
+        cause = cause.reason  # type: ignore[attr-defined]  # urllib3's errors carry it
+    text = str(cause).split(": ", 1)[-1] if ": " in str(cause) else str(cause)
+    return EndpointError(f"KFP endpoint {host}: cannot reach it ({text}); nothing was sent")
+
+
+def _client(host: str, namespace: str | None) -> Any:
+    import warnings
+
+    import kfp
+    import urllib3
+
+    with warnings.catch_warnings():
+        # kfp's own notice on every client, not about this call: "This client only works with
+        # Kubeflow Pipeline v2.0.0-beta.2 and later versions" (tlops compiles for v2)
+        warnings.filterwarnings("ignore", "This client only works with", FutureWarning)
+        try:
+            return kfp.Client(host=host, namespace=namespace)
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(host, exc) from None
+
+
+def _pod_readable(params: Params, pinned: bool = True) -> Params:
+    """``params`` with its local data in the form a pod reads (or an error: nothing is sent)."""
+    from pipelines.training import domains_used
+    from tlops.data.for_pods import for_pods
+
+    resolved, changes = for_pods(params, list(domains_used(params)), pinned)
+    for change in changes:
+        print(f"data.{change.domain}: {change.before} -> {change.after} ({change.note})")
+    return resolved
 
 
 def submit(
@@ -115,19 +149,26 @@ def submit(
     """
     import tempfile
 
+    import urllib3
+
     try:
         arguments = data_versions(params, from_dvc_file=True)
     except FileNotFoundError:
         arguments = {}
+    params = _pod_readable(params)
     with tempfile.TemporaryDirectory() as tmp:
         package = compile_training(params, Path(tmp) / "training.yaml", bool(arguments))
-        result = _client(host, namespace).create_run_from_pipeline_package(
-            str(package),
-            arguments=arguments,
-            run_name=run_name,
-            experiment_name=experiment,
-            namespace=namespace,
-        )
+        client = _client(host, namespace)
+        try:
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                run_name=run_name,
+                experiment_name=experiment,
+                namespace=namespace,
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unreachable(host, exc) from None
     return str(result.run_id), arguments
 
 
@@ -160,6 +201,7 @@ def schedule(
 
     if pipeline not in PIPELINES:  # before any request
         raise ValueError(f"--pipeline {pipeline!r}: expected one of {', '.join(PIPELINES)}")
+    params = _pod_readable(params, pinned=False)  # each run reads the branch's data then
     client = _client(host, namespace)
     experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -69,16 +70,62 @@ def endpoint() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
         server.shutdown()
 
 
-def tlops(*args: str) -> subprocess.CompletedProcess[str]:
+def tlops(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
         [str(BIN / "tlops"), *args],
-        cwd=REPO,
+        cwd=cwd,
         env=env,
         text=True,
         capture_output=True,
         check=False,
         timeout=120,
+    )
+
+
+def _run(cwd: Path, *args: str) -> str:
+    result = subprocess.run(
+        list(args), cwd=cwd, text=True, capture_output=True, check=False,
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A user's checkout: git with a remote (a bare repository), DVC with a local remote,
+    a few target images tracked, committed and pushed to both."""
+    from PIL import Image
+
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    _run(tmp_path, "git", "init", "-q", "--bare", "-b", "main", str(origin))
+    _run(tmp_path, "git", "clone", "-q", str(origin), str(work))
+    _run(work, "git", "checkout", "-q", "-b", "main")
+    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    for label in ("0", "1"):
+        (work / "data" / "target" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("L", (8, 8), 40 * i + int(label) * 120).save(
+                work / "data" / "target" / label / f"{i}.png"
+            )
+    _run(work, "dvc", "init", "-q")
+    _run(work, "dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-store"))
+    _run(work, "dvc", "add", "-q", "data/target")
+    _run(work, "git", "add", "-A")
+    _run(work, *GIT, "commit", "-qm", "data")
+    _run(work, "git", "push", "-q", "-u", "origin", "main")
+    _run(work, "dvc", "push", "-q")
+    return work
+
+
+def _resolved(run: dict[str, Any]) -> dict[str, Any]:
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    return dict(
+        json.loads(spec["root"]["inputDefinitions"]["parameters"]["params"]["defaultValue"])
     )
 
 
@@ -89,7 +136,7 @@ def _posted(requests: list[tuple[str, str, Any]], suffix: str) -> dict[str, Any]
 
 
 def test_submit_sends_the_compiled_pipeline_with_overrides(
-    endpoint: tuple[str, list[tuple[str, str, Any]]],
+    endpoint: tuple[str, list[tuple[str, str, Any]]], checkout: Path
 ) -> None:
     host, requests = endpoint
     result = tlops(
@@ -102,6 +149,7 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(
         "train.strategy=linear_probe",
         "--run-name",
         "nightly",
+        cwd=checkout,
     )
     assert result.returncode == 0, result.stderr
     assert "submitted run run-1" in result.stdout
@@ -119,9 +167,16 @@ def test_submit_sends_the_compiled_pipeline_with_overrides(
     assert resolved["train"]["lr"] == 0.0005 and resolved["train"]["strategy"] == "linear_probe"
     # the data version is the one DVC tracks (data/target.dvc), the data steps' cache key
     parameters = run["runtime_config"]["parameters"]
-    tracked = yaml.safe_load((REPO / "data" / "target.dvc").read_text())["outs"][0]["md5"]
+    tracked = yaml.safe_load((checkout / "data" / "target.dvc").read_text())["outs"][0]["md5"]
     assert parameters == {"data_version_target": tracked}
     assert tracked in result.stdout
+    # a pod has no checkout: it reads the data from the repository, at the commit submitted
+    commit = _run(checkout, "git", "rev-parse", "HEAD").strip()
+    assert resolved["data"]["target"] == {
+        "repo": str(checkout.parent / "origin.git"), "path": "data/target", "rev": commit,
+        "remote": None,
+    }  # fmt: skip
+    assert "data.target: data/target -> " in result.stdout
 
 
 def test_submit_with_data_outside_the_checkout_runs_uncached(
@@ -142,12 +197,63 @@ def test_submit_with_data_outside_the_checkout_runs_uncached(
     assert resolved["data"]["target"] == "/mnt/data/target"  # where the data is: one key
 
 
-def test_schedule_creates_a_weekly_recurring_run(
-    endpoint: tuple[str, list[tuple[str, str, Any]]],
+def test_submit_refuses_data_a_pod_cannot_read_before_sending_anything(
+    endpoint: tuple[str, list[tuple[str, str, Any]]], checkout: Path, tmp_path: Path
 ) -> None:
     host, requests = endpoint
-    result = tlops("schedule", "--host", host, "--cron", "0 3 * * 1")
+    # a commit the remote does not have
+    (checkout / "notes.txt").write_text("more\n")
+    _run(checkout, "git", "add", "notes.txt")
+    _run(checkout, *GIT, "commit", "-qm", "notes")
+    result = tlops("submit", "--host", host, cwd=checkout)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "is not on the git remote 'origin'" in said, said
+    assert "git push origin" in said
+    # pushed, but new data that is not in the DVC remote
+    _run(checkout, "git", "push", "-q")
+    shutil.copy(checkout / "data/target/0/0.png", checkout / "data/target/1/new.png")
+    _run(checkout, "dvc", "add", "-q", "data/target")
+    _run(checkout, *GIT, "commit", "-qam", "more data")
+    _run(checkout, "git", "push", "-q")
+    result = tlops("submit", "--host", host, cwd=checkout)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "is not in the DVC remote 'store'" in said, said
+    assert "dvc push data/target.dvc" in said
+    # a directory of this machine outside any checkout
+    outside = tmp_path / "elsewhere" / "target"
+    shutil.copytree(checkout / "data" / "target", outside)
+    result = tlops("submit", "--host", host, "-S", f"data.target={outside}", cwd=checkout)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 1 and "in no git checkout, so no pod can read it" in said, said
+    assert not [r for r in requests if r[0] == "POST"]  # nothing was sent
+
+
+def test_submit_to_an_endpoint_that_does_not_answer_says_so_in_one_line(
+    checkout: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once it is closed
+    result = tlops("submit", "--host", host, cwd=checkout)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) <= 2 and f"KFP endpoint {host}: cannot reach it" in lines[-1], lines
+    assert "Traceback" not in result.stderr and "FutureWarning" not in result.stderr
+
+
+def test_schedule_creates_a_weekly_recurring_run(
+    endpoint: tuple[str, list[tuple[str, str, Any]]], checkout: Path
+) -> None:
+    host, requests = endpoint
+    result = tlops("schedule", "--host", host, "--cron", "0 3 * * 1", cwd=checkout)
     assert result.returncode == 0, result.stderr
+    # each scheduled run reads the branch's data as it is then, not this commit's
+    assert (
+        _resolved(_posted(requests, "/apis/v2beta1/recurringruns"))["data"]["target"]["rev"]
+        == "main"
+    )
     job = _posted(requests, "/apis/v2beta1/recurringruns")
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert str(job["max_concurrency"]) == "1"
@@ -159,10 +265,13 @@ def test_schedule_creates_a_weekly_recurring_run(
 
 
 def test_schedule_the_retraining_pipeline(
-    endpoint: tuple[str, list[tuple[str, str, Any]]],
+    endpoint: tuple[str, list[tuple[str, str, Any]]], checkout: Path
 ) -> None:
     host, requests = endpoint
-    result = tlops("schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "retraining")
+    result = tlops(
+        "schedule", "--host", host, "--cron", "0 3 * * *", "--pipeline", "retraining",
+        cwd=checkout,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     job = [
         body
