@@ -3,7 +3,8 @@
 1. ``tlops step train`` (finetune, EfficientNet-Lite0, the demo target's UCI digits at 64 px,
    global batch 64, 2 epochs) in one process (the baseline: the library's own trainer), then
    under torchrun with 2 processes (``train.distributed.procs_per_node=2``, gloo): training
-   images/s as ``train.json`` records it (epoch time only, so process start-up is not counted).
+   images/s as the train step's ``step.json`` records it (epoch time only, so process
+   start-up is not counted).
    The machine's cores are shared: one process gets all of them as threads, two get half each.
    Both use ``train.distributed.batchnorm: frozen``, so they train the same model.
 2. The all-reduce alone: 2 gloo processes all-reduce a float32 buffer the size of the trainable
@@ -123,8 +124,10 @@ def train(params_file: Path, inputs: dict[str, Path], out: Path, procs: int) -> 
     subprocess.run(command, env=env, check=True, capture_output=True, text=True)
     summary: dict[str, Any] = json.loads((out / "train.json").read_text())
     history = json.loads((out / "history.json").read_text())
+    facts = json.loads((out / "step.json").read_text())  # the run's times and speed
+    summary["train_images_per_s"] = facts["train_images_per_s"]
     summary["wall_s"] = time.perf_counter() - started
-    summary["epoch_s"] = [row["epoch_seconds"] for row in history]
+    summary["epoch_s"] = facts["epoch_seconds"]
     summary["val_accuracy"] = history[-1]["val_accuracy"]
     return summary
 

@@ -86,7 +86,8 @@ def train_and_score(
         "val_accuracy": float(score(model, splits["val"], p)["overall"]["accuracy"]),
         "best_epoch": read_json(out / "train.json")["best_epoch"],
         "epochs": len(history),
-        "epoch_seconds": statistics.median(row["epoch_seconds"] for row in history),
+        # the run's times are in its step record, beside the output (not in the output)
+        "epoch_seconds": statistics.median(read_json(out / "step.json")["epoch_seconds"]),
         "seconds": seconds,
         "images_per_s": images_per_s(model, splits["test"], p.evaluate.batch_size, cpu),
         "params": sum(x.numel() for x in model.parameters()),

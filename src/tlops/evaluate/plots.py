@@ -22,6 +22,16 @@ def _figure(width: float, height: float) -> Any:
     return figure
 
 
+def message_png(path: Path, title: str, message: str) -> None:
+    """A plot's place holding a sentence: where there is nothing to draw, say why."""
+    figure = _figure(5, 2)
+    ax = figure.add_subplot()
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
+    figure.savefig(path)
+
+
 def confusion_matrix_png(
     matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str
 ) -> None:
@@ -91,7 +101,7 @@ def reliability_png(table: Sequence[dict[str, float]], ece: float, path: Path, t
 
 
 def training_curves_png(history: Sequence[dict[str, float]], path: Path, title: str) -> None:
-    """Loss and validation accuracy per epoch."""
+    """Loss and validation accuracy per epoch (the rows' epochs, counted from 1)."""
     figure = _figure(9, 3.5)
     epochs = [row["epoch"] for row in history]
     left, right = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)

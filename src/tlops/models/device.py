@@ -59,6 +59,13 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def machine_label(device: torch.device) -> str:
+    """The machine in a few words, for figures that differ by machine (``dvc metrics diff``)."""
+    info = machine(device)
+    where = info.get("gpu") or f"{info['cpu']}, {info['threads']} threads"
+    return f"{where}, torch {info['torch']}"
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():

@@ -17,7 +17,6 @@ import yaml
 
 from tlops.config import DOMAINS
 from tlops.runner.spec import Port, StepSpec, Tracking
-from tlops.tracking.lifecycle import RUN_FILE, STEP_FILE
 
 GENERATED = (
     "Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit."
@@ -124,7 +123,10 @@ def dvc_stage(spec: StepSpec, steps: Sequence[StepSpec]) -> dict[str, Any]:
     """The dvc.yaml stage of ``spec`` (one of ``steps``): command, deps, params, outs, plots."""
     specs = {step.name: step for step in steps}
     out_dir = _out_dir(spec)
-    cmd = [f"tlops step {spec.name}"]
+    # the checkout's venv first: `.venv/bin/dvc repro` (or `dvc exp run`) from a shell without
+    # it activated finds `tlops` all the same (DVC runs a stage in a shell with its own PATH);
+    # an install elsewhere (an image) has no .venv there and takes tlops from PATH
+    cmd = [f'PATH="$DVC_ROOT/.venv/bin:$PATH" tlops step {spec.name}']
     deps: list[str] = ["${item}"] if spec.name == "ingest_data" else []
     for port in spec.inputs:
         if port.producer and not specs[port.producer[0]].dvc:
@@ -146,13 +148,13 @@ def dvc_stage(spec: StepSpec, steps: Sequence[StepSpec]) -> dict[str, Any]:
     outs: list[Any] = []
     metrics: list[Any] = []
     plots: list[Any] = []
-    tracked = spec.tracking in (Tracking.OPENS, Tracking.JOINS, Tracking.CLOSES)
     for port in spec.dirs:
         if not port.files:
             outs.append(out_dir)
             continue
-        files = {**port.files, STEP_FILE: "uncached", **({RUN_FILE: "uncached"} if tracked else {})}
-        for name, role in files.items():
+        # step.json and run.json are records of one run, not outputs: .dvcignore keeps them
+        # out of the hashes (declared here, DVC would refuse them as ignored paths)
+        for name, role in port.files.items():
             path = f"{out_dir}/{name}"
             if role == "out":
                 outs.append(path)
@@ -179,7 +181,7 @@ def dvc_yaml(steps: Sequence[StepSpec]) -> str:
         f"# {GENERATED}\n"
         "# One stage per pipeline step, each calling `tlops step <name>` with its paths. Steps\n"
         "# declared per domain run once per data domain (source and target).\n"
-        "# Run with `make repro` (or `dvc repro` with .venv/bin on PATH).\n"
+        "# Run with `make repro`, `.venv/bin/dvc repro` or `.venv/bin/dvc exp run -S key=value`.\n"
     )
     stages = {spec.name: dvc_stage(spec, steps) for spec in steps if spec.dvc}
     body = {"stages": stages}

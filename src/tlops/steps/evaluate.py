@@ -2,7 +2,8 @@
 
 Outputs (in the ``evaluation`` directory): ``metrics.json`` (flat test metrics, for DVC, plus
 the champion's side by side), ``per_class.csv``, ``predictions.csv``, ``confusion_matrix.png``,
-``reliability.png`` (and ``champion_confusion_matrix.png`` with a champion), ``comparison.md``
+``reliability.png``, ``champion_confusion_matrix.png`` (a note without a champion),
+``comparison.md``
 (candidate vs champion), ``evaluation.json`` (everything, including the calibration table).
 """
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.evaluate.metrics import finite_or_none
-from tlops.evaluate.plots import confusion_matrix_png, reliability_png
+from tlops.evaluate.plots import confusion_matrix_png, message_png, reliability_png
 from tlops.evaluate.scoring import champion_scores, score
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import EVALUATION_FILE, METRICS_FILE, MODEL_FILE, TRAIN_FILE
@@ -91,7 +92,11 @@ def run(params: Params, io: StepIO) -> StepResult:
         "numerics": result["numerics"],
         **extras.report,
     }
-    _write(out_dir, evaluated, metrics, report, result, test, classes)
+    from tlops.models.device import machine_label
+    from tlops.runtime import resolve_device
+
+    machine = machine_label(resolve_device(params.runtime.device))
+    _write(out_dir, evaluated, metrics, report, result, test, classes, machine)
     if io.run is not None:
         _log(io, out_dir, result, champion, extras, note)
     primary = params.register_model.gate.primary_metric
@@ -169,11 +174,14 @@ def _write(
     result: dict[str, Any],
     test: SplitTensors,
     classes: list[str],
+    machine: str,
 ) -> None:
     """The ``evaluation`` output, all at once: metrics, report, tables and plots."""
     champion = evaluated.champion
     with atomic_dir(out_dir) as staging:
-        write_json(staging / METRICS_FILE, metrics)
+        # which machine made the figures: kernels differ by CPU, and so does the 4th digit of a
+        # loss, so `dvc metrics diff` against a committed baseline says where each side came from
+        write_json(staging / METRICS_FILE, {**metrics, "machine": machine})
         (staging / COMPARISON_FILE).write_text(comparison_markdown(evaluated), encoding="utf-8")
         write_json(staging / EVALUATION_FILE, report)
         with (staging / "per_class.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -207,6 +215,12 @@ def _write(
                 classes,
                 staging / "champion_confusion_matrix.png",
                 f"champion v{champion['version']} · test split",
+            )
+        else:  # the same files every run: DVC declares it, the compare view lines it up
+            message_png(
+                staging / "champion_confusion_matrix.png",
+                "champion · test split",
+                "no champion yet: nothing to compare with",
             )
 
 
@@ -299,6 +313,7 @@ STEP = StepSpec(
                 "per_class.csv": "uncached",
                 "confusion_matrix.png": "plots",
                 "reliability.png": "plots",
+                "champion_confusion_matrix.png": "plots",
             },
         ),
         Port("metrics", "Metrics", "Scalar test metrics.", view=True),

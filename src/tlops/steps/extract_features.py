@@ -24,6 +24,7 @@ from tlops.layout import FEATURES_FILE, NUMERICS_CACHE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec
 from tlops.runtime import resolve_device
 from tlops.steps.ingest_data import dataset_input
+from tlops.tracking import lifecycle
 
 if TYPE_CHECKING:
     from tlops.data.tensors import SplitTensors
@@ -60,10 +61,24 @@ def run(params: Params, io: StepIO) -> StepResult:
     if not reused:
         _extract(params, ingest_dir, ingest, classes, key, cached, io.progress)
     meta = read_json(cached / FEATURES_FILE)
+    # the output keeps what the features are; what this run (or the one that filled the
+    # cache) measured goes to step.json, so the same inputs give the same output
+    choice = meta.get("numerics", {})
+    kept = {k: v for k, v in meta.items() if k not in ("seconds", "images_per_s", "numerics")}
+    kept["numerics"] = {"numerics": choice.get("numerics", "fp32+channels_last+eager")}
     with atomic_dir(out_dir) as staging:
         for file in cached.iterdir():
             shutil.copy2(file, staging / file.name)
-        write_json(staging / FEATURES_FILE, {**meta, "reused": reused})
+        write_json(staging / FEATURES_FILE, kept)
+    lifecycle.write_run_facts(
+        out_dir,
+        {
+            "reused": reused,
+            "extract_seconds": meta.get("seconds"),
+            "images_per_s": meta.get("images_per_s"),
+            "numerics_choice": choice,
+        },
+    )
     num_features = int(meta["num_features"])
     return StepResult(
         f"extract_features: {dict(meta['counts'])} images, {num_features} features, "

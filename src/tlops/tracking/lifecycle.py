@@ -53,8 +53,8 @@ class RunLog:
         runs.log_artifacts(self.params.tracking, self.run_id, paths, artifact_path)
 
     def epoch(self, row: Mapping[str, float]) -> None:
-        """Log one epoch's metrics at step = epoch."""
-        self.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        """Log one epoch's metrics at step = the epoch counted from 1 (as the console counts)."""
+        self.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]) + 1)
 
     def close(self, ok: bool) -> None:
         """End the run as FINISHED or FAILED."""
@@ -75,6 +75,12 @@ def runner() -> str:
     if os.environ.get(RUNNER_ENV):
         return os.environ[RUNNER_ENV]
     return "dvc" if os.environ.get("DVC_STAGE") else "cli"  # DVC sets it for stage commands
+
+
+def is_release(params: Params) -> bool:
+    """Whether this run is a release (``register_model.release``; auto: the KFP pipeline)."""
+    setting = params.register_model.release
+    return setting == "true" or (setting == "auto" and runner() == "kfp")
 
 
 def dvc_experiment() -> dict[str, str]:
@@ -113,8 +119,9 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
     run_id = runs.start_run(params.tracking, strategy, params.to_flat_dict(), tags)
     run = RunLog(params, run_id)
     # the name says what was trained on which data; the id part tells same-named runs apart
-    name = run_name(strategy, backbone, versions.get("data_version.target"), run_id)
-    run.tags({RUN_NAME_TAG: name})
+    release = is_release(params)
+    name = run_name(strategy, backbone, versions.get("data_version.target"), run_id, release)
+    run.tags({RUN_NAME_TAG: name, "release": str(release).lower()})
     record_inputs(run, inputs)
     return run
 
@@ -184,9 +191,29 @@ def record_failure(params: Params, step: str, error: BaseException, outputs: lis
 
 
 def write_step_record(out_dir: Path, step: str, seconds: float, domain: str | None) -> None:
-    """What ran, when and how long, next to a step's output (logged by the run downstream)."""
-    record = {"step": step, "seconds": seconds, "finished": time.time(), "domain": domain}
+    """What ran, when and how long, next to a step's output (logged by the run downstream).
+
+    A step may have put facts of its own run there already (:func:`write_run_facts`); they are
+    kept. ``.dvcignore`` keeps this file out of what DVC versions: an output is a function of
+    its inputs, and a wall-clock time is not.
+    """
+    found = _step_record(out_dir) or {}
+    record = {**found, "step": step, "seconds": seconds, "finished": time.time(), "domain": domain}
     write_json(out_dir / STEP_FILE, record)
+
+
+def write_run_facts(out_dir: Path, facts: Mapping[str, Any]) -> None:
+    """Facts of this run only (times, speeds, cache hits, what was measured) beside an output.
+
+    They go into the step record (``step.json``), not into the output's own files, so that the
+    output stays the same for the same inputs.
+    """
+    write_json(out_dir / STEP_FILE, {**(_step_record(out_dir) or {}), **facts})
+
+
+def run_facts(out_dir: Path) -> dict[str, Any]:
+    """The step record of an output (its run's facts and time); empty when there is none."""
+    return _step_record(out_dir) or {}
 
 
 def _step_record(path: Path) -> dict[str, Any] | None:
