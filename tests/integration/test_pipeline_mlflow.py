@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -131,12 +132,14 @@ def test_run_logs_params_curves_plots_and_decision(
     assert run.data.tags["numerics.evaluate"] == "fp32+channels_last+eager"
     for step in ("ingest_data.target", "validate_data.target", "train", "evaluate"):
         assert f"time/step_seconds.{step}" in run.data.metrics, step
-    assert len(c.get_metric_history(run.info.run_id, "val/accuracy")) == 2
+    # epochs count from 1 in MLflow as on the console (epoch 1/2, epoch 2/2)
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "val/accuracy")] == [1, 2]
+    assert run.data.metrics["train/best_epoch"] in (1, 2)
     assert "test/macro_f1" in run.data.metrics and "test/ece" in run.data.metrics
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "evaluate")}
     assert {"evaluate/metrics.json", "evaluate/evaluation.json"} <= artifacts
     assert c.list_artifacts(run.info.run_id, "validate_data/target")
-    assert runs[1].data.metrics["champion/macro_f1"] == run.data.metrics["test/macro_f1"]
+    assert runs[1].data.metrics["test_champion/macro_f1"] == run.data.metrics["test/macro_f1"]
 
 
 def test_a_run_explains_itself_in_the_mlflow_ui(project: Path, two_runs: tuple[str, str]) -> None:
@@ -148,7 +151,7 @@ def test_a_run_explains_itself_in_the_mlflow_ui(project: Path, two_runs: tuple[s
     # the name says what was trained on which data, and tells two such runs apart
     version = first.data.tags["data_version"][:8]
     assert first.info.run_name == (
-        f"finetune · tf_efficientnet_lite0 · data {version} · #{first.info.run_id[:6]}"
+        f"release #{first.info.run_id[:6]} · finetune · tf_efficientnet_lite0 · data {version}"
     )
     assert first.info.run_name != second.info.run_name
     # the description: the decision, its reasons, the table against the champion, the plots
@@ -160,7 +163,7 @@ def test_a_run_explains_itself_in_the_mlflow_ui(project: Path, two_runs: tuple[s
     groups = {key.split("/")[0] for key in first.data.metrics if "/" in key}
     assert {"train", "val", "test", "time"} <= groups
     assert not [key for key in first.data.metrics if "/" not in key]
-    assert "champion" in {key.split("/")[0] for key in second.data.metrics}
+    assert "test_champion" in {key.split("/")[0] for key in second.data.metrics}
     # the key plots at the root of the artifacts, where the compare view finds them
     top = {a.path for a in c.list_artifacts(second.info.run_id)}
     assert {"confusion_matrix.png", "reliability.png", "per_class.csv", "decision.json"} <= top
@@ -181,13 +184,20 @@ def test_runs_and_compare_from_the_terminal(project: Path, two_runs: tuple[str, 
     )
     listed = sh(project, "tlops", "runs")
     assert first.info.run_name in listed.stdout and second.info.run_name in listed.stdout
-    assert "v1 promoted" in listed.stdout and "v2 not promoted" in listed.stdout
+    assert f"{MODEL} v1 promoted" in listed.stdout and f"{MODEL} v2 not promoted" in listed.stdout
     compared = sh(project, "tlops", "compare", first.info.run_id[:6], "#" + second.info.run_id[:8])
     assert "(none: same params)" in compared.stdout  # the same params: a tie, not promoted
     assert "test/macro_f1" in compared.stdout and "+0.0000" in compared.stdout
-    assert "v1 promoted" in compared.stdout and "v2 not promoted" in compared.stdout
+    assert f"{MODEL} v1 promoted" in compared.stdout
+    assert f"{MODEL} v2 not promoted" in compared.stdout
+    # short column headers (the names are the legend), counts as whole numbers
+    assert all(len(line) <= 120 for line in compared.stdout.splitlines()), compared.stdout
+    assert re.search(r"test/n_test +\d+ +\d+ +\+0\b", compared.stdout), compared.stdout
     unknown = sh(project, "tlops", "compare", "zzzzzz", first.info.run_id, check=False)
-    assert unknown.returncode == 1 and "run zzzzzz: no run" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "run zzzzzz: no run of experiment 'tlops' has an id starting with zzzzzz" in " ".join(
+        unknown.stderr.split()
+    )
 
 
 def test_rollback(project: Path, two_runs: tuple[str, str]) -> None:
@@ -295,6 +305,11 @@ def test_champion_is_served_by_the_mlflow_scoring_server(
         # a malformed image: a short 400 naming the row and the problem
         status, body = _invoke(port, [files[0], files[1][:40]])
         assert status == 400 and "row 1: truncated" in body and len(body) < 1000, body
+        # MLflow prefixes its message with the request; `detail` is ours alone
+        error = json.loads(body)
+        assert error["detail"].startswith("row 1: truncated") and error["error_class"] == (
+            "INVALID_IMAGE"
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

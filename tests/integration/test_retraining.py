@@ -95,4 +95,4 @@ def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     v2 = client.get_model_version(MODEL, "2")
     trained = client.get_run(v2.run_id)
     assert trained.data.tags["detect_change.champion"] == "1"
-    assert trained.data.metrics["detect_change/drift_p_value"] < 0.01
+    assert trained.data.metrics["trigger/drift_p_value"] < 0.01

@@ -208,8 +208,9 @@ def test_tlops_predict_names_the_file_that_breaks_a_rule_of_the_models_preproces
         ["predict", str(good), str(bomb), "--model", uri, "--params", str(REPO / "params.yaml")],
     )
     assert result.exit_code == 1, result.output
-    assert f"{bomb}: decompression_bomb" in " ".join(result.output.split())
-    assert "row 1" not in result.output
+    said = " ".join(result.output.split())
+    assert f"{bomb}: decompression_bomb" in said and "row 1" not in result.output
+    assert f"refused by {uri}" in said  # which model judged it
 
 
 def test_tlops_predict_names_a_file_no_image_reader_takes_before_fetching_a_model(
@@ -244,3 +245,12 @@ def test_tlops_predict_names_a_file_no_image_reader_takes_before_fetching_a_mode
         assert f"{bad}: {rule}" in " ".join(result.output.split())
         assert "nope" not in result.output  # no model was looked up
         assert isinstance(result.exception, SystemExit)  # a clear exit, no traceback
+    # every file that fails is named, not only the first
+    both = CliRunner().invoke(
+        app,
+        ["predict", str(broken), str(good), str(empty), "--model", "models:/nope/9",
+         "--params", str(REPO / "params.yaml")],
+    )  # fmt: skip
+    said = " ".join(both.output.split())
+    assert both.exit_code == 1 and "2 image files refused" in said, both.output
+    assert f"{broken}: truncated" in said and f"{empty}: empty_file" in said

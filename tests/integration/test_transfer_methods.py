@@ -95,7 +95,7 @@ def test_unsupervised_domain_adaptation_end_to_end(project: Path, adapted: str) 
     assert run.data.params["model.align.resolution"] == "8"
     # evaluate measured how far apart the domains' features are, before and after training
     for when in ("before", "after"):
-        assert metrics[f"domain/mmd2_{when}"] >= 0 and 0 < metrics[f"domain/mmd_p_{when}"] <= 1
+        assert metrics[f"transfer/mmd2_{when}"] >= 0 and 0 < metrics[f"transfer/mmd_p_{when}"] <= 1
     version = client.get_model_version(MODEL, "1")
     assert version.run_id == run.info.run_id and "challenger" in version.aliases
 
@@ -119,11 +119,13 @@ def test_distill_a_student_from_the_champion_end_to_end(project: Path, adapted: 
     assert run.data.tags["strategy"] == "distill"
     assert run.data.tags["teacher"] == f"models:/{MODEL}/{champion.version}"
     metrics = run.data.metrics
-    assert metrics["distill/student_params"] * 4 < metrics["distill/teacher_params"]
-    assert metrics["distill/student_images_per_s"] > 0 and "train/loss_kd" in metrics
+    assert (
+        metrics["transfer/distill.student_params"] * 4 < metrics["transfer/distill.teacher_params"]
+    )
+    assert metrics["transfer/distill.student_images_per_s"] > 0 and "train/loss_kd" in metrics
     # registered through the same gate, compared with the champion (its teacher)
     version = client.get_model_version_by_alias(MODEL, "challenger")
-    assert version.run_id == run.info.run_id and "champion/macro_f1" in metrics
+    assert version.run_id == run.info.run_id and "test_champion/macro_f1" in metrics
 
 
 def test_a_strategy_of_ones_own_runs_through_the_pipeline_from_its_one_file(

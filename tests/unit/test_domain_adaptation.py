@@ -278,7 +278,7 @@ def test_autoencoder_pretrains_the_encoder_then_fine_tunes(
     )
     _train(fast, tmp_path, "a")
     pretraining = read_json(tmp_path / "a" / "pretraining.json")
-    assert [row["epoch"] for row in pretraining] == [0.0, 1.0]
+    assert [row["epoch"] for row in pretraining] == [1, 2]  # counted from 1, as everywhere
     losses = [row["ae_reconstruction_loss"] for row in pretraining]
     assert np.isfinite(losses).all() and losses[1] < losses[0]  # it learns to reconstruct
     assert read_json(tmp_path / "a" / "train.json")["init"] == "random"

@@ -39,7 +39,7 @@ def test_champion_classes_come_from_the_registry(tmp_path: Path) -> None:
 def test_experiments_are_not_releases_unless_asked(
     setting: object, runner: str, release: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tlops.steps.register_model import is_release
+    from tlops.tracking.lifecycle import is_release
 
     monkeypatch.setenv("TLOPS_RUNNER", runner)
     params = load_params(REPO / "params.yaml", {"register_model.release": setting})

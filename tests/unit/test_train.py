@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +14,7 @@ import torch
 
 from tests.helpers import ingest, run_step, validate
 from tlops import plugins
-from tlops.config import ConfigError, Params, TrainConfig, apply_overrides
+from tlops.config import ConfigError, Params, TrainConfig, apply_overrides, load_params
 from tlops.data.dataset import load_splits
 from tlops.io import read_json
 from tlops.models.init import create_model
@@ -117,7 +118,8 @@ def test_finetune_is_deterministic(tiny: Tiny, tmp_path: Path) -> None:
     first = train(tiny, tmp_path / "a")
     second = train(tiny, tmp_path / "b")
     assert history(tmp_path / "a") == history(tmp_path / "b")
-    assert first.epochs_run == 3 and first.resumed_from_epoch is None
+    assert first.epochs_run == 3
+    assert read_json(tmp_path / "a" / "step.json")["resumed_from_epoch"] is None  # a run's fact
     assert (tmp_path / "a" / "model.pt").is_file() and (tmp_path / "a" / "history.csv").is_file()
     assert (tmp_path / "a" / "training_curves.png").is_file()
     assert second.best_metric == first.best_metric
@@ -209,7 +211,9 @@ def test_features_are_reused(tiny: Tiny, tmp_path: Path) -> None:
     def extract(p: Params, out: str) -> Any:
         """Run extract_features; what it wrote in ``features.json``, read as attributes."""
         run_step("extract_features", p, {"dataset": dataset}, {"features": tmp_path / out})
-        return SimpleNamespace(**read_json(tmp_path / out / "features.json"))
+        # a cache hit is a fact of the run (step.json), not of the features
+        facts = read_json(tmp_path / out / "step.json")
+        return SimpleNamespace(**read_json(tmp_path / out / "features.json"), **facts)
 
     first, second = extract(params, "f1"), extract(params, "f2")
     assert not first.reused and second.reused and first.key == second.key
@@ -260,14 +264,13 @@ def test_a_new_strategy_with_its_own_module_needs_no_change_to_the_loop(
 
 def test_the_numerics_choice_is_recorded_with_the_model(tiny: Tiny, tmp_path: Path) -> None:
     params, _, _ = tiny
-    pinned = train(tiny, tmp_path / "p", _with(params, numerics="fp32+contiguous+eager"))
-    choice = pinned.numerics_choice
+    train(tiny, tmp_path / "p", _with(params, numerics="fp32+contiguous+eager"))
+    # the choice and why: a fact of the run (step.json); what trained: the model's train.json
+    choice = read_json(tmp_path / "p" / "step.json")["numerics_choice"]
     assert (choice["source"], choice["numerics"]) == ("pinned", "fp32+contiguous+eager")
-    summary = read_json(tmp_path / "p" / "train.json")
-    assert summary["numerics"] == "fp32+contiguous+eager"
-    assert summary["numerics_choice"]["source"] == "pinned"
-    auto = train(tiny, tmp_path / "a")  # 3 epochs of 3 batches: not worth calibrating
-    choice = auto.numerics_choice
+    assert read_json(tmp_path / "p" / "train.json")["numerics"] == "fp32+contiguous+eager"
+    train(tiny, tmp_path / "a")  # 3 epochs of 3 batches: not worth calibrating
+    choice = read_json(tmp_path / "a" / "step.json")["numerics_choice"]
     assert choice["source"] == "default" and "too short" in choice["reason"]
     assert read_json(tmp_path / "a" / "train.json")["numerics"] == "fp32+channels_last+eager"
 
@@ -310,3 +313,28 @@ def test_the_l1_proximal_step_soft_thresholds_the_head(params: Params) -> None:
     strategy.after_step(model, optimizer)  # threshold 0.1 x 2.0 / 0.5 = 0.4
     expected = torch.tensor([[0.1, 0.0], [0.0, 0.0]]).repeat(1, 640)
     torch.testing.assert_close(model.head.weight.detach(), expected)
+
+
+def test_epochs_are_counted_from_one_in_every_record(tiny: Tiny, tmp_path: Path) -> None:
+    first = train(tiny, tmp_path / "a")
+    rows = read_json(tmp_path / "a" / "history.json")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    best = max(rows, key=lambda row: row[tiny[0].train.early_stopping.metric])
+    assert first.best_epoch == best["epoch"]  # the row it names, counted the same way
+    csv_epochs = (tmp_path / "a" / "history.csv").read_text().splitlines()[1].split(",")
+    assert csv_epochs[list(rows[0]).index("epoch")] == "1"
+
+
+def test_an_early_stop_says_when_and_why() -> None:
+    from tlops.steps.train import stop_reason
+    from tlops.training.loop import TrainOutcome
+
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    history = [{"epoch": float(e)} for e in range(7)]
+    outcome = TrainOutcome(history, 3, 0.9872, True, None, 30.0, 100.0, "fp32+channels_last+eager")
+    metric, patience = params.train.early_stopping.metric, params.train.early_stopping.patience
+    assert stop_reason(params, outcome) == (
+        f"stopped early after epoch 7 of {params.train.epochs}: {metric} did not improve on "
+        f"epoch 4's 0.9872 for 3 epochs (train.early_stopping.patience {patience})"
+    )
+    assert stop_reason(params, replace(outcome, stopped_early=False)) is None

@@ -13,7 +13,7 @@ from tlops.cli.common import ParamsOpt, console, guard, read_params, wide
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tlops.config import ImageConfig
+    from tlops.config import ImageConfig, TrackingConfig
 
 
 def predict(
@@ -47,17 +47,23 @@ def predict(
 
         if is_mlflow_uri(spec):
             client(resolved.tracking)
+        shown = f"{spec}{_resolved_version(spec, resolved.tracking)}"
         classifier = load_classifier(spec, resolved.image)
         try:
             pixels = classifier.prepare([p.read_bytes() for p in images])
-        except BadImage as exc:  # the file, not the request row, is what the user knows
-            where = f"{images[exc.row]}: " if exc.row is not None else ""
-            raise ValueError(where + exc.reason) from None
+        except BadImage:  # the files, not the request rows, are what the user knows
+            bad = []
+            for path in images:
+                try:
+                    classifier.prepare([path.read_bytes()])
+                except BadImage as exc:
+                    bad.append(f"{path}: {exc.reason}")
+            raise ValueError(_refused(bad, f" by {shown}")) from None
         answer = classifier.answer(classifier.probabilities(pixels))
         if as_json:
-            _print_json(images, answer)
+            _print_json(images, answer, shown)
         else:
-            _print_table(spec, images, answer, top)
+            _print_table(shown, images, answer, top)
 
     guard(body)
 
@@ -77,6 +83,7 @@ def _check_images(images: list[Path], image: ImageConfig) -> None:
     # A file that no image reader can take fails now, before a model is fetched and loaded
     # (seconds, or a download). The pixel limit and the mode come with the model's own
     # preprocessing, so a file that breaks only those is left for it to judge.
+    bad = []
     for path in images:
         try:
             load_image(path, image)
@@ -85,15 +92,39 @@ def _check_images(images: list[Path], image: ImageConfig) -> None:
                 DecodeStatus.CONVERSION_FAILED,
                 DecodeStatus.DECOMPRESSION_BOMB,
             ):
-                raise ValueError(str(exc)) from None
+                bad.append(str(exc))
+    if bad:
+        raise ValueError(_refused(bad, ""))
 
 
-def _print_json(images: list[Path], answer: pd.DataFrame) -> None:
-    """One JSON object per image, on one line each."""
+def _refused(bad: list[str], by: str) -> str:
+    """Every refused file with its rule, one per line (one file: one line)."""
+    if len(bad) == 1:
+        return bad[0] + (f" (refused{by})" if by else "")
+    return f"{len(bad)} image files refused{by}:\n" + "\n".join(f"  {line}" for line in bad)
+
+
+def _resolved_version(spec: str, tracking: TrackingConfig) -> str:
+    """`` (version 3)`` for ``models:/<name>@<alias>``: which version the alias named now."""
+    from tlops.tracking.runs import client
+
+    if not spec.startswith("models:/") or "@" not in spec:
+        return ""
+    name, alias = spec[len("models:/") :].split("@", 1)
+    try:
+        found = client(tracking).get_model_version_by_alias(name, alias)
+        return f" (version {found.version})"
+    except Exception:
+        return ""
+
+
+def _print_json(images: list[Path], answer: pd.DataFrame, model: str) -> None:
+    """One JSON object per image, on one line each, with the model that answered."""
     import json
 
     for path, (_, row) in zip(images, answer.iterrows(), strict=True):
-        console.print_json(json.dumps({"image": str(path), **row.to_dict()}), indent=None)
+        record = {"image": str(path), **row.to_dict(), "model": model}
+        console.print_json(json.dumps(record), indent=None)
 
 
 def _print_table(spec: str, images: list[Path], answer: pd.DataFrame, top: int) -> None:

@@ -31,12 +31,14 @@ Outputs = dict[str, dict[str, Any]]
 def read_outputs(paths: dict[str, Path]) -> Outputs:
     """The JSON record of each pipeline output (``dataset_target`` -> its ingest.json, ...)."""
     from tlops.io import read_json
+    from tlops.tracking.lifecycle import run_facts
 
     records = {}
     for name, path in paths.items():
         record = path / OUTPUT_RECORDS.get(name.split("_")[0], "")
         if record.is_file():
-            records[name] = {**read_json(record), "_dir": str(path)}
+            # with the facts of the run that made it (times, speeds: step.json)
+            records[name] = {**read_json(record), "_dir": str(path), "_run": run_facts(path)}
     return records
 
 
@@ -114,12 +116,16 @@ def _train_lines(trained: dict[str, Any] | None) -> list[str]:
         return []
     from tlops.tracking.report import best_epoch_text
 
+    run = trained.get("_run", {})
+    seconds = run.get("train_seconds")
     lines = [
         f"train: {trained['strategy']} from {trained['init']}, best epoch "
-        f"{best_epoch_text(trained)}, {trained['seconds']:.0f} s"
+        f"{best_epoch_text(trained)}" + (f", {seconds:.0f} s" if seconds is not None else "")
     ]
-    if trained.get("numerics_described"):
-        lines.append(f"  {trained['numerics_described']}")
+    if trained.get("stop_reason"):
+        lines.append(f"  {trained['stop_reason']}")
+    if run.get("numerics_described"):
+        lines.append(f"  {run['numerics_described']}")
     if trained.get("fallback"):
         lines.append(f"  trained in {trained['numerics']} after all: {trained['fallback']}")
     return lines

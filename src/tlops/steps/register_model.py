@@ -34,7 +34,7 @@ from tlops.layout import (
 )
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
-from tlops.tracking.lifecycle import RunLog, runner
+from tlops.tracking.lifecycle import RunLog, is_release
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
 from tlops.tracking.report import (
@@ -63,12 +63,6 @@ def scores(evaluation: dict[str, Any], key: str = "candidate") -> ModelScores | 
     return ModelScores(
         evaluation["overall"], {row["class"]: row["f1"] for row in evaluation["per_class"]}
     )
-
-
-def is_release(params: Params) -> bool:
-    """Whether this run is a release (``register_model.release``; auto: the KFP pipeline)."""
-    setting = params.register_model.release
-    return setting == "true" or (setting == "auto" and runner() == "kfp")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from tlops.layout import (
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
 from tlops.steps.validate_data import report_input
+from tlops.tracking import lifecycle
 from tlops.training.strategies import get_strategy
 
 # Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
@@ -102,16 +103,59 @@ def run(params: Params, io: StepIO) -> StepResult:
         return _train(params, io, group, group.device if group is not None else device)
 
 
+# TrainOutcome's fields that only this run measured: in step.json, not train.json
+RUN_FACTS = ("history", "seconds", "train_images_per_s", "resumed_from_epoch")
+
+
+def counted_from_one(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The history rows as the model output keeps them.
+
+    Epochs counted from 1 (as the console and MLflow count), without the wall-clock time (a
+    run's fact: :func:`run_facts`).
+    """
+    return [
+        {**{k: v for k, v in row.items() if k != "epoch_seconds"}, "epoch": int(row["epoch"]) + 1}
+        for row in history
+    ]
+
+
+def run_facts(setup: Setup, outcome: TrainOutcome) -> dict[str, Any]:
+    """What this run measured, for step.json: times, speed, the numerics choice and its why."""
+    return {
+        "train_seconds": outcome.seconds,
+        "resumed_from_epoch": outcome.resumed_from_epoch,
+        "train_images_per_s": outcome.train_images_per_s,
+        "epoch_seconds": [row.get("epoch_seconds") for row in outcome.history],
+        "numerics_choice": setup.choice.as_dict(),
+        "numerics_described": setup.choice.describe(),
+    }
+
+
+def stop_reason(params: Params, outcome: TrainOutcome) -> str | None:
+    """Why training ended before ``train.epochs`` (None: it ran them all)."""
+    if not outcome.stopped_early:
+        return None
+    stopping = params.train.early_stopping
+    ran = len(outcome.history)
+    return (
+        f"stopped early after epoch {ran} of {params.train.epochs}: {stopping.metric} did not "
+        f"improve on epoch {outcome.best_epoch + 1}'s {outcome.best_metric:.4f} for "
+        f"{ran - outcome.best_epoch - 1} epochs (train.early_stopping.patience "
+        f"{stopping.patience})"
+    )
+
+
 def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
     """The step's result from its ``train.json`` (this process's, or rank 0's after a launch)."""
+    facts = lifecycle.run_facts(out_dir)
     world = summary["world_size"]
-    resumed = summary.get("resumed_from_epoch")
+    resumed = facts.get("resumed_from_epoch")
     return StepResult(
         f"train: {summary['strategy']}{f' on {world} processes' if world > 1 else ''}, "
-        f"{summary['epochs_run']} epoch(s), best epoch {summary['best_epoch'] + 1} "
+        f"{summary['epochs_run']} epoch(s), best epoch {summary['best_epoch']} "
         f"({summary['best_metric']:.4f})"
-        + (f", resumed after epoch {resumed - 1}" if resumed else "")
-        + (f", {summary['numerics_described']}" if summary.get("numerics_described") else "")
+        + (f", resumed after epoch {resumed}" if resumed else "")
+        + (f", {facts['numerics_described']}" if facts.get("numerics_described") else "")
         + f" -> {out_dir}",
         metadata={
             "model": {
@@ -156,10 +200,14 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
         fall_back(
             setup.choice, outcome.fallback, params.extract_features.cache_dir / NUMERICS_CACHE
         )
+    stop = stop_reason(params, outcome)
+    if stop:
+        sys.stderr.write(f"train: {stop}\n")
     setup.model.cpu()
     extra = setup.strategy.extra_models(fit_context(params, setup, device))
     summary = _summary(params, setup, outcome, group)
     _write(params, io.outputs["model"], setup, outcome, summary, extra)
+    lifecycle.write_run_facts(io.outputs["model"], run_facts(setup, outcome))
     # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed" by
     # the next identical run, which should train (and reproduce) for real.
     shutil.rmtree(setup.checkpoints, ignore_errors=True)
@@ -188,10 +236,12 @@ def _summary(
         "data_version": setup.ingest["data_version"],
         "source_data_version": setup.source_version,
         "run_key": setup.key,
-        **{k: v for k, v in asdict(outcome).items() if k != "history"},
-        "epochs_run": len(outcome.history),  # best_epoch counts from 0, as history does
-        "numerics_choice": setup.choice.as_dict(),
-        "numerics_described": setup.choice.describe(),
+        # what this run measured (times, speeds) is not part of the output: run_facts()
+        **{k: v for k, v in asdict(outcome).items() if k not in RUN_FACTS},
+        # epochs count from 1 in every record and view (the loop's own index starts at 0)
+        "best_epoch": outcome.best_epoch + 1,
+        "epochs_run": len(outcome.history),
+        "stop_reason": stop_reason(params, outcome),
         "world_size": group.world if group is not None else 1,
         "backend": group.backend if group is not None else None,
         "batchnorm": setup.batchnorm,
@@ -214,17 +264,18 @@ def _write(
     pretraining = setup.strategy.pretraining_metrics()
     with atomic_dir(out_dir) as staging:
         torch.save(setup.model.checkpoint(), staging / MODEL_FILE)
-        write_json(staging / "history.json", outcome.history)
+        history = counted_from_one(outcome.history)
+        write_json(staging / "history.json", history)
         if pretraining:
-            write_json(staging / "pretraining.json", pretraining)
+            write_json(staging / "pretraining.json", counted_from_one(pretraining))
         with (staging / "history.csv").open("w", newline="", encoding="utf-8") as handle:
-            if outcome.history:
-                writer = csv.DictWriter(handle, fieldnames=list(outcome.history[0]))
+            if history:
+                writer = csv.DictWriter(handle, fieldnames=list(history[0]))
                 writer.writeheader()
-                writer.writerows(outcome.history)
-        if outcome.history:
+                writer.writerows(history)
+        if history:
             training_curves_png(
-                outcome.history,
+                history,
                 staging / "training_curves.png",
                 f"{params.train.strategy} · {params.model.backbone}",
             )
@@ -261,8 +312,9 @@ def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any
     )
     io.run.metrics(
         {
-            "best_epoch": outcome.best_epoch,
+            "best_epoch": outcome.best_epoch + 1,
             "train_seconds": outcome.seconds,
+            "resumed_from_epoch": outcome.resumed_from_epoch,
             "train_images_per_s": outcome.train_images_per_s,
             "numerics.calibration_seconds": choice.spent_seconds,
             **{

@@ -26,12 +26,18 @@ KEY_ARTIFACTS = (
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")
 
 
-def run_name(strategy: str, backbone: str, data_version: str | None, run_id: str) -> str:
-    """``finetune · tf_efficientnet_lite0 · data 3f2a9c1e · #a81f03``."""
-    parts = [strategy, backbone.split(":")[-1].split("/")[-1]]
+def run_name(
+    strategy: str, backbone: str, data_version: str | None, run_id: str, release: bool
+) -> str:
+    """``release #a81f03 · finetune · tf_efficientnet_lite0 · data 3f2a9c1e``.
+
+    What tells a run from its neighbours comes first, because MLflow's runs list cuts names
+    at about 28 characters: a release or an experiment (``exp``), its id, then what it trained.
+    """
+    parts = [f"{'release' if release else 'exp'} #{run_id[:6]}", strategy]
+    parts.append(backbone.split(":")[-1].split("/")[-1])
     if data_version:
         parts.append(f"data {data_version[:8]}")
-    parts.append(f"#{run_id[:6]}")
     return " · ".join(parts)
 
 
@@ -111,10 +117,9 @@ def version_description(
 ) -> str:
     """The Markdown description of a registered model version: the decision, in short."""
     against = "" if champion is None else f" (champion: {_number(champion)})"
+    # plain text first: the registry's lists show the description's first characters raw
     lines = [
-        f"**{headline}**",
-        "",
-        f"test {primary}: {_number(candidate)}{against}",
+        f"{headline}: test {primary} {_number(candidate)}{against}",
         "",
         *(f"- {reason}" for reason in reasons),
     ]
@@ -136,12 +141,12 @@ def run_url(base: str, experiment_id: str, run_id: str) -> str:
 
 
 def best_epoch_text(trained: dict[str, Any]) -> str:
-    """train.json's best epoch counted from 1 (as the progress lines count), of how many ran.
+    """train.json's best epoch (counted from 1, as everything counts epochs), of how many ran.
 
     ``7 of 8``; ``-`` when none was recorded.
     """
     best = trained.get("best_epoch")
-    if not isinstance(best, int) or best < 0:
+    if not isinstance(best, int) or best < 1:
         return "-"
     ran = trained.get("epochs_run")
-    return f"{best + 1} of {ran}" if ran else str(best + 1)
+    return f"{best} of {ran}" if ran else str(best)

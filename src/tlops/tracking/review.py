@@ -47,7 +47,8 @@ def decision_of(tags: dict[str, str]) -> str:
     if version is None:
         return "not registered"
     verdict = "promoted" if tags.get("gate.promote") == "true" else "not promoted"
-    return f"v{version} {verdict}"
+    model = tags.get("registered.model")
+    return f"{model + ' ' if model else ''}v{version} {verdict}"
 
 
 def recent_runs(cfg: TrackingConfig, limit: int, primary: str) -> list[RunRow]:
@@ -93,9 +94,16 @@ def find_run(cfg: TrackingConfig, ref: str) -> Any:
         raise LookupError(f"run {ref}: there is no experiment '{cfg.experiment}' in the store")
     runs = client(cfg).search_runs([experiment], max_results=SEARCHED)
     matches = [run for run in runs if run.info.run_id.startswith(ref)]
-    if len(matches) != 1:
-        what = "no run" if not matches else f"{len(matches)} runs"
-        raise LookupError(f"run {ref}: {what} of experiment '{cfg.experiment}' match")
+    if not matches:
+        raise LookupError(
+            f"run {ref}: no run of experiment '{cfg.experiment}' has an id starting with "
+            f"{ref} (`tlops runs` lists the recent ones)"
+        )
+    if len(matches) > 1:
+        raise LookupError(
+            f"run {ref}: {len(matches)} runs of experiment '{cfg.experiment}' have ids starting "
+            f"with {ref}: give more of the id"
+        )
     return matches[0]
 
 
@@ -104,6 +112,7 @@ class Comparison:
     """Two runs side by side: what differs in their params, their metrics, their outcome."""
 
     names: tuple[str, str]
+    ids: tuple[str, str]
     params: list[tuple[str, str, str]]  # key, a, b (only those that differ)
     metrics: list[tuple[str, float | None, float | None]]  # key, a, b
     decisions: tuple[str, str]
@@ -125,7 +134,7 @@ def compare_runs(cfg: TrackingConfig, a: str, b: str) -> Comparison:
     shown = [
         key
         for key in sorted(set(ma) | set(mb))
-        if key.split("/")[0] in ("test", "champion", "source_only", "distill", "domain")
+        if key.split("/")[0] in ("test", "test_champion", "test_source_only", "transfer")
         or key in ("train/best_epoch", "train/seconds")
     ]
     metrics = [(key, ma.get(key), mb.get(key)) for key in shown]
@@ -134,6 +143,7 @@ def compare_runs(cfg: TrackingConfig, a: str, b: str) -> Comparison:
             first.data.tags.get("mlflow.runName", first.info.run_id),
             second.data.tags.get("mlflow.runName", second.info.run_id),
         ),
+        ids=(first.info.run_id, second.info.run_id),
         params=params,
         metrics=metrics,
         decisions=(decision_of(first.data.tags), decision_of(second.data.tags)),

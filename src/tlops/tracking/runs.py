@@ -192,21 +192,25 @@ def start_run(
 
 
 # Where MLflow shows a metric: its charts put each prefix before "/" in a section of its own,
-# so the per-epoch curves (train/, val/) are not lost among single-value bars. Step records
-# (history.json, metrics.json, train.json) keep the steps' own names, which params refer to
-# (train.early_stopping.metric: val_accuracy); only the MLflow key is grouped.
+# so the per-epoch curves (train/, val/) are not lost among single-value bars. The UI sorts the
+# sections (and the compare page its rows) by name, so every group is named to sort after the
+# candidate's own test/: the champion's figures on the same split right after it, then time/,
+# train/, transfer/ (what a domain adaptation or distillation measured), trigger/ (why a
+# retraining ran), val/. Step records (history.json, metrics.json, train.json) keep the steps'
+# own names, which params refer to (train.early_stopping.metric: val_accuracy); only the
+# MLflow key is grouped.
 METRIC_GROUPS: tuple[tuple[str, str], ...] = (
-    ("champion_test_", "champion/"),
-    ("source_only_test_", "source_only/"),
+    ("champion_test_", "test_champion/"),
+    ("source_only_test_", "test_source_only/"),
     ("test_", "test/"),
     ("val_", "val/"),
     ("train_", "train/"),
     ("loss_", "train/loss_"),
     ("step_seconds.", "time/step_seconds."),
-    ("numerics.", "numerics/"),
-    ("distill.", "distill/"),
-    ("detect_change.", "detect_change/"),
-    ("domain_", "domain/"),
+    ("numerics.", "time/numerics."),
+    ("distill.", "transfer/distill."),
+    ("detect_change.", "trigger/"),
+    ("domain_", "transfer/"),
 )
 METRIC_NAMES = {
     "lr": "train/lr",
@@ -299,11 +303,20 @@ def log_dataset(
     """
     import pandas as pd
     from mlflow.data.pandas_dataset import from_pandas
+
+    # made at import time by mlflow.data, one per artifact repository kind: no static name
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     frame = pd.read_csv(manifest, dtype={"label": str})
-    dataset = from_pandas(frame, source=source, targets="label", name=name, digest=digest[:36])
+    # width, height, frames are missing for an image that failed to decode: float, so the
+    # schema is one type whether or not a file failed (MLflow warns of int columns otherwise)
+    ints = frame.select_dtypes("integer").columns
+    frame[ints] = frame[ints].astype("float64")
+    # the source's kind said outright: a plain string matches two of MLflow's local kinds
+    where = LocalArtifactDatasetSource(str(source))
+    dataset = from_pandas(frame, source=where, targets="label", name=name, digest=digest[:36])
     entity = DatasetInput(
         dataset._to_mlflow_entity(), [InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
     )

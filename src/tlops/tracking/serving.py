@@ -77,7 +77,14 @@ class ImageClassifier:
         try:
             pixels = self.prepare(images_of(data))
         except BadImage as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+            # MLflow's scoring server puts "Failed to predict data '<the whole request>'" before
+            # any message; `detail` comes back on its own in the 400's JSON, for clients to show
+            raise MlflowException(
+                str(exc),
+                error_code=INVALID_PARAMETER_VALUE,
+                error_class="INVALID_IMAGE",
+                detail=str(exc),
+            ) from None
         return self.answer(self.probabilities(pixels))
 
     def prepare(self, images: Sequence[Any]) -> np.ndarray:
