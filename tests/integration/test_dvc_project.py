@@ -142,7 +142,8 @@ def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
     # the plots page holds only what tlops rendered: it renders offline (no CDN script or link)
     sh(project, "dvc", "plots", "show", "--out", "dvc_plots")
     page = (project / "dvc_plots" / "index.html").read_text()
-    assert page.count("<img") == 3 and "confusion_matrix.png" in page
+    # curves, confusion matrix, reliability, and the champion's (a note without one)
+    assert page.count("<img") == 4 and "champion_confusion_matrix.png" in page
     assert not re.search(r"(src|href)=\"https?://", page)
 
 

@@ -124,7 +124,10 @@ def resolve_local(domain: str, folder: Path, pinned: bool = True) -> tuple[DvcDa
             f"{key}: commit {commit[:12]} is not on the git remote '{name}' ({url}) as far as "
             f"this checkout knows, so a pod cannot check it out: `git push {name}`"
         )
-    remote = _data_pushed(root, dvc_file)
+    try:
+        remote = _data_pushed(root, dvc_file)
+    except NotReachable as exc:
+        raise NotReachable(f"{key}: {exc}") from None
     if pinned:
         note = f"commit {commit[:12]} on '{name}', data in DVC remote '{remote}'"
         return DvcData(repo=url, rev=commit, path=str(path)), note
