@@ -18,6 +18,7 @@ from components.evaluate import evaluate
 from components.extract_features import extract_features
 from components.ingest_data import ingest_data
 from components.register_model import register_model
+from components.select_labels import select_labels
 from components.train import train
 from components.validate_data import validate_data
 
@@ -29,6 +30,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "train": train,
     "evaluate": evaluate,
     "register_model": register_model,
+    "select_labels": select_labels,
     "detect_change": detect_change,
 }
 

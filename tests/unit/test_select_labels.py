@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -113,3 +116,129 @@ def test_bad_settings_are_refused_by_name() -> None:
         select("random", -1, probabilities=_probabilities(5))
     with pytest.raises(ValueError, match="audit_size -2"):
         plan_round("random", 1, -2, probabilities=_probabilities(5))
+
+
+def test_the_step_plans_rounds_over_the_unlabeled_images_and_never_resends_one(
+    params: Any, make_tree: Any, tmp_path: Path
+) -> None:
+    """Cold start (no champion in the store): the backbone's features, typiclust for hybrid."""
+    from tests.helpers import ingest, run_step, save_image
+    from tlops.config import apply_overrides
+    from tlops.io import read_json
+
+    target = make_tree("target")
+    folder = tmp_path / "new"
+    for i in range(14):
+        save_image(folder / f"n_{i:02d}.png", 9000 + i)
+    p = apply_overrides(
+        params,
+        {
+            "data.target_unlabeled": str(folder),
+            "extract_features.cache_dir": str(tmp_path / "cache"),
+            "select_labels.budget": 4,
+            "select_labels.audit_size": 3,
+        },
+    )
+    ingest(p, target, tmp_path / "ingest")
+    result = run_step(
+        "select_labels", p, {"dataset": tmp_path / "ingest"}, {"selection": tmp_path / "r1"}
+    )
+    assert "4 to label by typiclust (hybrid needs a champion's predictions" in result.summary
+    first = _rows(tmp_path / "r1" / "to_label.csv")
+    roles = [row["role"] for row in first]
+    assert roles.count("audit") == 3 and roles.count("select") == 4
+    assert len({row["sha256"] for row in first}) == 7 and all(row["reason"] for row in first)
+    assert all(row["path"].startswith("_unlabeled/") for row in first)
+    assert all(Path(row["file"]).parent == folder for row in first)  # where to find it
+    info = read_json(tmp_path / "r1" / "selection.json")
+    assert (info["pool"], info["selector_used"], info["picked_before"]) == (14, "typiclust", 0)
+    # the same inputs, the same round
+    run_step("select_labels", p, {"dataset": tmp_path / "ingest"}, {"selection": tmp_path / "r1b"})
+    assert _rows(tmp_path / "r1b" / "to_label.csv") == first
+    # the next round never sends an image of the first again
+    again = apply_overrides(p, {"select_labels.picked": str(tmp_path / "r1" / "to_label.csv")})
+    run_step(
+        "select_labels", again, {"dataset": tmp_path / "ingest"}, {"selection": tmp_path / "r2"}
+    )
+    second = _rows(tmp_path / "r2" / "to_label.csv")
+    assert len(second) == 7 and not {r["sha256"] for r in second} & {r["sha256"] for r in first}
+
+
+def test_the_step_names_what_is_missing(params: Any, make_tree: Any, tmp_path: Path) -> None:
+    from tests.helpers import ingest, run_step
+    from tlops.config import apply_overrides
+    from tlops.runner.spec import StepFailure
+
+    ingest(params, make_tree("target"), tmp_path / "ingest")  # no unlabeled folder
+    with pytest.raises((StepFailure, ValueError), match="no unlabeled images to choose from"):
+        run_step(
+            "select_labels", params, {"dataset": tmp_path / "ingest"}, {"selection": tmp_path / "s"}
+        )
+    assert not (tmp_path / "s").exists()  # nothing half-written
+    missing = apply_overrides(params, {"select_labels.picked": str(tmp_path / "nope.csv")})
+    with pytest.raises((StepFailure, FileNotFoundError), match=r"nope\.csv: no such file"):
+        run_step(
+            "select_labels",
+            missing,
+            {"dataset": tmp_path / "ingest"},
+            {"selection": tmp_path / "s"},
+        )
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_with_a_champion_its_predictions_drive_the_uncertainty_and_go_to_the_annotator(
+    params: Any, make_tree: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The champion as the registry gives it (its checkpoint), without a training run."""
+    import tlops.models.init as init
+    import tlops.steps.select_labels as step
+    from tests.helpers import ingest, run_step, save_image
+    from tlops.config import apply_overrides
+    from tlops.io import read_json
+    from tlops.models.init import create_model
+    from tlops.tracking.registry import VersionInfo
+
+    champion = create_model("timm:tf_efficientnet_lite0", ["cat", "dog", "fox"], pretrained=True)
+    champion.image_size = 32
+    checkpoint = champion.checkpoint()
+    monkeypatch.setattr(
+        step, "version_with_alias", lambda *_: VersionInfo("tlops-digits", "3", "r" * 32, {})
+    )
+    real = init.resolve_init
+    monkeypatch.setattr(
+        init,
+        "resolve_init",
+        lambda spec, *a: (
+            init.Init(checkpoint["spec"], False, checkpoint, source=spec)
+            if spec == "models:/tlops-digits/3"
+            else real(spec, *a)
+        ),
+    )
+    folder = tmp_path / "new"
+    for i in range(10):
+        save_image(folder / f"n_{i:02d}.png", 7000 + i)
+    p = apply_overrides(
+        params,
+        {
+            "data.target_unlabeled": str(folder),
+            "extract_features.cache_dir": str(tmp_path / "cache"),
+            "select_labels.selector": "margin",
+            "select_labels.budget": 3,
+            "select_labels.audit_size": 2,
+        },
+    )
+    ingest(p, make_tree("target"), tmp_path / "ingest")
+    run_step("select_labels", p, {"dataset": tmp_path / "ingest"}, {"selection": tmp_path / "s"})
+    rows = _rows(tmp_path / "s" / "to_label.csv")
+    picked = [r for r in rows if r["role"] == "select"]
+    assert len(picked) == 3 and all(r["predicted"] in ("cat", "dog", "fox") for r in rows)
+    assert all(0 < float(r["probability"]) <= 1 for r in rows)
+    margins = [float(r["score"]) for r in picked]
+    assert margins == sorted(margins) and all(r["reason"].startswith("margin ") for r in picked)
+    assert read_json(tmp_path / "s" / "selection.json")["model"] == "champion tlops-digits v3"

@@ -213,7 +213,7 @@ def step_table(steps: Sequence[StepSpec]) -> str:
         outs = ", ".join(f"`{p.name}` ({p.kind})" for p in spec.outputs)
         cluster = f"{spec.resources.upper()}, {'cached' if spec.cacheable else 'not cached'}"
         if not spec.dvc:
-            cluster += "; retraining pipeline only (not in dvc.yaml)"
+            cluster += f"; {spec.placement or 'retraining pipeline only'} (not in dvc.yaml)"
         rows.append(
             f"| `{spec.name}` | {', '.join(f'`{p}`' for p in spec.params)} | "
             f"{', '.join(ins)} | {outs} | {cluster} | {TRACKING_WORDS[spec.tracking]} |"

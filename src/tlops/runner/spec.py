@@ -102,6 +102,8 @@ class StepSpec:
     returns: str | None = None
     # a stage of dvc.yaml; False for steps of the retraining pipeline only (DVC has no dsl.If)
     dvc: bool = True
+    # where a step outside dvc.yaml runs, for README's table (None: the retraining pipeline)
+    placement: str | None = None
     # the params model of a section only this step reads (params.yaml `<name>:`), declared here
     # rather than in tlops.config; Params validates it (see tlops.plugins)
     section: type[BaseModel] | None = field(default=None, repr=False)

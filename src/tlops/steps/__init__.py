@@ -14,6 +14,7 @@ from tlops.steps import (
     extract_features,
     ingest_data,
     register_model,
+    select_labels,
     train,
     validate_data,
 )
@@ -26,6 +27,7 @@ STEPS: tuple[StepSpec, ...] = (
     train.STEP,
     evaluate.STEP,
     register_model.STEP,
+    select_labels.STEP,
     detect_change.STEP,
 )
 SPECS: dict[str, StepSpec] = {spec.name: spec for spec in STEPS}
