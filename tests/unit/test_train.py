@@ -326,15 +326,14 @@ def test_epochs_are_counted_from_one_in_every_record(tiny: Tiny, tmp_path: Path)
 
 
 def test_an_early_stop_says_when_and_why() -> None:
-    from tlops.steps.train import stop_reason
     from tlops.training.loop import TrainOutcome
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     history = [{"epoch": float(e)} for e in range(7)]
     outcome = TrainOutcome(history, 3, 0.9872, True, None, 30.0, 100.0, "fp32+channels_last+eager")
     metric, patience = params.train.early_stopping.metric, params.train.early_stopping.patience
-    assert stop_reason(params, outcome) == (
+    assert outcome.stop_reason(params.train) == (
         f"stopped early after epoch 7 of {params.train.epochs}: {metric} did not improve on "
         f"epoch 4's 0.9872 for 3 epochs (train.early_stopping.patience {patience})"
     )
-    assert stop_reason(params, replace(outcome, stopped_early=False)) is None
+    assert replace(outcome, stopped_early=False).stop_reason(params.train) is None

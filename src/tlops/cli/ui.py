@@ -134,7 +134,7 @@ def ui(
         # MLflow's app, with the training view as a fresh browser's default view
         "--app-name",
         "tlops",
-        # one reviewer on loopback: one worker starts in half the time and stops in a second
+        # one reviewer on loopback: one worker is enough, and fewer processes start and stop
         "--workers",
         "1",
     ]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -234,35 +235,25 @@ def plan_round(
     budget: int,
     audit_size: int,
     *,
-    probabilities: np.ndarray | None = None,
-    embeddings: np.ndarray | None = None,
-    labeled_embeddings: np.ndarray | None = None,
     exclude: Collection[int] = (),
-    classes: Sequence[str] | None = None,
     seed: int = 0,
+    **inputs: Any,
 ) -> Round:
     """One round: a uniform audit sample first, then ``budget`` picks from the rest.
 
     The audit is drawn before the selection and from everything not labeled before, so it is a
     uniform sample of the new data (its test split), and no selected image is in it.
+    ``inputs``: the pool as :func:`select` takes it (``probabilities``, ``embeddings``,
+    ``labeled_embeddings``, ``classes``).
 
     Raises:
         ValueError: As :func:`select`; a negative audit size.
     """
     if audit_size < 0:
         raise ValueError(f"select_labels.audit_size {audit_size}: must be 0 or more")
-    n = _check(selector, probabilities, embeddings)
+    n = _check(selector, inputs.get("probabilities"), inputs.get("embeddings"))
     pool = _available(n, exclude)
     # its own stream: the audit is the same whichever selector runs beside it
     audit = np.random.default_rng([seed, 1]).permutation(pool)[: min(audit_size, len(pool))]
-    picks = select(
-        selector,
-        budget,
-        probabilities=probabilities,
-        embeddings=embeddings,
-        labeled_embeddings=labeled_embeddings,
-        exclude={*exclude, *audit.tolist()},
-        classes=classes,
-        seed=seed,
-    )
+    picks = select(selector, budget, exclude={*exclude, *audit.tolist()}, seed=seed, **inputs)
     return Round(picks, sorted(int(i) for i in audit))

@@ -35,6 +35,9 @@ from tlops.tracking.registry import CHAMPION, version_with_alias
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
+
+    from tlops.labeling.select import Round
 
 SELECTION_FILE, SELECTION_JSON = "to_label.csv", "selection.json"
 COLUMNS = ("file", "path", "sha256", "role", "score", "reason", "predicted", "probability")
@@ -115,6 +118,38 @@ def _embedded(
     return features, torch.softmax(logits, dim=1).numpy().astype("float64"), who
 
 
+def _write(
+    params: Params,
+    out_dir: Path,
+    planned: Round,
+    pool: pd.DataFrame,
+    probabilities: np.ndarray | None,
+    classes: list[str],
+    summary: dict[str, Any],
+) -> None:
+    """The ``selection`` output, all at once: to_label.csv (audit first) and selection.json."""
+    rows = [
+        (i, "audit", 0.0, "uniform random audit sample (the new data's test split)")
+        for i in planned.audit
+    ]
+    rows += [(p.index, "select", p.score, p.reason) for p in planned.selected]
+    with atomic_dir(out_dir) as staging:
+        with (staging / SELECTION_FILE).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            for index, role, score, reason in rows:
+                predicted, probability = "", ""
+                if probabilities is not None:  # the champion's answer, for the annotator
+                    best = int(probabilities[index].argmax())
+                    predicted, probability = classes[best], f"{probabilities[index, best]:.4f}"
+                path = str(pool["path"].iloc[index])
+                writer.writerow(
+                    [_original(params, path), path, pool["sha256"].iloc[index], role,
+                     f"{score:.6g}", reason, predicted, probability]
+                )  # fmt: skip
+        write_json(staging / SELECTION_JSON, summary)
+
+
 def run(params: Params, io: StepIO) -> StepResult:
     """Plan one labeling round over the unlabeled images of the ingest.
 
@@ -160,38 +195,19 @@ def run(params: Params, io: StepIO) -> StepResult:
         classes=classes,
         seed=cfg.seed,
     )
-    rows = [
-        (i, "audit", 0.0, "uniform random audit sample (the new data's test split)")
-        for i in planned.audit
-    ]
-    rows += [(p.index, "select", p.score, p.reason) for p in planned.selected]
-    with atomic_dir(out_dir) as staging:
-        with (staging / SELECTION_FILE).open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            for index, role, score, reason in rows:
-                predicted, probability = "", ""
-                if probabilities is not None:  # the champion's answer, for the annotator
-                    best = int(probabilities[index].argmax())
-                    predicted, probability = classes[best], f"{probabilities[index, best]:.4f}"
-                path = str(pool["path"].iloc[index])
-                writer.writerow(
-                    [_original(params, path), path, hashes[index], role, f"{score:.6g}", reason,
-                     predicted, probability]
-                )  # fmt: skip
-        summary: dict[str, Any] = {
-            "selector": cfg.selector,
-            "selector_used": selector,
-            "note": note,
-            "model": who,
-            "pool": len(hashes),
-            "picked_before": len(exclude),
-            "selected": len(planned.selected),
-            "audit": len(planned.audit),
-            "seed": cfg.seed,
-            "data_version": ingest["data_version"],
-        }
-        write_json(staging / SELECTION_JSON, summary)
+    summary: dict[str, Any] = {
+        "selector": cfg.selector,
+        "selector_used": selector,
+        "note": note,
+        "model": who,
+        "pool": len(hashes),
+        "picked_before": len(exclude),
+        "selected": len(planned.selected),
+        "audit": len(planned.audit),
+        "seed": cfg.seed,
+        "data_version": ingest["data_version"],
+    }
+    _write(params, out_dir, planned, pool, probabilities, classes, summary)
     return StepResult(
         f"select_labels: {len(planned.selected)} to label by {selector}"
         + (f" ({note})" if note else "")

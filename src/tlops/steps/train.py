@@ -107,18 +107,6 @@ def run(params: Params, io: StepIO) -> StepResult:
 RUN_FACTS = ("history", "seconds", "train_images_per_s", "resumed_from_epoch")
 
 
-def counted_from_one(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """The history rows as the model output keeps them.
-
-    Epochs counted from 1 (as the console and MLflow count), without the wall-clock time (a
-    run's fact: :func:`run_facts`).
-    """
-    return [
-        {**{k: v for k, v in row.items() if k != "epoch_seconds"}, "epoch": int(row["epoch"]) + 1}
-        for row in history
-    ]
-
-
 def run_facts(setup: Setup, outcome: TrainOutcome) -> dict[str, Any]:
     """What this run measured, for step.json: times, speed, the numerics choice and its why."""
     return {
@@ -129,20 +117,6 @@ def run_facts(setup: Setup, outcome: TrainOutcome) -> dict[str, Any]:
         "numerics_choice": setup.choice.as_dict(),
         "numerics_described": setup.choice.describe(),
     }
-
-
-def stop_reason(params: Params, outcome: TrainOutcome) -> str | None:
-    """Why training ended before ``train.epochs`` (None: it ran them all)."""
-    if not outcome.stopped_early:
-        return None
-    stopping = params.train.early_stopping
-    ran = len(outcome.history)
-    return (
-        f"stopped early after epoch {ran} of {params.train.epochs}: {stopping.metric} did not "
-        f"improve on epoch {outcome.best_epoch + 1}'s {outcome.best_metric:.4f} for "
-        f"{ran - outcome.best_epoch - 1} epochs (train.early_stopping.patience "
-        f"{stopping.patience})"
-    )
 
 
 def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
@@ -200,7 +174,7 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
         fall_back(
             setup.choice, outcome.fallback, params.extract_features.cache_dir / NUMERICS_CACHE
         )
-    stop = stop_reason(params, outcome)
+    stop = outcome.stop_reason(params.train)
     if stop:
         sys.stderr.write(f"train: {stop}\n")
     setup.model.cpu()
@@ -241,7 +215,7 @@ def _summary(
         # epochs count from 1 in every record and view (the loop's own index starts at 0)
         "best_epoch": outcome.best_epoch + 1,
         "epochs_run": len(outcome.history),
-        "stop_reason": stop_reason(params, outcome),
+        "stop_reason": outcome.stop_reason(params.train),
         "world_size": group.world if group is not None else 1,
         "backend": group.backend if group is not None else None,
         "batchnorm": setup.batchnorm,
@@ -260,6 +234,7 @@ def _write(
     import torch
 
     from tlops.evaluate.plots import training_curves_png
+    from tlops.training.loop import counted_from_one
 
     pretraining = setup.strategy.pretraining_metrics()
     with atomic_dir(out_dir) as staging:

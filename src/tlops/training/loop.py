@@ -47,6 +47,18 @@ __all__ = [
 ]
 
 
+def counted_from_one(rows: list[dict[str, float]]) -> list[dict[str, float]]:
+    """History rows as the model output keeps them.
+
+    Epochs counted from 1 (as the console and MLflow count), without the wall-clock time (a
+    fact of the run, kept beside the output in step.json).
+    """
+    return [
+        {**{k: v for k, v in row.items() if k != "epoch_seconds"}, "epoch": int(row["epoch"]) + 1}
+        for row in rows
+    ]
+
+
 @dataclass
 class TrainOutcome:
     """What a training run produced, beside the model weights."""
@@ -60,6 +72,18 @@ class TrainOutcome:
     train_images_per_s: float
     numerics: str  # the spec of what trained (fp32 after a fallback)
     fallback: str | None = None  # why reduced precision was abandoned, if it was
+
+    def stop_reason(self, cfg: TrainConfig) -> str | None:
+        """Why training ended before ``train.epochs`` (None: it ran them all)."""
+        if not self.stopped_early:
+            return None
+        stopping, ran = cfg.early_stopping, len(self.history)
+        return (
+            f"stopped early after epoch {ran} of {cfg.epochs}: {stopping.metric} did not "
+            f"improve on epoch {self.best_epoch + 1}'s {self.best_metric:.4f} for "
+            f"{ran - self.best_epoch - 1} epochs (train.early_stopping.patience "
+            f"{stopping.patience})"
+        )
 
 
 def fit(
