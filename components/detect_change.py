@@ -27,7 +27,7 @@ def detect_change(
         summary: The decision and its reasons.
 
     Returns:
-        "true" when the data calls for a retrain, else "false".
+        The action: "retrain", "adapt" (without labels), "ask" (for labels) or "skip".
     """
     from tlops.runner.execute import run_component
     from tlops.steps.detect_change import STEP

@@ -3,6 +3,8 @@
 Generated from the step declarations (src/tlops/steps) by `tlops generate`; do not edit.
 """
 
+from typing import Optional
+
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
 
@@ -13,6 +15,7 @@ def register_model(
     evaluation: Input[Artifact],
     decision: Output[Artifact],
     summary: Output[Markdown],
+    change: Optional[Input[Artifact]] = None,
 ) -> None:
     """Run step ``register_model`` in a KFP task.
 
@@ -25,6 +28,7 @@ def register_model(
         evaluation: Output of evaluate.
         decision: decision.json, summary.md
         summary: The decision and its reasons.
+        change: Output of detect_change (retraining): a model adapted without labels is held.
     """
     from tlops.runner.execute import run_component
     from tlops.steps.register_model import STEP
@@ -36,6 +40,7 @@ def register_model(
             "dataset": dataset,
             "model": model,
             "evaluation": evaluation,
+            "change": change,
             "decision": decision,
             "summary": summary,
         },

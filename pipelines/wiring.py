@@ -65,6 +65,17 @@ class Tasks:
         self._by[(step, on if spec.per_domain else None)] = task
         return task
 
+    def branch(self) -> Tasks:
+        """Tasks for one branch of a condition.
+
+        The branch sees every task added so far; the tasks added to it join :attr:`added`
+        but stay invisible to the other branches.
+        """
+        other = Tasks(self.components, self.params)
+        other.added = self.added
+        other._by = dict(self._by)
+        return other
+
     def get(self, step: str, domain: str | None = None) -> Any:
         """The task of ``step`` (on ``domain``), or None."""
         return self._by.get((step, domain))

@@ -96,3 +96,53 @@ def test_retraining_story(project: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     trained = client.get_run(v2.run_id)
     assert trained.data.tags["detect_change.champion"] == "1"
     assert trained.data.metrics["trigger/drift_p_value"] < 0.01
+
+
+def test_an_unlabeled_drop_is_adapted_held_and_sent_for_labels(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the story: the last drop arrives without labels (detect_change.unlabeled: adapt)."""
+    import csv
+
+    import mlflow
+
+    from tlops.data.demo import write_unlabeled
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    count = write_unlabeled(project / "data" / "unlabeled")
+    unlabeled_folder = "data.target_unlabeled=data/unlabeled"
+    out = _tlops(
+        project,
+        *("retrain", "--out", "runs/unlabeled"),
+        *("-S", unlabeled_folder, "-S", "select_labels.budget=20"),
+        *("-S", "select_labels.audit_size=30"),
+    )
+    change = _change(project, "unlabeled")
+    assert change["action"] == "adapt" and change["counts"]["new_unlabeled"] == count
+    assert change["overrides"] == {"train.strategy": "mcc", "train.target_labels": 0}
+    assert "detect_change: ADAPT without labels" in out.stdout
+    (train_json,) = (project / "runs" / "unlabeled").glob("kfp/*/train*/model/train.json")
+    trained = json.loads(train_json.read_text())
+    assert trained["strategy"] == "mcc"
+    # registered as the challenger, never promoted: not scored on labeled images of the drop
+    latest = max(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+    assert latest.tags["gate.promote"] == "false" and latest.tags["gate.held"] == "unlabeled"
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(challenger.version) == str(latest.version)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+    (decision,) = (project / "runs" / "unlabeled").glob(
+        "kfp/*/register-model*/decision/decision.json"
+    )
+    assert json.loads(decision.read_text())["reasons"][0].startswith("held, not promoted")
+    # and beside it, the first labeling round over the drop
+    (listed,) = (project / "runs" / "unlabeled").glob("kfp/*/select-labels*/selection/to_label.csv")
+    rows = list(csv.DictReader(listed.open()))
+    assert sum(r["role"] == "audit" for r in rows) == 30
+    assert sum(r["role"] == "select" for r in rows) == 20
+    # the next scheduled run finds the same unlabeled images: it waits for their labels
+    again = _tlops(project, "retrain", "--out", "runs/unlabeled-again", "-S", unlabeled_folder)
+    assert _change(project, "unlabeled-again")["action"] == "skip"
+    assert f"v{latest.version} was adapted to these" in again.stdout

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from tests.helpers import changed, repo_params
-from tlops.evaluate.change import NO_NEW_DATA, compare_manifests, decide
+from tlops.evaluate.change import ADAPT, ASK, NO_NEW_DATA, RETRAIN, SKIP, compare_manifests, decide
 from tlops.evaluate.drift import LabelShift, MMDResult
 
 
@@ -48,10 +49,13 @@ def _mmd(p: float) -> MMDResult:
     return MMDResult(0.01, p, 1.0, 100, 100, 1000, False)
 
 
-def _counts(new: int) -> object:
+def _counts(new: int, unlabeled: int = 0) -> object:
     before = _manifest([("0/a.png", "0", "h0")])
     after = _manifest([("0/a.png", "0", "h0")] + [(f"0/{i}.png", "0", f"n{i}") for i in range(new)])
-    return compare_manifests(before, after)
+    loose = _manifest([(f"u/{i}.png", "", f"u{i}") for i in range(unlabeled)]).assign(
+        split="unlabeled"
+    )
+    return compare_manifests(before, pd.concat([after, loose]))
 
 
 CFG = changed(repo_params().detect_change, min_new_images=100, alpha=0.01, max_label_shift=0.1)
@@ -96,3 +100,40 @@ def test_label_shift_alone_retrains() -> None:
 def test_unknown_image_list_retrains_on_a_new_version() -> None:
     decision = decide(CFG, "3", None, None, None)
     assert decision.retrain and "its image list is unknown" in decision.reasons[0]
+
+
+def test_new_unlabeled_images_are_counted_apart() -> None:
+    counts = _counts(3, unlabeled=5)
+    assert counts.new_content == 8 and counts.new_unlabeled == 5  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("policy", [ADAPT, ASK, SKIP])
+def test_unlabeled_new_data_follows_the_policy(policy: str) -> None:
+    cfg = changed(CFG, unlabeled=policy)
+    decision = decide(cfg, "3", _counts(0, unlabeled=150), _mmd(0.001), None)  # type: ignore[arg-type]
+    assert decision.action == policy and decision.retrain == (policy == ADAPT)
+    assert decision.triggers == 2  # drift and the count still say why
+    assert decision.reasons[2].startswith("the 150 new images are unlabeled")
+    assert f"detect_change.unlabeled: {policy}" in decision.reasons[2]
+
+
+def test_labeled_new_data_retrains_whatever_the_unlabeled_policy() -> None:
+    cfg = changed(CFG, unlabeled=SKIP)
+    mixed = decide(cfg, "3", _counts(120, unlabeled=50), _mmd(0.5), None)  # type: ignore[arg-type]
+    assert mixed.action == RETRAIN and mixed.retrain
+    forced = decide(
+        changed(cfg, force=True),
+        "3",
+        _counts(0, unlabeled=150),
+        None,
+        None,  # type: ignore[arg-type]
+    )
+    assert forced.action == RETRAIN
+    few = decide(cfg, "3", _counts(0, unlabeled=10), _mmd(0.5), None)  # type: ignore[arg-type]
+    assert few.action == SKIP and not any("unlabeled" in r for r in few.reasons)
+
+
+def test_a_held_adaptation_to_the_same_data_is_not_repeated() -> None:
+    decision = decide(CFG, "3", _counts(0, unlabeled=150), _mmd(0.001), None, held="5")  # type: ignore[arg-type]
+    assert decision.action == SKIP and not decision.retrain
+    assert decision.reasons[0].startswith("v5 was adapted to these 150 unlabeled images")

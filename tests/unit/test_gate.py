@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tlops.config import GatePolicy
-from tlops.evaluate.gate import ModelScores, should_promote
+from tlops.evaluate.gate import ModelScores, held, should_promote
 
 POLICY = GatePolicy(
     primary_metric="macro_f1", min_improvement=0.01, floor=0.5, max_class_regression=0.05
@@ -107,3 +107,13 @@ def test_other_primary_metric() -> None:
 def test_decision_is_json_ready() -> None:
     payload = should_promote(scores(0.8), None, POLICY).as_dict()
     assert payload["promote"] is True and isinstance(payload["reasons"], list)
+
+
+def test_a_held_model_is_never_promoted_whatever_its_scores() -> None:
+    decision = should_promote(scores(0.9), None, POLICY)
+    assert decision.promote
+    assert held(decision, None) is decision
+    hold = held(decision, "adapted without labels")
+    assert not hold.promote
+    assert hold.reasons[0] == "held, not promoted: adapted without labels"
+    assert hold.reasons[1:] == decision.reasons

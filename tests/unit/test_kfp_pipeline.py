@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,20 +59,48 @@ def test_retraining_golden_file_is_up_to_date(retraining: Path) -> None:
     )
 
 
+def _branches(pipeline: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """detect_change's action -> (the condition task, the tasks inside it)."""
+    found = {}
+    for task in pipeline["root"]["dag"]["tasks"].values():
+        condition = task.get("triggerPolicy", {}).get("condition", "")
+        if "==" in condition:
+            action = condition.rpartition("==")[2].strip().strip("'")
+            inner = pipeline["components"][task["componentRef"]["name"]]["dag"]["tasks"]
+            # KFP numbers a task name used again in another branch (train-2)
+            found[action] = (task, {re.sub(r"-\d+$", "", k): v for k, v in inner.items()})
+    return found
+
+
 def test_retraining_trains_only_when_detect_change_says_so(retraining: Path) -> None:
     pipeline, _ = _documents(retraining)
     tasks = pipeline["root"]["dag"]["tasks"]
-    assert set(tasks) == {"ingest-data", "validate-data", "detect-change", "condition-1"}
+    assert {"ingest-data", "validate-data", "detect-change"} <= set(tasks)
     check = tasks["detect-change"]["inputs"]["artifacts"]
     assert check["report"]["taskOutputArtifact"]["producerTask"] == "validate-data"
-    condition = tasks["condition-1"]
-    assert "detect-change" in condition["dependentTasks"]
-    assert "== 'true'" in condition["triggerPolicy"]["condition"]
-    inner = pipeline["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
-    assert {"train", "evaluate", "register-model"} <= set(inner)
-    # train continues detect_change's MLflow run and warm-starts from the champion it names
-    change = inner["train"]["inputs"]["artifacts"]["change"]
-    assert change["componentInputArtifact"].startswith("pipelinechannel--detect-change-change")
+    branches = _branches(pipeline)
+    assert set(branches) == {"retrain", "adapt", "ask"}
+    assert len(tasks) == 3 + len(branches)  # skip runs nothing after detect_change
+    for condition, _inner in branches.values():
+        assert "detect-change" in condition["dependentTasks"]
+    model_steps = {"train", "evaluate", "register-model"}
+    assert (
+        model_steps <= set(branches["retrain"][1]) and "select-labels" not in branches["retrain"][1]
+    )
+    # adapt: mcc learns from the source domain, so it is ingested and validated there
+    assert model_steps | {"select-labels", "ingest-data", "validate-data"} <= set(
+        branches["adapt"][1]
+    )
+    assert set(branches["ask"][1]) == {"select-labels"}
+    for action in ("retrain", "adapt"):
+        inner = branches[action][1]
+        # train continues detect_change's MLflow run, warm-starts from the champion it names
+        # and takes its overrides; register_model holds what was adapted without labels
+        for step in ("train", "register-model"):
+            change = inner[step]["inputs"]["artifacts"]["change"]
+            assert change["componentInputArtifact"].startswith(
+                "pipelinechannel--detect-change-change"
+            )
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in tasks.values())
     assert pipeline["pipelineInfo"]["name"] == "tlops-retraining"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tlops.config import apply_overrides, load_params
+from tlops.config import ConfigError, apply_overrides, load_params
 from tlops.io import write_json
 from tlops.layout import CHANGE_FILE
-from tlops.training.start import warm_start
+from tlops.training.start import for_change, warm_start
 from tlops.training.strategies import get_strategy
 
 CHAMPION = {"version": "4", "uri": "models:/tlops-digits/4", "run_id": "r", "data_version": "d"}
@@ -46,3 +46,18 @@ def test_a_skip_decision_is_never_trained_on(tmp_path: Path) -> None:
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ValueError, match=r"decided not to retrain \(no new data"):
         warm_start(params, get_strategy(params.train), _change(tmp_path, False, CHAMPION))
+
+
+def test_an_adapt_decision_trains_the_label_free_strategy(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    assert for_change(params, None) is params  # the training pipeline
+    assert for_change(params, _change(tmp_path, True, CHAMPION)) is params  # a plain retrain
+    overrides = {"train.strategy": "mcc", "train.target_labels": 0}
+    payload = {"retrain": True, "action": "adapt", "reasons": ["r"], "overrides": overrides}
+    write_json(tmp_path / CHANGE_FILE, payload)
+    adapted = for_change(params, tmp_path)
+    assert (adapted.train.strategy, adapted.train.target_labels) == ("mcc", 0)
+    payload["overrides"] = {"train.strategy": "mc"}
+    write_json(tmp_path / CHANGE_FILE, payload)
+    with pytest.raises(ConfigError, match=r"change\.json"):
+        for_change(params, tmp_path)

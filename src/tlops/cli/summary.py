@@ -104,8 +104,15 @@ def _change_lines(change: dict[str, Any] | None) -> list[str]:
     """detect_change's decision and its reasons (retraining only)."""
     if change is None:
         return []
+    action = change.get("action") or ("retrain" if change["retrain"] else "skip")
+    words = {
+        "retrain": "RETRAIN",
+        "adapt": "ADAPT without labels, and ask for labels",
+        "ask": "ASK for labels, no retrain",
+        "skip": "no retrain",
+    }
     return [
-        f"detect_change: {'RETRAIN' if change['retrain'] else 'no retrain'}",
+        f"detect_change: {words[action]}",
         *(f"  - {reason}" for reason in change["reasons"]),
     ]
 

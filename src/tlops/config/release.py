@@ -31,6 +31,9 @@ class DetectChangeConfig(Section):
     force: bool
     warm_start: bool
     seed: int
+    # new content that is all unlabeled (data.target_unlabeled): adapt | ask | skip
+    unlabeled: Literal["adapt", "ask", "skip"]
+    adapt_strategy: str  # the label-free strategy an adapt run trains (target_labels 0)
 
 
 class RegisterConfig(Section):

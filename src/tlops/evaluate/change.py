@@ -9,14 +9,18 @@ Both are pure functions, so the policy is unit-tested without data, models or a 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from tlops.config import DetectChangeConfig
+from tlops.config import UNLABELED_SPLIT, DetectChangeConfig
 from tlops.evaluate.drift import LabelShift, MMDResult
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 NO_NEW_DATA = "no new data"
+# What detect_change decides (its return value in the retraining pipeline): retrain on labeled
+# data; adapt without labels (and ask for labels); only ask for labels; do nothing.
+RETRAIN, ADAPT, ASK, SKIP = "retrain", "adapt", "ask", "skip"
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class ChangeCounts:
     unchanged: int
     new_content: int  # images whose content the reference never had (added or changed)
     per_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    new_unlabeled: int = 0  # of new_content: images without a label (the unlabeled split)
 
     @property
     def any(self) -> bool:
@@ -75,9 +80,16 @@ def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeC
         if path not in cur_by_path:
             removed += 1
             bump(label, "removed")
-    new_content = int((~cur["sha256"].isin(known)).sum())
+    new = ~cur["sha256"].isin(known)
+    new_unlabeled = int((new & (cur["split"] == UNLABELED_SPLIT)).sum())
     return ChangeCounts(
-        added, removed, changed, unchanged, new_content, dict(sorted(per_class.items()))
+        added,
+        removed,
+        changed,
+        unchanged,
+        int(new.sum()),
+        dict(sorted(per_class.items())),
+        new_unlabeled,
     )
 
 
@@ -85,9 +97,14 @@ def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeC
 class ChangeDecision:
     """Whether to retrain, and every check that was made (the first reasons decided it)."""
 
-    retrain: bool
+    retrain: bool  # a model is trained (action retrain or adapt)
     reasons: list[str]
     triggers: int = 0  # the first ``triggers`` reasons are what called for the retrain
+    action: str = ""  # retrain | adapt | ask | skip; "" reads as retrain or skip
+
+    def __post_init__(self) -> None:
+        if not self.action:  # frozen: set once, here
+            object.__setattr__(self, "action", RETRAIN if self.retrain else SKIP)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -101,6 +118,7 @@ def decide(
     drift: MMDResult | None,
     shift: LabelShift | None,
     same_version: bool = False,
+    held: str | None = None,
 ) -> ChangeDecision:
     """Apply the retraining policy.
 
@@ -112,6 +130,8 @@ def decide(
         drift: The MMD test of new against reference images (None: not run).
         shift: The label-distribution shift (None: not measurable).
         same_version: The data version is the one the champion was trained on.
+        held: A challenger already adapted to exactly this data and held for labels (its
+            version): no second adaptation while it waits.
 
     Returns:
         The decision; ``reasons`` lists the triggers first (drift before counts: it is the
@@ -148,10 +168,49 @@ def decide(
             triggers.append(f"{counts.new_content} new images >= {cfg.min_new_images} ({summary})")
         else:
             checks.append(f"{counts.new_content} new images < {cfg.min_new_images} ({summary})")
-    if shift is not None:
+    if shift is not None and (counts is None or counts.new_content > counts.new_unlabeled):
         text = f"label shift {shift.total_variation:.3f} (total variation)"
         if shift.total_variation > cfg.max_label_shift:
             triggers.append(f"{text} > {cfg.max_label_shift}")
         else:
             checks.append(f"{text} <= {cfg.max_label_shift}")
-    return ChangeDecision(bool(triggers), triggers + checks, len(triggers))
+    decision = ChangeDecision(bool(triggers), triggers + checks, len(triggers))
+    return _for_labels(cfg, counts, decision, held)
+
+
+def _for_labels(
+    cfg: DetectChangeConfig,
+    counts: ChangeCounts | None,
+    decision: ChangeDecision,
+    held: str | None = None,
+) -> ChangeDecision:
+    """The action when what called for a retrain holds no label: params ``unlabeled``.
+
+    A forced run, a run without a champion and new content with labels retrain as before
+    (strategies that learn from unlabeled images use the unlabeled part there too).
+    """
+    if not decision.retrain or counts is None or not counts.new_content:
+        return decision
+    if cfg.force or counts.new_unlabeled < counts.new_content:
+        return decision
+    action = cfg.unlabeled
+    if action == ADAPT and held is not None:
+        waiting = (
+            f"v{held} was adapted to these {counts.new_content} unlabeled images and is held: "
+            "it waits for their labels (select_labels, tlops labels pull); nothing is trained "
+            "again on the same data"
+        )
+        return ChangeDecision(False, [waiting, *decision.reasons], 0, SKIP)
+    plan = {
+        ADAPT: f"adapt without labels ({cfg.adapt_strategy}, target_labels 0; held from "
+        "promotion until scored on labeled images of the new data) and pick images to label",
+        ASK: "pick the images a person should label (select_labels); train nothing yet",
+        SKIP: "nothing is done with them",
+    }[action]
+    note = (
+        f"the {counts.new_content} new images are unlabeled: {plan} (detect_change.unlabeled: "
+        f"{action})"
+    )
+    cut = decision.triggers
+    reasons = [*decision.reasons[:cut], note, *decision.reasons[cut:]]
+    return ChangeDecision(action == ADAPT, reasons, decision.triggers, action)

@@ -105,6 +105,18 @@ def should_promote(
     return Decision(True, tuple(reasons))
 
 
+def held(decision: Decision, reason: str | None) -> Decision:
+    """``decision``, but never a promotion while ``reason`` holds (None: as it is).
+
+    The rule behind it: a model that was not scored on labeled images of the data it was
+    adapted to is registered, as a challenger, and waits for labels, whatever its scores on
+    the old test split say.
+    """
+    if reason is None:
+        return decision
+    return Decision(False, (f"held, not promoted: {reason}", *decision.reasons))
+
+
 def verdict_of(promote: bool, release: bool) -> str:
     """The decision in words: a release is promoted or not; an experiment only would be."""
     if release:

@@ -24,14 +24,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlops.config import UNLABELED_SPLIT, Params
-from tlops.data.dataset import ingest_info, load_manifest, require_validated
+from tlops.data.dataset import ingest_info, load_manifest, require_validated, unlabeled_version
+from tlops.evaluate.change import ADAPT, ASK
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
 from tlops.steps.validate_data import report_input
-from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
+from tlops.tracking.registry import (
+    CHALLENGER,
+    CHAMPION,
+    VersionInfo,
+    run_artifact,
+    version_with_alias,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,8 +119,16 @@ def _drift(
     return result, info
 
 
+VERDICTS = {
+    "retrain": "RETRAIN",
+    "adapt": "ADAPT without labels, and ask for labels",
+    "ask": "ASK for labels: no retrain yet",
+    "skip": "skip: no retrain",
+}
+
+
 def _summary(payload: dict[str, Any]) -> str:
-    verdict = "RETRAIN" if payload["retrain"] else "skip: no retrain"
+    verdict = VERDICTS[payload["action"]]
     champion = payload["champion"]
     lines = [
         f"## detect_change: {verdict}",
@@ -144,17 +159,34 @@ class _Found:
     same_version: bool = False
 
 
+def _same_data(version: VersionInfo, data_version: str, unlabeled: str | None) -> bool:
+    """The registered version was trained on this data: labeled and unlabeled versions."""
+    tags = version.tags
+    return tags.get("data_version") == data_version and tags.get("unlabeled_data_version") == (
+        unlabeled
+    )
+
+
+def _held(params: Params, data_version: str, unlabeled: str | None) -> str | None:
+    """The challenger adapted to exactly this data and held for labels, if there is one."""
+    found = version_with_alias(params.tracking, params.register_model.model_name, CHALLENGER)
+    if found is None or found.tags.get("gate.held") != "unlabeled":
+        return None
+    return found.version if _same_data(found, data_version, unlabeled) else None
+
+
 def _compare(
     params: Params,
     champion: VersionInfo,
     data_version: str,
+    unlabeled: str | None,
     current: pd.DataFrame,
     ingest_dir: Path,
 ) -> _Found:
     """The data against the champion's: its version, the images per class, labels, drift."""
     from tlops.evaluate.change import compare_manifests
 
-    found = _Found(same_version=champion.tags.get("data_version") == data_version)
+    found = _Found(same_version=_same_data(champion, data_version, unlabeled))
     if found.same_version:
         return found
     reference = _champion_manifest(params, champion)
@@ -186,6 +218,7 @@ def _payload(
     """``change.json`` (without ``seconds``): the decision, its reasons and statistics."""
     return {
         "retrain": decision.retrain,
+        "action": decision.action,
         "reasons": decision.reasons,
         "triggers": decision.triggers,
         "data_version": data_version,
@@ -201,6 +234,12 @@ def _payload(
             else None
         ),
         "counts": found.counts.as_dict() if found.counts else None,
+        # what an adapt run trains instead of train.strategy (tlops.training.start.for_change)
+        "overrides": (
+            {"train.strategy": params.detect_change.adapt_strategy, "train.target_labels": 0}
+            if decision.action == ADAPT
+            else {}
+        ),
         "drift": found.drift.as_dict() if found.drift else None,
         "drift_info": found.drift_info,
         "label_shift": found.shift.as_dict() if found.shift else None,
@@ -218,7 +257,7 @@ def run(params: Params, io: StepIO) -> StepResult:
             output ``change`` (replaced).
 
     Returns:
-        The decision (``value``: ``"true"`` or ``"false"``); ``change.json`` holds its payload.
+        The action (``value``: retrain, adapt, ask or skip); ``change.json`` holds the payload.
     """
     from tlops.evaluate.change import decide
 
@@ -230,9 +269,10 @@ def run(params: Params, io: StepIO) -> StepResult:
     current = load_manifest(ingest_dir)
     name = params.register_model.model_name
     champion = version_with_alias(params.tracking, name, CHAMPION)
+    versions = (ingest["data_version"], unlabeled_version(ingest))
     found = _Found()
     if champion is not None:
-        found = _compare(params, champion, ingest["data_version"], current, ingest_dir)
+        found = _compare(params, champion, *versions, current, ingest_dir)
     decision = decide(
         cfg,
         champion.version if champion else None,
@@ -240,6 +280,7 @@ def run(params: Params, io: StepIO) -> StepResult:
         found.drift,
         found.shift,
         found.same_version,
+        _held(params, *versions) if champion is not None else None,
     )
     payload = _payload(params, ingest["data_version"], champion, found, decision)
     payload["seconds"] = time.perf_counter() - started
@@ -249,12 +290,18 @@ def run(params: Params, io: StepIO) -> StepResult:
         (staging / SUMMARY_FILE).write_text(_summary(payload), encoding="utf-8")
     if io.run is not None:
         _log(io, payload, decision.retrain)
-    verdict = "retrain" if decision.retrain else "no retrain"
     return StepResult(
-        f"detect_change: {verdict}\n" + "\n".join(f"  - {r}" for r in decision.reasons),
-        metadata={"change": {"retrain": decision.retrain, "reasons": decision.reasons}},
+        f"detect_change: {VERDICTS[decision.action]}\n"
+        + "\n".join(f"  - {r}" for r in decision.reasons),
+        metadata={
+            "change": {
+                "retrain": decision.retrain,
+                "action": decision.action,
+                "reasons": decision.reasons,
+            }
+        },
         views={"summary": out_dir / SUMMARY_FILE},
-        value="true" if decision.retrain else "false",
+        value=decision.action,
         finished=not decision.retrain,
     )
 
@@ -264,11 +311,13 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
     champion = payload["champion"]
     tags: dict[str, Any] = {
         "detect_change.retrain": str(retrain).lower(),
+        "detect_change.action": payload["action"],
         "detect_change.reasons": " | ".join(payload["reasons"]),
         "detect_change.champion": champion["version"] if champion else "none",
     }
     if not retrain:
-        tags["mlflow.runName"] = f"retraining check: skipped ({payload['reasons'][0]})"[:250]
+        what = "labels asked" if payload["action"] == ASK else "skipped"
+        tags["mlflow.runName"] = f"retraining check: {what} ({payload['reasons'][0]})"[:250]
     io.run.tags(tags)
     metrics: dict[str, float] = {"detect_change.seconds": payload["seconds"]}
     if payload["counts"]:
@@ -320,6 +369,6 @@ STEP = StepSpec(
         "tlops.tracking.registry",
     ),
     tracking=Tracking.OPENS,
-    returns='"true" when the data calls for a retrain, else "false".',
+    returns='The action: "retrain", "adapt" (without labels), "ask" (for labels) or "skip".',
     dvc=False,
 )

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.config import Params
 from tlops.data.dataset import class_list, ingest_info, load_splits
-from tlops.evaluate.gate import Decision, ModelScores, should_promote, verdict_of
+from tlops.evaluate.gate import Decision, ModelScores, held, should_promote, verdict_of
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
+    CHANGE_FILE,
     DECISION_FILE,
     EVALUATION_FILE,
     IMAGES_DIR,
@@ -82,6 +83,28 @@ class _Inputs:
     train_info: dict[str, Any]
     example: bytes
     tags: dict[str, str]
+    hold: str | None  # why the gate may not promote, whatever the scores (adapted, unscored)
+
+
+def hold_reason(change_dir: Path | None) -> str | None:
+    """Why a retrain's model may not be promoted yet: it was adapted to unlabeled images.
+
+    Its test split is the old data's: nothing says how it does on the new images until a
+    uniform audit sample of them is labeled (``select_labels``, ``tlops labels pull``) and a
+    retrain scores it there.
+    """
+    if change_dir is None:
+        return None
+    change = read_json(change_dir / CHANGE_FILE)
+    if change.get("action") != "adapt":
+        return None
+    counts = change.get("counts") or {}
+    strategy = (change.get("overrides") or {}).get("train.strategy", "a label-free strategy")
+    return (
+        f"adapted without labels ({strategy}) to {counts.get('new_unlabeled', '?')} unlabeled "
+        "new images and not scored on labeled images of them; label the audit sample "
+        "(select_labels, tlops labels) and retrain to gate it there"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +176,8 @@ def _resolve(params: Params, io: StepIO) -> _Inputs:
     evaluation = read_json(eval_dir / EVALUATION_FILE)
     candidate = scores(evaluation)
     assert candidate is not None
-    decision = should_promote(candidate, scores(evaluation, "champion"), cfg.gate)
+    hold = hold_reason(io.inputs.get("change"))
+    decision = held(should_promote(candidate, scores(evaluation, "champion"), cfg.gate), hold)
     ingest = ingest_info(ingest_dir)
     classes = class_list(params, ingest)
     model = load_model(model_dir / MODEL_FILE)
@@ -172,6 +196,10 @@ def _resolve(params: Params, io: StepIO) -> _Inputs:
         "gate.promote": str(decision.promote).lower(),
         f"test.{primary}": describe(evaluation["overall"].get(primary)),
     }
+    if ingest.get("unlabeled"):  # detect_change tells data trained on from new data by both
+        tags["unlabeled_data_version"] = str(ingest["unlabeled"]["data_version"])
+    if hold is not None:
+        tags["gate.held"] = "unlabeled"
     champion_info = evaluation.get("champion") or {}
     compared_with = evaluation.get("champion_version", champion_info.get("version"))
     return _Inputs(
@@ -188,6 +216,7 @@ def _resolve(params: Params, io: StepIO) -> _Inputs:
         train_info=train_info,
         example=example,
         tags=tags,
+        hold=hold,
     )
 
 
@@ -195,14 +224,13 @@ def _regate(params: Params, inputs: _Inputs, found: str | None) -> Decision:
     """The gate against the champion in place now (it moved since evaluate)."""
     gate = params.register_model.gate
     if found is None:
-        return should_promote(inputs.candidate, None, gate)
+        return held(should_promote(inputs.candidate, None, gate), inputs.hold)
     # here only: the champion moved since evaluate, so it is scored again on the test split
     from tlops.evaluate.scoring import champion_scores
 
     fresh, _, _note = champion_scores(params, inputs.ingest_dir, inputs.classes, inputs.test, found)
-    if fresh is None:
-        return should_promote(inputs.candidate, None, gate)
-    return should_promote(inputs.candidate, scores({"champion": fresh}, "champion"), gate)
+    champion = None if fresh is None else scores({"champion": fresh}, "champion")
+    return held(should_promote(inputs.candidate, champion, gate), inputs.hold)
 
 
 def _register(params: Params, inputs: _Inputs) -> _Registration:
@@ -350,6 +378,13 @@ STEP = StepSpec(
         ),
         Port("model", "Model", "Output of train.", producer=("train", "model")),
         Port("evaluation", "Artifact", "Output of evaluate.", producer=("evaluate", "evaluation")),
+        Port(
+            "change",
+            "Artifact",
+            "Output of detect_change (retraining): a model adapted without labels is held.",
+            optional=True,
+            producer=("detect_change", "change"),
+        ),
     ),
     outputs=(
         Port(

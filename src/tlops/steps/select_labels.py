@@ -243,5 +243,4 @@ STEP = StepSpec(
     code=("tlops.labeling.select", "tlops.models.embed", "tlops.tracking.registry"),
     section=SelectLabelsParams,
     dvc=False,
-    placement="`tlops step select_labels`, in no pipeline yet",
 )

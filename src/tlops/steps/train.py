@@ -87,7 +87,9 @@ def run(params: Params, io: StepIO) -> StepResult:
     """
     from tlops.runtime import resolve_device, torchrun_rank
     from tlops.training.distributed import check_strategy, process_group
+    from tlops.training.start import for_change
 
+    params = for_change(params, io.inputs.get("change"))  # an adapt run: the label-free strategy
     dp = params.train.distributed
     if dp.world_size > 1 and torchrun_rank() is None:
         from tlops.runner import launch, trainjob

@@ -20,6 +20,23 @@ if TYPE_CHECKING:
     from tlops.models.model import TransferModel
 
 
+def for_change(params: Params, change_dir: Path | None) -> Params:
+    """The params a retrain trains with: ``detect_change``'s overrides applied (adapt runs).
+
+    An ``adapt`` decision trains the label-free strategy (``detect_change.adapt_strategy``,
+    ``train.target_labels: 0``) instead of ``train.strategy``; any other decision, or no
+    ``detect_change`` before the step, leaves the params as they are.
+    """
+    if change_dir is None:
+        return params
+    from tlops.config.load import apply_overrides
+
+    overrides = read_json(change_dir / CHANGE_FILE).get("overrides") or {}
+    if not overrides:
+        return params
+    return apply_overrides(params, overrides, f"{change_dir / CHANGE_FILE} (overrides)")
+
+
 def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:
     """The champion version a retrain starts from (``models:/<name>/<version>``), or None.
 
