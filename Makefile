@@ -12,6 +12,10 @@ STAMP := $(VENV)/.installed-$(shell sha256sum $(LOCK) | cut -c1-16)
 CHECKOV_VENV := .venv-checkov
 CHECKOV_LOCK := infra/checkov.lock
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell sha256sum $(CHECKOV_LOCK) | cut -c1-16)
+# Label Studio (tlops labels studio, the labeling tests) pins Django and friends: its own venv too
+LS_VENV := .venv-labelstudio
+LS_LOCK := infra/label-studio.lock
+LS_STAMP := $(LS_VENV)/.installed-$(shell sha256sum $(LS_LOCK) | cut -c1-16)
 # uv installs the locks: it downloads in parallel and byte-compiles on every core (a fresh .venv
 # in about 1.5 minutes here, where pip took about 6). Exact pins, so no resolution (--no-deps);
 # it takes pip's configured extra indexes, merged as pip merges them. Byte-compiled up front: the
@@ -29,7 +33,7 @@ export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser postgres debs infra-tools run test lint compile generate repro ui lock clean \
+.PHONY: help setup browser postgres debs infra-tools label-studio run test lint compile generate repro ui lock clean \
 	retrain-demo prod-local prod-local-down
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
@@ -67,6 +71,15 @@ postgres: ## Debian's PostgreSQL server (the production topology on loopback), w
 
 infra-tools: $(CHECKOV_STAMP) $(KUSTOMIZE) ## checkov and kustomize for the infra/k8s tests
 
+label-studio: $(LS_STAMP) ## Label Studio in .venv-labelstudio (tlops labels studio, the labeling tests)
+
+$(LS_STAMP): $(LS_LOCK)
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(LS_VENV)/bin/uv $(UV_INSTALL) --python $(LS_VENV)/bin/python -r $(LS_LOCK)
+	@rm -f $(LS_VENV)/.installed-*
+	@touch $@
+
 $(CHECKOV_STAMP): $(CHECKOV_LOCK)
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
@@ -88,8 +101,9 @@ debs: ## the Debian packages of the tests (Chromium, PostgreSQL) in one apt run,
 
 test: ## run the whole test suite (two workers, a test file on one, longest files first)
 	@# the venv, the Debian packages and checkov's venv are independent: install them side by side
-	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools
+	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools label-studio
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
+	  TLOPS_LABEL_STUDIO=$(abspath $(LS_VENV)) \
 	  pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 prod-local: setup postgres ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod

@@ -17,6 +17,7 @@ import typer
 
 from tlops.cli import compile, predict, retrain, rollback, run, schedule, submit, ui
 from tlops.cli.data import data_app
+from tlops.cli.labels import labels_app
 from tlops.cli.step import step_app
 
 __all__ = ["app", "main"]
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(step_app, name="step")
+app.add_typer(labels_app, name="labels")
 # `tlops --help` lists the commands in this order
 app.command("generate")(compile.generate)
 app.command("run")(run.run)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,3 +89,23 @@ def guard(action: Callable[[], Any]) -> Any:
 def wide() -> Console:
     """The console for tables: piped output has no terminal width to squeeze them into."""
     return console if console.is_terminal else Console(width=200)
+
+
+def dvc_root(path: Path) -> Path | None:
+    """The DVC repository ``path`` is in (the folder with ``.dvc/``), or None."""
+    for folder in [path.resolve(), *path.resolve().parents]:
+        if (folder / ".dvc").is_dir():
+            return folder
+    return None
+
+
+def dvc_add(paths: list[Path]) -> None:
+    """Track ``paths`` with DVC (``dvc add``) in the DVC repo that holds them."""
+    root = dvc_root(paths[0].parent)
+    if root is None:
+        raise FileNotFoundError(f"{paths[0]}: not inside a DVC repository (no .dvc/ above it)")
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "add", "--quiet", *(str(p.resolve()) for p in paths)],
+        cwd=root,
+        check=True,
+    )

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tlops.cli.common import ParamsOpt, console, guard, progress, read_params
+from tlops.cli.common import ParamsOpt, console, dvc_add, guard, progress, read_params
 
 data_app = typer.Typer(help="Demo data and data utilities.", no_args_is_help=True)
-
-
-def _dvc_root(path: Path) -> Path | None:
-    for folder in [path.resolve(), *path.resolve().parents]:
-        if (folder / ".dvc").is_dir():
-            return folder
-    return None
-
-
-def dvc_add(paths: list[Path]) -> None:
-    """Track ``paths`` with DVC (``dvc add``) in the DVC repo that holds them."""
-    root = _dvc_root(paths[0].parent)
-    if root is None:
-        raise FileNotFoundError(f"{paths[0]}: not inside a DVC repository (no .dvc/ above it)")
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "add", "--quiet", *(str(p.resolve()) for p in paths)],
-        cwd=root,
-        check=True,
-    )
 
 
 @data_app.command("demo")
