@@ -263,6 +263,11 @@ def forked_tasks(
     check_kfp()
     if _warm is not None:
         raise RuntimeError("forked_tasks is already active in this process")
+    # MKL's own memory manager is not fork-safe: a child forked from this process once spun
+    # forever in it (mkl_serv_allocate -> mm_account_ptr_by_tid, the first sgemm of a train
+    # task, seen in CI). Off, MKL takes its buffers from malloc. It is read when MKL starts,
+    # so it is set before the preload imports torch; the children inherit it.
+    os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
     state = _Warm(max(1, side_by_side))
     patches = [
         (subprocess_task_handler, "run_local_subprocess", run_forked),
