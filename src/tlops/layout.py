@@ -7,6 +7,9 @@ A step reads another step's output by these names, never by importing that step.
 MANIFEST_FILE = "manifest.csv"
 INGEST_FILE = "ingest.json"
 IMAGES_DIR = "images"
+LABELED_DIR = (
+    "_labeled"  # data.target_labeled's images (labeled drops), under images/ and in the manifest
+)
 UNLABELED_DIR = "_unlabeled"  # data.target_unlabeled's images, under images/ and in the manifest
 # validate_data -> report
 VALIDATION_FILE = "validation.json"

@@ -533,3 +533,58 @@ def test_a_broken_or_missing_unlabeled_folder_is_named(
         with pytest.raises(DataDirError, match=str(missing)):
             ingest(_with_unlabeled(params, missing), root, tmp_path / "out" / "again")
         assert not (tmp_path / "out" / "again").exists()
+
+
+def test_a_labeled_drop_keeps_its_splits_and_wins_over_its_unlabeled_copy(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    from tlops.config import apply_overrides
+    from tlops.data.dataset import load_manifest
+    from tlops.data.version import directory_md5
+
+    root = make_tree()
+    unlabeled = tmp_path / "unlabeled"
+    for i in range(4):
+        save_image(unlabeled / f"u_{i}.png", 3000 + i)
+    drop = tmp_path / "labeled"  # as `tlops labels pull` writes it: u_0 audited, u_1 selected
+    (drop / "test" / "cat").mkdir(parents=True)
+    (drop / "train" / "dog").mkdir(parents=True)
+    (drop / "test" / "cat" / "u_0.png").write_bytes((unlabeled / "u_0.png").read_bytes())
+    (drop / "train" / "dog" / "u_1.png").write_bytes((unlabeled / "u_1.png").read_bytes())
+    (drop / ".labels.csv").write_text("path,task\n")  # hidden: not scanned
+    both = apply_overrides(
+        params, {"data.target_unlabeled": str(unlabeled), "data.target_labeled": str(drop)}
+    )
+    result = check(both, root, tmp_path)
+    assert result.passed, result
+    ingest_dir = tmp_path / "out" / "ingest"
+    manifest = load_manifest(ingest_dir).set_index("path")
+    assert manifest.loc["_labeled/test/cat/u_0.png", ["split", "label"]].tolist() == ["test", "cat"]
+    assert manifest.loc["_labeled/train/dog/u_1.png", ["split", "label"]].tolist() == [
+        "train",
+        "dog",
+    ]
+    # the labeled images left the unlabeled split: the same image in two splits is leakage
+    assert sorted(manifest[manifest["split"] == "unlabeled"].index) == [
+        "_unlabeled/u_2.png",
+        "_unlabeled/u_3.png",
+    ]
+    assert (ingest_dir / "images" / "_labeled" / "test" / "cat" / "u_0.png").is_file()
+    info = json.loads((ingest_dir / "ingest.json").read_text())
+    assert info["labeled"]["data_version"] == directory_md5(drop)
+    # every cache and comparison keyed by the data version sees the new labels
+    assert info["data_version"] == f"{info['folder_data_version']}+{directory_md5(drop)}"
+    assert info["folder_data_version"] == directory_md5(root)
+
+
+def test_a_labeled_drop_without_split_folders_is_refused(
+    params: Params, make_tree: Tree, tmp_path: Path
+) -> None:
+    from tlops.config import apply_overrides
+
+    root = make_tree()
+    drop = tmp_path / "labeled"
+    save_image(drop / "cat" / "x.png", 4000)
+    with pytest.raises(DataDirError, match=rf"{drop}: a labeled drop keeps its splits"):
+        ingest(apply_overrides(params, {"data.target_labeled": str(drop)}), root, tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -39,11 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioServer]:
         studio.wait(process, log)
         yield studio
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        StudioServer.stop(process)
 
 
 def _tlops(cwd: Path, studio: StudioServer, *args: str) -> subprocess.CompletedProcess[str]:

@@ -137,3 +137,16 @@ def test_a_held_adaptation_to_the_same_data_is_not_repeated() -> None:
     decision = decide(CFG, "3", _counts(0, unlabeled=150), _mmd(0.001), None, held="5")  # type: ignore[arg-type]
     assert decision.action == SKIP and not decision.retrain
     assert decision.reasons[0].startswith("v5 was adapted to these 150 unlabeled images")
+
+
+def test_a_label_for_an_image_known_unlabeled_is_new() -> None:
+    before = _manifest([("0/a.png", "0", "h0")])
+    before = pd.concat(
+        [before, _manifest([("_unlabeled/u.png", "", "hu")]).assign(split="unlabeled")]
+    )
+    after = pd.concat(
+        [before, _manifest([("_labeled/test/3/u.png", "3", "hu")]).assign(split="test")]
+    )
+    counts = compare_manifests(before, after)
+    assert counts.new_content == 1 and counts.new_unlabeled == 0
+    assert compare_manifests(before, before).new_content == 0

@@ -89,6 +89,9 @@ class DataConfig(Section):
     # a folder of target-domain images without class folders: ingested with the target, used
     # as unlabeled training data by the strategies that learn from unlabeled images
     target_unlabeled: Path | None
+    # labeled drops (tlops labels pull): <split>/<class>/<image>, ingested with the target,
+    # each image in its folder's split (the audit is test); an unlabeled copy reads as labeled
+    target_labeled: Path | None
 
     def location(self, domain: str) -> Path | ObjectPrefix | DvcData:
         """Where the data of ``domain`` (``target`` or ``source``) is.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,3 +350,34 @@ def _scan_file(
         md5,
         data,
     )
+
+
+def scan_labeled_drop(
+    root: Path,
+    image_cfg: ImageConfig,
+    prefix: str,
+    progress: Callable[[int], None] | None = None,
+    sink: Callable[[str, bytes], None] | None = None,
+) -> ScanResult:
+    """Scan a labeled drop (``tlops labels pull``): ``<split>/<class>/<image>``, splits kept.
+
+    Its rows' paths are ``<prefix>/<path under root>``; ``file_md5`` stays keyed by the path
+    under ``root`` (the drop's own DVC hash). Its audit images are its ``test`` split and stay
+    there: a drop without split folders is refused, never hash-split.
+
+    Raises:
+        DataDirError: The folder is missing, holds no image, or has no split folders.
+    """
+    if not root.is_dir():
+        raise DataDirError(f"{root}: labeled drop directory does not exist")
+    inner = None if sink is None else lambda rel, data: sink(f"{prefix}/{rel}", data)
+    never = SplitFractions(train=1.0, val=0.0, test=0.0)  # every row has its split folder
+    scan = scan_image_folder(root, image_cfg, never, "", progress, inner)
+    if not scan.explicit_splits:
+        raise DataDirError(
+            f"{root}: a labeled drop keeps its splits: <split>/<class>/<image> "
+            "(tlops labels pull writes test/ for the audit and train/ for the rest)"
+        )
+    rows = [replace(row, path=f"{prefix}/{row.path}") for row in scan.rows]
+    skipped = [replace(s, path=f"{prefix}/{s.path}") for s in scan.skipped]
+    return ScanResult(rows, scan.classes, skipped, True, scan.file_md5)

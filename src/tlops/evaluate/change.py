@@ -53,7 +53,8 @@ def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeC
     """Count what changed from ``reference`` (the champion's data) to ``current``.
 
     Images are matched by relative path; an image is *new content* when its sha256 is not
-    anywhere in the reference (a renamed copy of a known image is not new).
+    anywhere in the reference (a renamed copy of a known image is not new), or when it has a
+    label now and the reference held it only unlabeled (its label is what is new).
     """
     ref, cur = _usable(reference), _usable(current)
     ref_by_path = dict(zip(ref["path"], zip(ref["sha256"], ref["label"], strict=True), strict=True))
@@ -80,7 +81,12 @@ def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeC
         if path not in cur_by_path:
             removed += 1
             bump(label, "removed")
-    new = ~cur["sha256"].isin(known)
+    # an image the reference held only unlabeled is new once it has a label (labels arrived)
+    known_labeled = set(ref[ref["split"] != UNLABELED_SPLIT]["sha256"])
+    is_unlabeled = cur["split"] == UNLABELED_SPLIT
+    new = (is_unlabeled & ~cur["sha256"].isin(known)) | (
+        ~is_unlabeled & ~cur["sha256"].isin(known_labeled)
+    )
     new_unlabeled = int((new & (cur["split"] == UNLABELED_SPLIT)).sum())
     return ChangeCounts(
         added,

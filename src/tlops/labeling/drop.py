@@ -52,7 +52,7 @@ def _answer(task: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
     return None, bool(annotations)
 
 
-def _image(task: dict[str, Any], where: str) -> bytes | str:
+def _image(task: dict[str, Any], where: str, root: Path | None) -> bytes | str:
     """The task's image bytes (its inline data URI), or a problem."""
     data = task.get("data") or {}
     uri = str(data.get("image", ""))
@@ -62,13 +62,20 @@ def _image(task: dict[str, Any], where: str) -> bytes | str:
     if hashlib.sha256(content).hexdigest() != data.get("sha256"):
         return f"{where}: its image changed since it was sent (sha256 differs)"
     source = Path(str(data.get("file", "")))
+    if root is not None and not source.is_absolute():
+        source = root / source
     if source.is_file() and hashlib.sha256(source.read_bytes()).hexdigest() != data["sha256"]:
         return f"{where}: {source} changed since it was sent for labeling; send it again"
     return content
 
 
-def read_export(tasks: list[dict[str, Any]], classes: list[str]) -> Pulled:
-    """Check every task of a Label Studio export; what can become the drop."""
+def read_export(
+    tasks: list[dict[str, Any]], classes: list[str], root: Path | None = None
+) -> Pulled:
+    """Check every task of a Label Studio export; what can become the drop.
+
+    A task's relative ``file`` is checked under ``root`` (default: the working directory).
+    """
     pulled = Pulled()
     for task in sorted(tasks, key=lambda t: int(t["id"])):
         data = task.get("data") or {}
@@ -93,7 +100,7 @@ def read_export(tasks: list[dict[str, Any]], classes: list[str]) -> Pulled:
                 f"{where}: class {chosen[0]!r} is not one the model knows {classes}"
             )
             continue
-        content = _image(task, where)
+        content = _image(task, where, root)
         if isinstance(content, str):
             pulled.problems.append(content)
             continue

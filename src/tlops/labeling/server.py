@@ -61,6 +61,16 @@ class StudioServer:
         with log.open("ab") as out:
             return subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env)
 
+    @staticmethod
+    def stop(process: subprocess.Popen[bytes]) -> None:
+        """Stop it (terminate, then kill after 30 s)."""
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     def wait(self, process: subprocess.Popen[bytes], log: Path, seconds: float = 600) -> None:
         """Until ``/health`` answers.
 

@@ -42,8 +42,13 @@ def data_uri(content: bytes, name: str) -> str:
     return f"data:{kind};base64,{base64.b64encode(content).decode('ascii')}"
 
 
-def tasks_from_selection(selection: Path, model_version: str = "champion") -> list[dict[str, Any]]:
+def tasks_from_selection(
+    selection: Path, model_version: str = "champion", root: Path | None = None
+) -> list[dict[str, Any]]:
     """Label Studio tasks from ``select_labels``' ``to_label.csv``, audit images first.
+
+    A relative ``file`` (``data.target_unlabeled`` as params.yaml names it) is read under
+    ``root`` (default: the working directory, the project's root) and sent as it is written.
 
     Raises:
         StudioError: A listed image is missing, or changed since it was selected (its sha256
@@ -53,9 +58,10 @@ def tasks_from_selection(selection: Path, model_version: str = "champion") -> li
     with selection.open(newline="", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
             file = Path(row["file"])
-            if not file.is_file():
-                raise StudioError(f"{selection}: {file} is listed but does not exist")
-            content = file.read_bytes()
+            where = file if root is None or file.is_absolute() else root / file
+            if not where.is_file():
+                raise StudioError(f"{selection}: {where} is listed but does not exist")
+            content = where.read_bytes()
             if hashlib.sha256(content).hexdigest() != row["sha256"]:
                 raise StudioError(
                     f"{selection}: {file} changed since it was selected (sha256 differs); "

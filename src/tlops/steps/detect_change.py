@@ -25,20 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.dataset import ingest_info, load_manifest, require_validated, unlabeled_version
-from tlops.evaluate.change import ADAPT, ASK
+from tlops.evaluate.change import ADAPT, ASK, RETRAIN
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
 from tlops.io import atomic_dir, fingerprint, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
 from tlops.steps.validate_data import report_input
-from tlops.tracking.registry import (
-    CHALLENGER,
-    CHAMPION,
-    VersionInfo,
-    run_artifact,
-    version_with_alias,
-)
+from tlops.tracking.held import adapted_to, held_on, same_data
+from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version_with_alias
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -159,20 +154,24 @@ class _Found:
     same_version: bool = False
 
 
-def _same_data(version: VersionInfo, data_version: str, unlabeled: str | None) -> bool:
-    """The registered version was trained on this data: labeled and unlabeled versions."""
-    tags = version.tags
-    return tags.get("data_version") == data_version and tags.get("unlabeled_data_version") == (
-        unlabeled
-    )
+def _warm_start(
+    params: Params, decision: ChangeDecision, unlabeled: str | None
+) -> dict[str, Any] | None:
+    """Where a retrain starts when not from the champion: the model adapted to these images.
 
-
-def _held(params: Params, data_version: str, unlabeled: str | None) -> str | None:
-    """The challenger adapted to exactly this data and held for labels, if there is one."""
-    found = version_with_alias(params.tracking, params.register_model.model_name, CHALLENGER)
-    if found is None or found.tags.get("gate.held") != "unlabeled":
+    Once labels of the images a challenger was adapted to arrive, the retrain fine-tunes that
+    model on them (adapt, then fine-tune), and the gate scores it on the labeled audit.
+    """
+    name = params.register_model.model_name
+    adapted = adapted_to(params.tracking, name, unlabeled) if decision.action == RETRAIN else None
+    if adapted is None:
         return None
-    return found.version if _same_data(found, data_version, unlabeled) else None
+    return {
+        "version": adapted.version,
+        "uri": adapted.uri,
+        "reason": f"starts from v{adapted.version}, adapted without labels to these images and "
+        "held for their labels, which have arrived",
+    }
 
 
 def _compare(
@@ -186,7 +185,7 @@ def _compare(
     """The data against the champion's: its version, the images per class, labels, drift."""
     from tlops.evaluate.change import compare_manifests
 
-    found = _Found(same_version=_same_data(champion, data_version, unlabeled))
+    found = _Found(same_version=same_data(champion, data_version, unlabeled))
     if found.same_version:
         return found
     reference = _champion_manifest(params, champion)
@@ -280,9 +279,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         found.drift,
         found.shift,
         found.same_version,
-        _held(params, *versions) if champion is not None else None,
+        held_on(params.tracking, name, *versions) if champion is not None else None,
     )
     payload = _payload(params, ingest["data_version"], champion, found, decision)
+    payload["warm_start"] = _warm_start(params, decision, versions[1]) if champion else None
+    if payload["warm_start"]:
+        payload["reasons"].append(f"the retrain {payload['warm_start']['reason']}")
     payload["seconds"] = time.perf_counter() - started
     out_dir = io.outputs["change"]
     with atomic_dir(out_dir) as staging:

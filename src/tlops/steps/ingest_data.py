@@ -10,13 +10,18 @@ Outputs (in the ``dataset`` directory, written all at once or not at all):
 
 With ``data.target_unlabeled`` set, the target's ingest also scans that folder: its images are
 manifest rows of split ``unlabeled`` (no label) under ``images/_unlabeled/``, and ``ingest.json``
-records the folder's own data version under ``unlabeled``.
+records the folder's own data version under ``unlabeled``. With ``data.target_labeled`` set
+(labeled drops, ``tlops labels pull``), their images join the target's under ``_labeled/``,
+each in its folder's split; ``ingest.json`` records their version under ``labeled``, and the
+data version becomes ``<folder md5>+<drops md5>`` (the folder's own stays
+``folder_data_version``, what a pinned ``data_version`` is checked against).
 """
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +34,12 @@ from tlops.data.manifest import (
     ManifestRow,
     ScanResult,
     scan_image_folder,
+    scan_labeled_drop,
     scan_unlabeled_folder,
 )
 from tlops.data.version import DataVersion, data_version
 from tlops.io import atomic_dir, write_json
-from tlops.layout import IMAGES_DIR, INGEST_FILE, MANIFEST_FILE, UNLABELED_DIR
+from tlops.layout import IMAGES_DIR, INGEST_FILE, LABELED_DIR, MANIFEST_FILE, UNLABELED_DIR
 from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec
 
 
@@ -86,19 +92,14 @@ def run(params: Params, io: StepIO) -> StepResult:
             )
         except DataDirError as exc:  # name the location, not the scratch copy of it
             raise DataDirError(str(exc).replace(str(data_dir), copy.name)) from exc
-        unlabeled = None
-        if domain == "target" and params.data.target_unlabeled is not None:
-            if UNLABELED_DIR in scan.classes:
-                raise DataDirError(
-                    f"{copy.name}: a class folder may not be named {UNLABELED_DIR!r} when "
-                    "data.target_unlabeled is set (the unlabeled images are kept under that name)"
-                )
-            unlabeled = scan_unlabeled_folder(
-                params.data.target_unlabeled, params.image, UNLABELED_DIR, io.progress, sink
-            )
-        summary = _finish(params, domain, copy, staging, scan, unlabeled)
+        unlabeled, labeled = (
+            _extras(params, scan, copy.name, io.progress, sink)
+            if domain == "target"
+            else (None, None)
+        )
+        summary = _finish(params, domain, copy, staging, scan, unlabeled, labeled)
         expected = io.args.get("data_version")
-        if expected and summary["data_version"] != expected:
+        if expected and summary["folder_data_version"] != expected:
             raise ValueError(
                 f"{copy.name}: data version {summary['data_version']} differs from the expected "
                 f"{expected} (the data changed after the run was started)"
@@ -129,6 +130,42 @@ def run(params: Params, io: StepIO) -> StepResult:
     )
 
 
+def _extras(
+    params: Params,
+    scan: ScanResult,
+    name: str,
+    progress: Callable[[int], None] | None,
+    sink: Callable[[str, bytes], None],
+) -> tuple[ScanResult | None, ScanResult | None]:
+    """The target's unlabeled folder and labeled drops, when params name them.
+
+    An image of the unlabeled folder that a labeled drop holds (it was labeled since) is read
+    as labeled only: the same image in two splits would be leakage.
+    """
+    data = params.data
+    for folder, setting in (
+        (UNLABELED_DIR, data.target_unlabeled),
+        (LABELED_DIR, data.target_labeled),
+    ):
+        if setting is not None and folder in scan.classes:
+            raise DataDirError(
+                f"{name}: a class folder may not be named {folder!r} when data.target_"
+                f"{'un' if folder == UNLABELED_DIR else ''}labeled is set (its images are kept "
+                "under that name)"
+            )
+    unlabeled = labeled = None
+    if data.target_labeled is not None:
+        labeled = scan_labeled_drop(data.target_labeled, params.image, LABELED_DIR, progress, sink)
+    if data.target_unlabeled is not None:
+        unlabeled = scan_unlabeled_folder(
+            data.target_unlabeled, params.image, UNLABELED_DIR, progress, sink
+        )
+        if labeled is not None:
+            known = {row.sha256 for row in labeled.rows}
+            unlabeled.rows[:] = [row for row in unlabeled.rows if row.sha256 not in known]
+    return unlabeled, labeled
+
+
 def _unlabeled_summary(folder: Path, scan: ScanResult) -> dict[str, Any]:
     version = data_version(folder, scan.file_md5)
     return {
@@ -149,42 +186,59 @@ def _finish(
     staging: Path,
     scan: ScanResult,
     unlabeled: ScanResult | None,
+    labeled: ScanResult | None = None,
 ) -> dict[str, Any]:
-    """Write the manifest and ``ingest.json`` into ``staging``; return what ingest.json holds."""
+    """Write the manifest and ``ingest.json`` into ``staging``; return what ingest.json holds.
+
+    With labeled drops, the data version is the folder's and the drops' (``<md5>+<md5>``):
+    every cache and comparison keyed by it sees the new labels.
+    """
     cfg = params.ingest_data
     version: DataVersion = data_version(
         copy.root, scan.file_md5, copy.recorded_md5, copy.recorded_in
     )
-    counts = _counts(scan.rows, scan.classes)
-    failed = [row for row in scan.rows if row.decode_status != DecodeStatus.OK.value]
+    rows = [*scan.rows, *(labeled.rows if labeled else [])]
+    classes = sorted(set(scan.classes) | set(labeled.classes if labeled else []))
+    counts = _counts(rows, classes)
+    failed = [row for row in rows if row.decode_status != DecodeStatus.OK.value]
     extra: dict[str, Any] | None = None
     if unlabeled is not None:
         assert params.data.target_unlabeled is not None
         extra = _unlabeled_summary(params.data.target_unlabeled, unlabeled)
         failed += [row for row in unlabeled.rows if row.decode_status != DecodeStatus.OK.value]
+    drops: dict[str, Any] | None = None
+    if labeled is not None:
+        assert params.data.target_labeled is not None
+        drops = _unlabeled_summary(params.data.target_labeled, labeled)
     summary: dict[str, Any] = {
         "data_dir": copy.name,
         "domain": domain,
-        "data_version": version.md5,
+        "data_version": version.md5 + (f"+{drops['data_version']}" if drops else ""),
+        "folder_data_version": version.md5,
         "version_source": version.source,
         "version_note": version.note,
         "dvc_file": version.dvc_file,
-        "n_images": len(scan.rows),
+        "n_images": len(rows),
         "n_failed_decode": len(failed),
-        "classes": scan.classes,
+        "classes": classes,
         "explicit_splits": scan.explicit_splits,
         "counts": counts,
         "skipped": [
             {"path": s.path, "reason": s.reason}
-            for s in [*scan.skipped, *(unlabeled.skipped if unlabeled else [])]
+            for s in [
+                *scan.skipped,
+                *(unlabeled.skipped if unlabeled else []),
+                *(labeled.skipped if labeled else []),
+            ]
         ],
         "unlabeled": extra,
+        "labeled": drops,
         "params": {
             "image": params.image.model_dump(mode="json"),
             "ingest_data": cfg.model_dump(mode="json"),
         },
     }
-    write_manifest(staging / MANIFEST_FILE, [*scan.rows, *(unlabeled.rows if unlabeled else [])])
+    write_manifest(staging / MANIFEST_FILE, [*rows, *(unlabeled.rows if unlabeled else [])])
     write_json(staging / INGEST_FILE, summary)
     return summary
 
@@ -195,7 +249,13 @@ STEP = StepSpec(
     run=run,
     help="Scan an ImageFolder (params `data.<domain>`) into a manifest, a data version and "
     "a snapshot of the images.",
-    params=("data.{domain}", "data.target_unlabeled", "image", "ingest_data"),
+    params=(
+        "data.{domain}",
+        "data.target_unlabeled",
+        "data.target_labeled",
+        "image",
+        "ingest_data",
+    ),
     args=(
         Arg(
             "domain",

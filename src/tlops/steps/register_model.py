@@ -35,6 +35,7 @@ from tlops.layout import (
 )
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
+from tlops.tracking.held import HELD_TAG, HELD_UNLABELED
 from tlops.tracking.lifecycle import RunLog, is_release
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
@@ -199,7 +200,7 @@ def _resolve(params: Params, io: StepIO) -> _Inputs:
     if ingest.get("unlabeled"):  # detect_change tells data trained on from new data by both
         tags["unlabeled_data_version"] = str(ingest["unlabeled"]["data_version"])
     if hold is not None:
-        tags["gate.held"] = "unlabeled"
+        tags[HELD_TAG] = HELD_UNLABELED
     champion_info = evaluation.get("champion") or {}
     compared_with = evaluation.get("champion_version", champion_info.get("version"))
     return _Inputs(

@@ -57,8 +57,9 @@ def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> s
         return None
     if not strategy.pretrained or Need.IMAGES not in strategy.needs:
         return None
-    champion = change.get("champion")
-    return str(champion["uri"]) if champion else None
+    # the champion, or the held challenger adapted to the images whose labels arrived
+    start = change.get("warm_start") or change.get("champion")
+    return str(start["uri"]) if start else None
 
 
 def build_model(
