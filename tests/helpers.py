@@ -189,3 +189,28 @@ def training_inputs(
     ingest(params, tree, work / "ingest")
     validate(params, work / "ingest", work / "report")
     return params_file, {"dataset": work / "ingest", "report": work / "report"}
+
+
+def label_as_the_demo_annotator(selection: Path, out: Path, root: Path) -> int:
+    """Answer a select_labels round from the demo's ground truth; write the drop as a pull does.
+
+    The tasks and their answers take the shape of Label Studio's export, so the drop is
+    written by the pull's own code (the server itself is tested in test_label_studio).
+    """
+    from tlops.data.demo import unlabeled_truth
+    from tlops.labeling.drop import read_export, write_drop
+    from tlops.labeling.studio import choice_result, tasks_from_selection
+
+    exported = [
+        {
+            "id": i,
+            **task,
+            "annotations": [
+                {"id": i, "result": [choice_result(unlabeled_truth(task["data"]["file"]))]}
+            ],
+        }
+        for i, task in enumerate(tasks_from_selection(selection, root=root), start=1)
+    ]
+    pulled = read_export(exported, [str(d) for d in range(10)], root)
+    write_drop(pulled, out)
+    return len(pulled.rows)

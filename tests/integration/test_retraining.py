@@ -8,6 +8,7 @@ warm-started from the champion, compared with it on the updated test split.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -146,3 +147,45 @@ def test_an_unlabeled_drop_is_adapted_held_and_sent_for_labels(
     again = _tlops(project, "retrain", "--out", "runs/unlabeled-again", "-S", unlabeled_folder)
     assert _change(project, "unlabeled-again")["action"] == "skip"
     assert f"v{latest.version} was adapted to these" in again.stdout
+
+
+def test_the_labels_arrive_and_the_adapted_model_is_gated_on_the_audit(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the adaptation: the round is labeled (the demo's truth), the pull's drop is read."""
+    import mlflow
+
+    from tests.helpers import label_as_the_demo_annotator
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    held = client.get_model_version_by_alias(MODEL, "challenger")
+    assert held.tags["gate.held"] == "unlabeled"
+    (listed,) = (project / "runs" / "unlabeled").glob("kfp/*/select-labels*/selection/to_label.csv")
+    assert label_as_the_demo_annotator(listed, project / "data" / "labeled", project) == 50
+    _tlops(
+        project,
+        *("retrain", "--out", "runs/labeled"),
+        *("-S", "data.target_unlabeled=data/unlabeled", "-S", "data.target_labeled=data/labeled"),
+    )
+    change = _change(project, "labeled")
+    assert change["action"] == "retrain"
+    # new to the champion: the 50 labeled images, and the drop's other images, still unlabeled
+    counts = change["counts"]
+    assert counts["new_content"] - counts["new_unlabeled"] == 50 and counts["new_unlabeled"] > 0
+    # adapt, then fine-tune: the retrain starts from the held model, not the champion
+    assert change["warm_start"]["version"] == str(held.version)
+    (train_json,) = (project / "runs" / "labeled").glob("kfp/*/train*/model/train.json")
+    assert (
+        json.loads(train_json.read_text())["init"] == f"checkpoint:models:/{MODEL}/{held.version}"
+    )
+    # the audit is in the test split the gate reads; the selected images are not
+    (manifest,) = (project / "runs" / "labeled").glob("kfp/*/ingest-data/dataset/manifest.csv")
+    rows = list(csv.DictReader(manifest.open()))
+    labeled = [r for r in rows if r["path"].startswith("_labeled/")]
+    assert {r["split"] for r in labeled if r["path"].startswith("_labeled/test/")} == {"test"}
+    assert {r["split"] for r in labeled if r["path"].startswith("_labeled/train/")} == {"train"}
+    latest = max(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+    assert int(latest.version) == int(held.version) + 1
+    assert "gate.held" not in latest.tags  # scored on labeled images of the new data

@@ -14,6 +14,7 @@ class folders (images whose labels nobody has yet).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,17 +159,37 @@ def write_demo(
     return DemoSummary(source_dir, target_dir, n_source, n_target, drops)
 
 
-def write_unlabeled(out_dir: Path, seed: int = 0) -> int:
+def write_unlabeled(out_dir: Path, seed: int = 0, drift: bool = False) -> int:
     """Write the last target drop without class folders (an unlabeled drop); returns the count.
 
-    The folder is replaced atomically; file names carry no label.
+    The folder is replaced atomically; file names carry no label (:func:`unlabeled_truth`
+    knows it, for a scripted annotator). ``drift=True`` writes the drop as the new scanner
+    delivers it (:func:`drifted`): the drifted drop, arriving unlabeled.
     """
     images, labels = digits_target()
     chosen = np.flatnonzero(drop_of(labels, TARGET_DROPS, seed) == TARGET_DROPS - 1)
     with atomic_dir(out_dir) as staging:
         for index in chosen:
-            _save_png(images[index], staging / f"unlabeled_{index:05d}.png")
+            pixels = drifted(images[index]) if drift else images[index]
+            _save_png(pixels, staging / f"unlabeled_{index:05d}.png")
     return len(chosen)
+
+
+def unlabeled_truth(name: str) -> str:
+    """The demo's ground truth for a file :func:`write_unlabeled` wrote (its class name).
+
+    Raises:
+        ValueError: Not a name it writes.
+    """
+    stem = Path(name).stem
+    if not stem.startswith("unlabeled_") or not stem[len("unlabeled_") :].isdigit():
+        raise ValueError(f"{name}: not an image of the demo's unlabeled drop")
+    return str(_target_labels()[int(stem[len("unlabeled_") :])])
+
+
+@functools.lru_cache(maxsize=1)
+def _target_labels() -> tuple[int, ...]:
+    return tuple(int(label) for label in digits_target()[1])
 
 
 def demo_size(
