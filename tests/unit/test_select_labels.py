@@ -242,3 +242,20 @@ def test_with_a_champion_its_predictions_drive_the_uncertainty_and_go_to_the_ann
     margins = [float(r["score"]) for r in picked]
     assert margins == sorted(margins) and all(r["reason"].startswith("margin ") for r in picked)
     assert read_json(tmp_path / "s" / "selection.json")["model"] == "champion tlops-digits v3"
+
+
+def test_hybrid_is_typicality_alone_while_the_budget_is_low() -> None:
+    embeddings, _ = _blobs()
+    probabilities = _probabilities(len(embeddings))  # 4 classes: low while < 20 labels
+    few = select("hybrid", 6, probabilities=probabilities, embeddings=embeddings, seed=3)
+    assert few == select("typiclust", 6, embeddings=embeddings, seed=3)
+    bought = embeddings[:20]
+    many = select(
+        "hybrid", 6, probabilities=probabilities, embeddings=embeddings, labeled_embeddings=bought
+    )
+    assert sum("margin" in p.reason for p in many) == 3  # past it: half the boundary
+    # a round plans from what earlier rounds sent (exclude) as the labels bought so far
+    later = plan_round(
+        "hybrid", 6, 0, probabilities=probabilities, embeddings=embeddings, exclude=range(20)
+    )
+    assert sum("margin" in p.reason for p in later.selected) == 3

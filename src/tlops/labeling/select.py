@@ -12,8 +12,10 @@ Selectors, each over the pool of unlabeled images (rows of ``probabilities`` and
   as labeled images plus budget; from the largest clusters that hold no labeled image, the most
   typical image (densest neighbourhood). What works at very small budgets (cold start), where
   uncertainty picks outliers;
-* ``hybrid``: half the budget by ``typiclust`` (coverage), the rest by ``margin`` among what is
-  left (the boundary).
+* ``hybrid``: ``typiclust`` alone while fewer than :data:`LOW_BUDGET_PER_CLASS` labels per class
+  have been bought (the low-budget regime, where typicality beats uncertainty: Hacohen et al.,
+  "Active Learning on a Budget", 2022); past it, half the budget by ``typiclust`` (coverage), the
+  rest by ``margin`` among what is left (the boundary).
 
 An audit sample (:func:`plan_round`) is drawn first, uniformly from the pool, and nothing in it
 is selected: the audit is the new data's test split, and images chosen because they are hard
@@ -37,6 +39,7 @@ SELECTORS = ("random", "margin", "entropy", "kcenter", "typiclust", "hybrid")
 NEEDS_PROBABILITIES = ("margin", "entropy", "hybrid")
 NEEDS_EMBEDDINGS = ("kcenter", "typiclust", "hybrid")
 TYPICALITY_NEIGHBOURS = 20  # TypiClust's k: the neighbourhood a density is measured over
+LOW_BUDGET_PER_CLASS = 5  # hybrid: typicality alone until this many labels per class are bought
 
 
 @dataclass(frozen=True)
@@ -149,33 +152,45 @@ def _typiclust(
     assignment = kmeans.labels_[: len(x)]
     covered = set(kmeans.labels_[len(x) :].tolist())
     sizes = np.bincount(assignment, minlength=clusters)
-    # the largest clusters first, those that hold no labeled image before those that do
+    # the largest clusters first, those that hold no labeled image before those that do; a
+    # cluster of labeled images only has no member to pick, so later passes take each
+    # cluster's next most typical image until the budget is spent
     order = sorted(range(clusters), key=lambda c: (c in covered, -sizes[c], c))
+    ranked = [(c, _by_typicality(x, np.flatnonzero(assignment == c))) for c in order]
     picks: list[Pick] = []
-    for c in order:
-        if len(picks) == budget:
-            break
-        members = np.flatnonzero(assignment == c)
-        if not len(members):
-            continue
-        inside = x[members]
-        distances = np.sqrt(((inside[:, None, :] - inside[None, :, :]) ** 2).sum(-1))
-        k = min(TYPICALITY_NEIGHBOURS, len(members) - 1)
-        if k:
-            neighbours = np.sort(distances, axis=1)[:, 1 : k + 1].mean(axis=1)
-            typicality = 1.0 / np.maximum(neighbours, 1e-12)
-        else:
-            typicality = np.ones(1)
-        j = int(np.argmax(typicality))
-        picks.append(
-            Pick(
-                int(pool[members[j]]),
-                float(typicality[j]),
-                f"most typical image of a cluster of {len(members)}"
-                + (" (with labeled images)" if c in covered else " (none labeled yet)"),
-            )
-        )
+    for depth in range(max((len(r) for _, r in ranked), default=0)):
+        for c, members in ranked:
+            if len(picks) == budget:
+                return picks
+            if depth < len(members):
+                index, typicality = members[depth]
+                picks.append(
+                    Pick(
+                        int(pool[index]),
+                        typicality,
+                        f"most typical image of a cluster of {sizes[c]}"
+                        + (" (with labeled images)" if c in covered else " (none labeled yet)")
+                        if depth == 0
+                        else f"next most typical image of a cluster of {sizes[c]}",
+                    )
+                )
     return picks
+
+
+def _by_typicality(x: np.ndarray, members: np.ndarray) -> list[tuple[int, float]]:
+    """A cluster's members (rows of ``x``), most typical first, with their typicality."""
+    if not len(members):
+        return []
+    inside = x[members]
+    distances = np.sqrt(((inside[:, None, :] - inside[None, :, :]) ** 2).sum(-1))
+    k = min(TYPICALITY_NEIGHBOURS, len(members) - 1)
+    if k:
+        neighbours = np.sort(distances, axis=1)[:, 1 : k + 1].mean(axis=1)
+        typicality = 1.0 / np.maximum(neighbours, 1e-12)
+    else:
+        typicality = np.ones(1)
+    best = np.argsort(-typicality, kind="stable")
+    return [(int(members[j]), float(typicality[j])) for j in best]
 
 
 def select(
@@ -196,7 +211,8 @@ def select(
         budget: How many (fewer when the pool has fewer left).
         probabilities: The champion's class probabilities, one row per pool image.
         embeddings: The champion's pooled features, one row per pool image.
-        labeled_embeddings: The features of the images already labeled (kcenter, typiclust).
+        labeled_embeddings: The features of the images already labeled (kcenter, typiclust;
+            for hybrid, how many there are decides whether the budget is still low).
         exclude: Pool rows never to pick (earlier rounds, the audit).
         classes: Class names, for the reasons.
         seed: Every draw (random, k-means) follows it.
@@ -224,6 +240,9 @@ def select(
         return _typiclust(embeddings, pool, budget, labeled_embeddings, seed)
     # hybrid: coverage first, then the boundary among what is left
     assert probabilities is not None
+    bought = 0 if labeled_embeddings is None else len(labeled_embeddings)
+    if bought < LOW_BUDGET_PER_CLASS * probabilities.shape[1]:  # a low budget: coverage only
+        return _typiclust(embeddings, pool, budget, labeled_embeddings, seed)
     covered = _typiclust(embeddings, pool, (budget + 1) // 2, labeled_embeddings, seed)
     taken = {p.index for p in covered}
     rest = np.array([i for i in pool if i not in taken], dtype=np.int64)
@@ -244,7 +263,8 @@ def plan_round(
     The audit is drawn before the selection and from everything not labeled before, so it is a
     uniform sample of the new data (its test split), and no selected image is in it.
     ``inputs``: the pool as :func:`select` takes it (``probabilities``, ``embeddings``,
-    ``labeled_embeddings``, ``classes``).
+    ``labeled_embeddings``, ``classes``); without ``labeled_embeddings``, the embeddings of
+    ``exclude`` (earlier rounds' images) stand for what is labeled.
 
     Raises:
         ValueError: As :func:`select`; a negative audit size.
@@ -255,5 +275,9 @@ def plan_round(
     pool = _available(n, exclude)
     # its own stream: the audit is the same whichever selector runs beside it
     audit = np.random.default_rng([seed, 1]).permutation(pool)[: min(audit_size, len(pool))]
+    embeddings = inputs.get("embeddings")
+    if inputs.get("labeled_embeddings") is None and embeddings is not None and len(exclude):
+        # what earlier rounds sent is labeled (or being labeled): covered, and counted
+        inputs["labeled_embeddings"] = embeddings[sorted(i for i in exclude if 0 <= i < n)]
     picks = select(selector, budget, exclude={*exclude, *audit.tolist()}, seed=seed, **inputs)
     return Round(picks, sorted(int(i) for i in audit))
