@@ -99,7 +99,13 @@ def test_dvc_repro_then_nothing_to_do(project: Path) -> None:
     assert (ingest["data_version"], ingest["version_source"]) == (tracked, "dvc")
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     params = lock["stages"]["ingest_data@target"]["params"]["params.yaml"]
-    assert set(params) == {"data.target", "data.target_unlabeled", "image", "ingest_data"}
+    assert set(params) == {
+        "data.target",
+        "data.target_unlabeled",
+        "data.target_labeled",
+        "image",
+        "ingest_data",
+    }
     for stage in ("extract_features", "train", "evaluate", "register_model"):
         assert f"Running stage '{stage}'" in first.stdout
     metrics = json.loads((project / "outputs" / "evaluate" / "metrics.json").read_text())
