@@ -218,7 +218,7 @@ def _payload(
     return {
         "retrain": decision.retrain,
         "action": decision.action,
-        "reasons": decision.reasons,
+        "reasons": list(decision.reasons),
         "triggers": decision.triggers,
         "data_version": data_version,
         "model_name": params.register_model.model_name,
@@ -294,12 +294,12 @@ def run(params: Params, io: StepIO) -> StepResult:
         _log(io, payload, decision.retrain)
     return StepResult(
         f"detect_change: {VERDICTS[decision.action]}\n"
-        + "\n".join(f"  - {r}" for r in decision.reasons),
+        + "\n".join(f"  - {r}" for r in payload["reasons"]),
         metadata={
             "change": {
                 "retrain": decision.retrain,
                 "action": decision.action,
-                "reasons": decision.reasons,
+                "reasons": payload["reasons"],
             }
         },
         views={"summary": out_dir / SUMMARY_FILE},

@@ -23,7 +23,6 @@ from tlops.data.dataset import class_list, ingest_info, load_splits
 from tlops.evaluate.gate import Decision, ModelScores, held, should_promote, verdict_of
 from tlops.io import atomic_dir, read_json, write_json
 from tlops.layout import (
-    CHANGE_FILE,
     DECISION_FILE,
     EVALUATION_FILE,
     IMAGES_DIR,
@@ -35,7 +34,7 @@ from tlops.layout import (
 )
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
-from tlops.tracking.held import HELD_TAG, HELD_UNLABELED
+from tlops.tracking.held import HELD_TAG, HELD_UNLABELED, hold_reason
 from tlops.tracking.lifecycle import RunLog, is_release
 from tlops.tracking.promotion import Promotion, promote_if_current, promotion_lock
 from tlops.tracking.registry import aliases_of, describe
@@ -85,27 +84,6 @@ class _Inputs:
     example: bytes
     tags: dict[str, str]
     hold: str | None  # why the gate may not promote, whatever the scores (adapted, unscored)
-
-
-def hold_reason(change_dir: Path | None) -> str | None:
-    """Why a retrain's model may not be promoted yet: it was adapted to unlabeled images.
-
-    Its test split is the old data's: nothing says how it does on the new images until a
-    uniform audit sample of them is labeled (``select_labels``, ``tlops labels pull``) and a
-    retrain scores it there.
-    """
-    if change_dir is None:
-        return None
-    change = read_json(change_dir / CHANGE_FILE)
-    if change.get("action") != "adapt":
-        return None
-    counts = change.get("counts") or {}
-    strategy = (change.get("overrides") or {}).get("train.strategy", "a label-free strategy")
-    return (
-        f"adapted without labels ({strategy}) to {counts.get('new_unlabeled', '?')} unlabeled "
-        "new images and not scored on labeled images of them; label the audit sample "
-        "(select_labels, tlops labels) and retrain to gate it there"
-    )
 
 
 @dataclass(frozen=True)
