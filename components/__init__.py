@@ -20,6 +20,7 @@ from components.ingest_data import ingest_data
 from components.register_model import register_model
 from components.select_labels import select_labels
 from components.train import train
+from components.tune import tune
 from components.validate_data import validate_data
 
 # in the order of the declarations
@@ -27,6 +28,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ingest_data": ingest_data,
     "validate_data": validate_data,
     "extract_features": extract_features,
+    "tune": tune,
     "train": train,
     "evaluate": evaluate,
     "register_model": register_model,

@@ -18,6 +18,7 @@ def train(
     source_dataset: Optional[Input[Dataset]] = None,
     source_report: Optional[Input[Artifact]] = None,
     change: Optional[Input[Artifact]] = None,
+    tuned: Optional[Input[Artifact]] = None,
 ) -> None:
     """Run step ``train`` in a KFP task.
 
@@ -35,6 +36,7 @@ def train(
         source_report: Output of validate_data for the source domain (it must have passed).
         change: Output of detect_change (retraining): warm start from the champion it names, logging
             into the run it opened.
+        tuned: Output of tune (tune.trials > 0): its best params override train's.
     """
     from tlops.runner.execute import run_component
     from tlops.steps.train import STEP
@@ -49,6 +51,7 @@ def train(
             "source_dataset": source_dataset,
             "source_report": source_report,
             "change": change,
+            "tuned": tuned,
             "model": model,
         },
         checkpoint_root=checkpoint_root,

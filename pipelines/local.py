@@ -21,7 +21,7 @@ from typing import Any
 from pipelines.cluster import data_versions
 from pipelines.training import domains_used
 from tlops.config import Params
-from tlops.layout import PROGRESS_PREFIX
+from tlops.layout import PROGRESS_PREFIX, TRIAL_PREFIX
 
 TASK_LINE = "Task "
 RUNNERS = ("warm", "subprocess")
@@ -164,7 +164,7 @@ class _Tee:
             *lines, self.pending = self.pending.split("\n")
         for line in lines:
             plain = _TASK_LINE.sub("", _plain(line).strip())
-            if plain.startswith(PROGRESS_PREFIX):
+            if plain.startswith((PROGRESS_PREFIX, TRIAL_PREFIX)):
                 with self.streams.to(self.console):
                     self.echo(f"         {plain}")
         return len(text)

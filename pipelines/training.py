@@ -1,11 +1,12 @@
 """The ``training`` pipeline: the only place that orders the steps.
 
 ingest_data -> validate_data (on the target, and beside it on the source when the strategy
-uses it) -> [extract_features, when the strategy trains on features] -> train -> evaluate ->
-register_model. The graph is built for the strategy in params (steps it does not need are not
-in it). The pipeline's ``params`` parameter defaults to the whole resolved params.yaml (the
-single source of truth); cluster settings (GPU, node selector, toleration, /dev/shm, secrets,
-retries, caching) come from the step declarations and params.yaml's ``kfp`` section.
+uses it) -> [extract_features, when the strategy trains on features] -> [tune, when
+tune.trials > 0] -> train -> evaluate -> register_model. The graph is built for the strategy
+in params (steps it does not need are not in it). The pipeline's ``params`` parameter
+defaults to the whole resolved params.yaml (the single source of truth); cluster settings
+(GPU, node selector, toleration, /dev/shm, secrets, retries, caching) come from the step
+declarations and params.yaml's ``kfp`` section.
 """
 
 import json
@@ -36,9 +37,12 @@ def cluster_settings(task: Any, step: str, cfg: Params, cache: bool) -> None:
 
     spec, kfp_cfg = SPECS[step], cfg.kfp
     dp = cfg.train.distributed
-    # a multi-node train task only launches its TrainJob (whose nodes get the GPUs): a CPU pod
-    launcher = step == "train" and dp.nodes > 1
-    res = kfp_cfg.resources_for("default" if launcher else step)
+    # a multi-node train task only launches its TrainJob (whose nodes get the GPUs), a tune
+    # task on Katib only its Experiment (whose trials get them): CPU pods
+    katib = step == "tune" and cfg.section("tune").engine == "katib"
+    launcher = (step == "train" and dp.nodes > 1) or katib
+    # an Optuna search trains its trials in the task: train's resources
+    res = kfp_cfg.resources_for("default" if launcher else "train" if step == "tune" else step)
     task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
     task.set_caching_options(spec.cacheable and cache)
@@ -83,7 +87,7 @@ def ingest_and_validate(tasks: Tasks, domain: str, version: Any, after: Any = No
 def train_evaluate_register(
     tasks: Tasks, cfg: Params, checkpoint_root: Any, after: list[Any]
 ) -> None:
-    """[extract_features ->] train -> evaluate -> register_model, after the tasks ``after``.
+    """[extract_features ->] [tune ->] train -> evaluate -> register_model, after ``after``.
 
     Their inputs are wired from the declarations (the target's data, the source's when its
     tasks ran, detect_change's decision in the retraining pipeline).
@@ -98,6 +102,8 @@ def train_evaluate_register(
 
     if uses_features(cfg):
         tasks.add("extract_features").after(*after)
+    if cfg.section("tune").trials > 0:  # the search's best params become train's overrides
+        tasks.add("tune", checkpoint_root=checkpoint_root).after(*after)
     trained = tasks.add("train", checkpoint_root=checkpoint_root)
     trained.after(*after)
     trained.set_retry(

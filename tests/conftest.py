@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from tests.helpers import save_image, tiny_project
+from tests.helpers import ingest, save_image, tiny_project, validate
 from tlops.config import Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,18 @@ def make_tree(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return build
+
+
+@pytest.fixture
+def domains(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> dict[str, Path]:
+    """Tiny target and source trees, ingested and validated under ``tmp_path`` (see da_inputs)."""
+    out: dict[str, Path] = {}
+    for domain in ("target", "source"):
+        root = make_tree(name=f"tree_{domain}", per_class=14, size=16)
+        ingest(params, root, tmp_path / f"{domain}_ingest", domain=domain)
+        validate(params, tmp_path / f"{domain}_ingest", tmp_path / f"{domain}_report")
+        out[domain] = root
+    return out
 
 
 @pytest.fixture

@@ -214,3 +214,56 @@ def label_as_the_demo_annotator(selection: Path, out: Path, root: Path) -> int:
     pulled = read_export(exported, [str(d) for d in range(10)], root)
     write_drop(pulled, out)
     return len(pulled.rows)
+
+
+def fast_da(params: Any, tmp_path: Path, **overrides: Any) -> Any:
+    """Params for training a domain adaptation strategy in seconds on the ``domains`` trees."""
+    from tlops.config import apply_overrides
+
+    return apply_overrides(
+        params,
+        {
+            "model.image_size": 32,
+            "extract_features.cache_dir": str(tmp_path / "cache"),
+            "train.epochs": 2,
+            "train.batch_size": 8,
+            "train.trainable_stages": 2,
+            "train.numerics": "fp32+contiguous+eager",
+            "train.da.target_batch_size": 4,
+            **overrides,
+        },
+    )
+
+
+def da_inputs(tmp_path: Path, target: str = "target") -> dict[str, Path]:
+    """The train step's inputs on the ``domains`` fixture's ingests (``target`` and the source)."""
+    return {
+        "dataset": tmp_path / f"{target}_ingest",
+        "report": tmp_path / f"{target}_report",
+        "source_dataset": tmp_path / "source_ingest",
+        "source_report": tmp_path / "source_report",
+    }
+
+
+def train_da(params: Any, tmp_path: Path, out: str, target: str = "target") -> SimpleNamespace:
+    """The train step on the target and the source; its ``train.json``, read as attributes."""
+    from tlops.io import read_json
+
+    run_step("train", params, da_inputs(tmp_path, target), {"model": tmp_path / out})
+    return SimpleNamespace(**read_json(tmp_path / out / "train.json"))
+
+
+def loopback_kubeconfig(path: Path, port: int) -> Path:
+    """A kubeconfig at ``path`` whose cluster is a loopback API server on ``port``."""
+    import yaml
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "loopback",
+        "clusters": [{"name": "loopback", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "pipeline"}}],
+        "users": [{"name": "pipeline", "user": {"token": "t"}}],
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -30,8 +30,11 @@ EVALUATION_FILE = "evaluation.json"
 DECISION_FILE = "decision.json"
 # detect_change -> change
 CHANGE_FILE = "change.json"
+
+TUNED_FILE = "tuned.json"  # tune: the best params as train overrides, every trial
 # register_model: the training manifest logged with each model (what detect_change compares with)
 MANIFEST_ARTIFACT = "data/manifest.csv"
 # train -> the console: the line each epoch writes on stderr (`tlops run` echoes it from KFP's log)
 PROGRESS_PREFIX = "train: epoch "
+TRIAL_PREFIX = "tune: trial "  # the tune step's line per trial, echoed as progress too
 NUMERICS_CACHE = "numerics.json"  # the numerics calibration's cache, in the cache folder

@@ -52,6 +52,41 @@ class TrainParams(Protocol):
 NeedsFn = Callable[[TrainParams], Iterable[Need]]
 
 
+@dataclass(frozen=True)
+class Dim:
+    """One dimension of a strategy's search space (the ``tune`` step searches it).
+
+    A range ``low..high`` (on a log scale with ``log``; whole numbers with ``integer``), or a
+    set of ``choices``. The key it is declared under is the ``train`` param it sets (a dotted
+    path below ``train``: ``lr``, ``mcc.weight``).
+    """
+
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.choices:
+            return
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(
+                f"search dimension {self.low}..{self.high}: needs low < high"
+                + (" and low > 0 on a log scale" if self.log else "")
+            )
+
+    def describe(self) -> str:
+        """``0.0001..0.03 log``, ``1..5 int`` or ``{a, b}``: for logs and the Katib manifest."""
+        if self.choices:
+            return "{" + ", ".join(map(str, self.choices)) + "}"
+        scale = " log" if self.log else ""
+        return f"{self.low:g}..{self.high:g}{' int' if self.integer else ''}{scale}"
+
+
+Space = Mapping[str, Dim]
+
+
 @dataclass
 class StrategyDecl:
     """One strategy's declaration; see the module docstring.

@@ -23,10 +23,9 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-import yaml
 
 from tests.conftest import CLASSES, REPO
-from tests.helpers import run_step, training_inputs
+from tests.helpers import loopback_kubeconfig, run_step, training_inputs
 from tlops.config import load_params
 from tlops.io import read_json
 from tlops.runner.launch import LaunchFailed
@@ -208,21 +207,7 @@ def api(tmp_path: Path) -> Iterator[tuple[Path, type[FakeApi]]]:
     FakeApi.requests, FakeApi.jobs, FakeApi.outcome, FakeApi.model = [], {}, "complete", None
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeApi)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "loopback",
-        "clusters": [
-            {
-                "name": "loopback",
-                "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"},
-            }
-        ],
-        "contexts": [{"name": "loopback", "context": {"cluster": "loopback", "user": "pipeline"}}],
-        "users": [{"name": "pipeline", "user": {"token": "t"}}],
-    }
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
+    kubeconfig = loopback_kubeconfig(tmp_path / "kubeconfig", server.server_address[1])
     try:
         yield kubeconfig, FakeApi
     finally:

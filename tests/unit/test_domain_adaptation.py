@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ingest, run_step, save_image, validate
+from tests.helpers import fast_da, ingest, run_step, save_image, train_da, validate
 from tlops.config import Params, apply_overrides
 from tlops.data.budget import UNLABELED, budget_labels
 from tlops.io import read_json
@@ -21,52 +19,9 @@ DA = ("source_only", "dan", "coral", "dann", "mcc")
 TERMS = {"dan": "loss_mmd", "coral": "loss_coral", "dann": "loss_domain", "mcc": "loss_mcc"}
 
 
-def _fast(params: Params, tmp_path: Path, **overrides: Any) -> Params:
-    return apply_overrides(
-        params,
-        {
-            "model.image_size": 32,
-            "extract_features.cache_dir": str(tmp_path / "cache"),
-            "train.epochs": 2,
-            "train.batch_size": 8,
-            "train.trainable_stages": 2,
-            "train.numerics": "fp32+contiguous+eager",
-            "train.da.target_batch_size": 4,
-            **overrides,
-        },
-    )
-
-
-@pytest.fixture
-def domains(params: Params, make_tree: Callable[..., Path], tmp_path: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for domain in ("target", "source"):
-        root = make_tree(name=f"tree_{domain}", per_class=14, size=16)
-        ingest(params, root, tmp_path / f"{domain}_ingest", domain=domain)
-        validate(params, tmp_path / f"{domain}_ingest", tmp_path / f"{domain}_report")
-        out[domain] = root
-    return out
-
-
 def _history(model_dir: Path) -> list[dict[str, float]]:
     rows = read_json(model_dir / "history.json")
     return [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in rows]
-
-
-def _train(params: Params, tmp_path: Path, out: str, target: str = "target") -> Any:
-    """The train step on the target and the source; its ``train.json``, read as attributes."""
-    run_step(
-        "train",
-        params,
-        {
-            "dataset": tmp_path / f"{target}_ingest",
-            "report": tmp_path / f"{target}_report",
-            "source_dataset": tmp_path / "source_ingest",
-            "source_report": tmp_path / "source_report",
-        },
-        {"model": tmp_path / out},
-    )
-    return SimpleNamespace(**read_json(tmp_path / out / "train.json"))
 
 
 def _evaluate(params: Params, tmp_path: Path, model: str, source: bool = True) -> dict[str, Any]:
@@ -83,8 +38,8 @@ def _evaluate(params: Params, tmp_path: Path, model: str, source: bool = True) -
 def test_each_strategy_trains_and_logs_its_domain_term(
     strategy: str, params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(params, tmp_path, **{"train.strategy": strategy, "train.epochs": 1})
-    result = _train(fast, tmp_path, "model")
+    fast = fast_da(params, tmp_path, **{"train.strategy": strategy, "train.epochs": 1})
+    result = train_da(fast, tmp_path, "model")
     rows = read_json(tmp_path / "model" / "history.json")
     assert result.epochs_run == 1 and all(np.isfinite(row["loss_ce"]) for row in rows)
     if strategy in TERMS:
@@ -92,24 +47,40 @@ def test_each_strategy_trains_and_logs_its_domain_term(
     assert not any(key in rows[0] for key in TERMS.values() if key != TERMS.get(strategy))
 
 
+@pytest.mark.parametrize(
+    ("criterion", "selection"),
+    [("source", "source val"), ("dev", "dev criterion (no target label)")],
+)
 def test_without_target_labels_training_cannot_see_them(
-    params: Params, domains: dict[str, Path], tmp_path: Path
+    criterion: str, selection: str, params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Permuting the target's labels (its class folders) leaves the trained weights identical."""
+    """Permuting the target's labels (its class folders) leaves the trained weights identical.
+
+    With the source's validation split picking the best epoch, and with a label-free criterion
+    (dev: the target images and the source's validation split).
+    """
     permuted = tmp_path / "permuted"
     for old, new in (("cat", "dog"), ("dog", "fox"), ("fox", "cat")):
         shutil.copytree(domains["target"] / old, permuted / new)
     ingest(params, permuted, tmp_path / "permuted_ingest")
     validate(params, tmp_path / "permuted_ingest", tmp_path / "permuted_report")
-    fast = _fast(params, tmp_path, **{"train.strategy": "dann", "train.target_labels": 0})
-    _train(fast, tmp_path, "a")
-    _train(fast, tmp_path, "b", target="permuted")
+    fast = fast_da(
+        params,
+        tmp_path,
+        **{
+            "train.strategy": "dann",
+            "train.target_labels": 0,
+            "train.selection.criterion": criterion,
+        },
+    )
+    train_da(fast, tmp_path, "a")
+    train_da(fast, tmp_path, "b", target="permuted")
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # the best epoch was chosen on the source's validation split
+    # the same curves (every label-free criterion among them) and the same best epoch
     assert _history(tmp_path / "a") == _history(tmp_path / "b")
-    assert read_json(tmp_path / "a" / "train.json")["selection"] == "source val"
+    assert read_json(tmp_path / "a" / "train.json")["selection"] == selection
 
 
 def test_unlabeled_target_images_join_the_strategies_that_learn_from_them(
@@ -126,12 +97,12 @@ def test_unlabeled_target_images_join_the_strategies_that_learn_from_them(
     manifest = load_manifest(tmp_path / "withu_ingest")
     n_train = int((manifest["split"] == "train").sum())
     one = {"train.epochs": 1}
-    mcc = _fast(params, tmp_path, **one, **{"train.strategy": "mcc", "train.target_labels": 0})
-    _train(mcc, tmp_path, "mcc", target="withu")
+    mcc = fast_da(params, tmp_path, **one, **{"train.strategy": "mcc", "train.target_labels": 0})
+    train_da(mcc, tmp_path, "mcc", target="withu")
     info = read_json(tmp_path / "mcc" / "train.json")
     assert info["target_images"] == n_train + 6 and info["unlabeled_data_version"]
-    finetune = _fast(params, tmp_path, **one, **{"train.target_labels": 2})
-    _train(finetune, tmp_path, "finetune", target="withu")
+    finetune = fast_da(params, tmp_path, **one, **{"train.target_labels": 2})
+    train_da(finetune, tmp_path, "finetune", target="withu")
     info = read_json(tmp_path / "finetune" / "train.json")
     assert info["target_images"] == n_train and info["unlabeled_data_version"] is None
 
@@ -139,17 +110,17 @@ def test_unlabeled_target_images_join_the_strategies_that_learn_from_them(
 def test_a_strategy_on_target_labels_refuses_a_budget_of_zero(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(params, tmp_path, **{"train.strategy": "finetune", "train.target_labels": 0})
+    fast = fast_da(params, tmp_path, **{"train.strategy": "finetune", "train.target_labels": 0})
     with pytest.raises(ValueError, match="target_labels is 0: use a domain adaptation"):
-        _train(fast, tmp_path, "m")
+        train_da(fast, tmp_path, "m")
     assert not (tmp_path / "m").exists()
 
 
 def test_a_label_budget_trains_on_k_images_per_class(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(params, tmp_path, **{"train.target_labels": 2, "train.epochs": 1})
-    result = _train(fast, tmp_path, "m")
+    fast = fast_da(params, tmp_path, **{"train.target_labels": 2, "train.epochs": 1})
+    result = train_da(fast, tmp_path, "m")
     assert result.epochs_run == 1
     info = read_json(tmp_path / "m" / "train.json")
     assert info["labeled_images"] == 6  # 2 per class, 3 classes
@@ -160,7 +131,7 @@ def test_a_label_budget_trains_on_k_images_per_class(
 def test_domain_adaptation_needs_the_source(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(params, tmp_path, **{"train.strategy": "coral"})
+    fast = fast_da(params, tmp_path, **{"train.strategy": "coral"})
     inputs = {"dataset": tmp_path / "target_ingest", "report": tmp_path / "target_report"}
     with pytest.raises(ValueError, match="--source-dataset"):
         run_step("train", fast, inputs, {"model": tmp_path / "m"})
@@ -185,28 +156,28 @@ def test_the_budget_draw_is_per_class_seeded_and_stable() -> None:
 def test_multitask_trains_a_head_per_domain_and_registers_the_target_one(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(params, tmp_path, **{"train.strategy": "multitask"})
-    result = _train(fast, tmp_path, "m")
+    fast = fast_da(params, tmp_path, **{"train.strategy": "multitask"})
+    result = train_da(fast, tmp_path, "m")
     rows = read_json(tmp_path / "m" / "history.json")
     assert result.epochs_run == 2
     assert all(row["loss_target"] > 0 and row["loss_source"] > 0 for row in rows)
     state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)["state_dict"]
     assert not any("source_head" in key for key in state)  # a means of training, not shipped
     assert read_json(tmp_path / "m" / "train.json")["selection"] == "target val"
-    zero = _fast(params, tmp_path, **{"train.strategy": "multitask", "train.target_labels": 0})
+    zero = fast_da(params, tmp_path, **{"train.strategy": "multitask", "train.target_labels": 0})
     with pytest.raises(ValueError, match="target_labels is 0"):
-        _train(zero, tmp_path, "z")
+        train_da(zero, tmp_path, "z")
 
 
 def test_a_source_only_reference_is_trained_and_scored_in_the_same_run(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(
+    fast = fast_da(
         params,
         tmp_path,
         **{"train.strategy": "mcc", "train.epochs": 1, "train.da.reference": True},
     )
-    _train(fast, tmp_path, "m")
+    train_da(fast, tmp_path, "m")
     assert (tmp_path / "m" / "reference.pt").is_file()
     evaluation = _evaluate(fast, tmp_path, "m")
     assert 0 <= evaluation["source_only_reference"]["accuracy"] <= 1
@@ -221,9 +192,9 @@ def test_a_source_only_reference_is_trained_and_scored_in_the_same_run(
 def test_distill_a_small_student_from_a_trained_teacher(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    teacher = _fast(params, tmp_path, **{"train.epochs": 1})
-    _train(teacher, tmp_path, "teacher")
-    student = _fast(
+    teacher = fast_da(params, tmp_path, **{"train.epochs": 1})
+    train_da(teacher, tmp_path, "teacher")
+    student = fast_da(
         params,
         tmp_path,
         **{
@@ -235,7 +206,7 @@ def test_distill_a_small_student_from_a_trained_teacher(
             "model.pretrained": False,
         },
     )
-    _train(student, tmp_path, "student")
+    train_da(student, tmp_path, "student")
     rows = read_json(tmp_path / "student" / "history.json")
     assert all(row["loss_kd"] >= 0 for row in rows)
     info = read_json(tmp_path / "student" / "train.json")
@@ -250,21 +221,21 @@ def test_distill_a_small_student_from_a_trained_teacher(
 def test_distill_without_a_teacher_or_champion_is_a_clear_error(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    student = _fast(params, tmp_path, **{"train.strategy": "distill"})
+    student = fast_da(params, tmp_path, **{"train.strategy": "distill"})
     with pytest.raises(ValueError, match="no champion to distill from"):
-        _train(student, tmp_path, "m")
-    architecture = _fast(
+        train_da(student, tmp_path, "m")
+    architecture = fast_da(
         params, tmp_path, **{"train.strategy": "distill", "train.distill.teacher": "timm:resnet18"}
     )
     with pytest.raises(ValueError, match="a teacher is a trained model"):
-        _train(architecture, tmp_path, "m")
+        train_da(architecture, tmp_path, "m")
     assert not (tmp_path / "m").exists()
 
 
 def test_autoencoder_pretrains_the_encoder_then_fine_tunes(
     params: Params, domains: dict[str, Path], tmp_path: Path
 ) -> None:
-    fast = _fast(
+    fast = fast_da(
         params,
         tmp_path,
         **{
@@ -276,14 +247,14 @@ def test_autoencoder_pretrains_the_encoder_then_fine_tunes(
             "model.pretrained": False,
         },
     )
-    _train(fast, tmp_path, "a")
+    train_da(fast, tmp_path, "a")
     pretraining = read_json(tmp_path / "a" / "pretraining.json")
     assert [row["epoch"] for row in pretraining] == [1, 2]  # counted from 1, as everywhere
     losses = [row["ae_reconstruction_loss"] for row in pretraining]
     assert np.isfinite(losses).all() and losses[1] < losses[0]  # it learns to reconstruct
     assert read_json(tmp_path / "a" / "train.json")["init"] == "random"
     # deterministic: the same pretraining and fine-tuning again give the same weights
-    _train(fast, tmp_path, "b")
+    train_da(fast, tmp_path, "b")
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)

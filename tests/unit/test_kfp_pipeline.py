@@ -288,6 +288,29 @@ def test_domain_adaptation_ingests_and_validates_the_source_for_train(
     assert evaluate["source_dataset"]["taskOutputArtifact"]["producerTask"] == "ingest-data-2"
 
 
+@pytest.mark.parametrize("pipeline", ["training", "retraining"])
+def test_a_search_puts_tune_before_train_which_takes_its_best_params(
+    pipeline: str, params: Params, tmp_path: Path
+) -> None:
+    def every_task(path: Path) -> dict[str, Any]:  # the root's and every branch's (dsl.If)
+        spec = _documents(path)[0]
+        dags = [spec["root"], *spec["components"].values()]
+        return {k: v for dag in dags for k, v in dag.get("dag", {}).get("tasks", {}).items()}
+
+    searched = apply_overrides(params, {"tune.trials": 4})
+    plain = every_task(compile_pipeline(params, tmp_path / "plain.yaml", pipeline))
+    assert not any(name.startswith("tune") for name in plain)
+    tasks = every_task(compile_pipeline(searched, tmp_path / "tuned.yaml", pipeline))
+    tune = next(name for name in tasks if name.startswith("tune"))  # the retrain branch's
+    train = next(name for name in tasks if name == "train" or name.startswith("train-"))
+    assert tune in tasks[train]["dependentTasks"]
+    tuned = tasks[train]["inputs"]["artifacts"]["tuned"]["taskOutputArtifact"]
+    assert tuned == {"producerTask": tune, "outputArtifactKey": "tuned"}
+    # the tune task gets what train reads (its data, its validation) and its checkpoint root
+    assert {"dataset", "report"} <= set(tasks[tune]["inputs"]["artifacts"])
+    assert "checkpoint_root" in tasks[tune]["inputs"]["parameters"]
+
+
 def test_pipelines_build_without_the_training_stack(tmp_path: Path) -> None:
     # `tlops run`'s own process, `tlops compile` and the scheduler build the graph from the
     # strategies' declared needs: torch, pandas and the rest load in the tasks, not there

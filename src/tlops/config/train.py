@@ -32,6 +32,22 @@ class EarlyStopping(Section):
     patience: int = Field(ge=1)
 
 
+class Selection(Section):
+    """``train.selection``: what "best" means when no target label may be read.
+
+    With ``train.target_labels: 0`` the best epoch (and the ``tune`` step's best trial) is
+    picked by ``criterion``: ``source`` (the source validation split's
+    ``early_stopping.metric``: the source risk) or a label-free criterion of
+    :mod:`tlops.evaluate.criteria` (``entropy``, ``snd``, ``iwv``, ``dev``). With target labels
+    the target validation split decides, whatever this says.
+    """
+
+    criterion: Literal["source", "entropy", "snd", "iwv", "dev"]
+    # target training images (and source validation images) the criterion reads each epoch, a
+    # seeded draw: its cost per epoch stays bounded on a large target set
+    max_images: int = Field(ge=2)
+
+
 TargetLabels = Literal["all"] | Annotated[int, Field(ge=0)]
 
 
@@ -84,6 +100,7 @@ class TrainConfig(Section):
     trainable_stages: int | None  # top backbone stages trained by finetune; null = all
     unfreeze_milestones: dict[int, int | None]  # epoch -> trainable stages from then on
     early_stopping: EarlyStopping
+    selection: Selection
     class_weights: Literal["none", "balanced"]
     augment: AugmentConfig
     eval_batch_size: int = Field(ge=1)  # validation batches each epoch

@@ -16,6 +16,7 @@ from tlops.steps import (
     register_model,
     select_labels,
     train,
+    tune,
     validate_data,
 )
 
@@ -24,6 +25,7 @@ STEPS: tuple[StepSpec, ...] = (
     ingest_data.STEP,
     validate_data.STEP,
     extract_features.STEP,
+    tune.STEP,
     train.STEP,
     evaluate.STEP,
     register_model.STEP,

@@ -13,6 +13,7 @@ version, aliases) and ``summary.md``.
 from __future__ import annotations
 
 import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,8 @@ def _resolve(params: Params, io: StepIO) -> _Inputs:
         tags["unlabeled_data_version"] = str(ingest["unlabeled"]["data_version"])
     if hold is not None:
         tags[HELD_TAG] = HELD_UNLABELED
+    if train_info.get("tuned"):  # the tune step's best params it was trained with
+        tags["tuned"] = json.dumps(train_info["tuned"]["params"], sort_keys=True)
     champion_info = evaluation.get("champion") or {}
     compared_with = evaluation.get("champion_version", champion_info.get("version"))
     return _Inputs(

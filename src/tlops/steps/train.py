@@ -13,18 +13,16 @@ with the same data, params and init resumes from it and ends with the same metri
 
 from __future__ import annotations
 
-import csv
+import json
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tlops.config import Params
-from tlops.io import atomic_dir, read_json, write_json
+from tlops.io import read_json
 from tlops.layout import (
     FEATURES_FILE,
-    MODEL_FILE,
     NUMERICS_CACHE,
     PROGRESS_PREFIX,
     TRAIN_FILE,
@@ -33,6 +31,7 @@ from tlops.runner.spec import Arg, Port, StepIO, StepResult, StepSpec, Tracking
 from tlops.steps.ingest_data import dataset_input
 from tlops.steps.validate_data import report_input
 from tlops.tracking import lifecycle
+from tlops.training.selection import SCORE
 from tlops.training.strategies import get_strategy
 
 # Importing a step module is cheap (the pipeline is built from its declaration, STEP): torch
@@ -40,7 +39,6 @@ from tlops.training.strategies import get_strategy
 if TYPE_CHECKING:
     import torch
 
-    from tlops.models.model import TransferModel
     from tlops.training.distributed import Group
     from tlops.training.loop import EpochCallback, TrainOutcome
     from tlops.training.prepare import Setup
@@ -57,6 +55,8 @@ def progress(epochs: int, log: EpochCallback | None) -> EpochCallback:
         for key in ("val_accuracy", "val_macro_f1", "val_loss"):
             if key in row:
                 parts.append(f"{key.replace('_', ' ', 1)} {row[key]:.4f}")
+        if SCORE in row:  # the label-free criterion that picks the best epoch
+            parts.append(f"selection score {row[SCORE]:.4f}")
         parts.append(f"{row['epoch_seconds']:.1f} s")
         sys.stderr.write(f"{PROGRESS_PREFIX}{int(row['epoch']) + 1}/{epochs}: {', '.join(parts)}\n")
         sys.stderr.flush()
@@ -87,9 +87,10 @@ def run(params: Params, io: StepIO) -> StepResult:
     """
     from tlops.runtime import resolve_device, torchrun_rank
     from tlops.training.distributed import check_strategy, process_group
-    from tlops.training.start import for_change
+    from tlops.training.start import for_change, tuned
 
     params = for_change(params, io.inputs.get("change"))  # an adapt run: the label-free strategy
+    params, search = tuned(params, io.inputs.get("tuned"))  # the tune step's best params
     dp = params.train.distributed
     if dp.world_size > 1 and torchrun_rank() is None:
         from tlops.runner import launch, trainjob
@@ -102,35 +103,29 @@ def run(params: Params, io: StepIO) -> StepResult:
         return trained_result(read_json(io.outputs["model"] / TRAIN_FILE), io.outputs["model"])
     device = resolve_device(params.runtime.device)
     with process_group(dp, device) as group:
-        return _train(params, io, group, group.device if group is not None else device)
+        return _train(params, io, group, group.device if group is not None else device, search)
 
 
-# TrainOutcome's fields that only this run measured: in step.json, not train.json
-RUN_FACTS = ("history", "seconds", "train_images_per_s", "resumed_from_epoch")
+def objective_line(outcome: TrainOutcome) -> str:
+    """``train: <metric>=<value>``: the best epoch's figure, as a Katib trial reports it.
 
-
-def run_facts(setup: Setup, outcome: TrainOutcome) -> dict[str, Any]:
-    """What this run measured, for step.json: times, speed, the numerics choice and its why."""
-    return {
-        "train_seconds": outcome.seconds,
-        "resumed_from_epoch": outcome.resumed_from_epoch,
-        "train_images_per_s": outcome.train_images_per_s,
-        "epoch_seconds": [row.get("epoch_seconds") for row in outcome.history],
-        "numerics_choice": setup.choice.as_dict(),
-        "numerics_described": setup.choice.describe(),
-    }
+    Katib's StdOut collector reads ``name=value`` from the log of a tune trial (the
+    Experiment's objective is this metric, :mod:`tlops.runner.katib`).
+    """
+    return f"train: {outcome.metric}={outcome.best_metric:.6g}"
 
 
 def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
     """The step's result from its ``train.json`` (this process's, or rank 0's after a launch)."""
     facts = lifecycle.run_facts(out_dir)
-    world = summary["world_size"]
+    world, tuned = summary["world_size"], summary.get("tuned")
     resumed = facts.get("resumed_from_epoch")
     return StepResult(
         f"train: {summary['strategy']}{f' on {world} processes' if world > 1 else ''}, "
         f"{summary['epochs_run']} epoch(s), best epoch {summary['best_epoch']} "
-        f"({summary['best_metric']:.4f})"
+        f"({summary.get('metric', 'val')} {summary['best_metric']:.4f})"
         + (f", resumed after epoch {resumed}" if resumed else "")
+        + (f", params of tune trial {tuned['best_trial']}" if tuned else "")
         + (f", {facts['numerics_described']}" if facts.get("numerics_described") else "")
         + f" -> {out_dir}",
         metadata={
@@ -146,9 +141,16 @@ def trained_result(summary: dict[str, Any], out_dir: Path) -> StepResult:
     )
 
 
-def _train(params: Params, io: StepIO, group: Group | None, device: torch.device) -> StepResult:
+def _train(
+    params: Params,
+    io: StepIO,
+    group: Group | None,
+    device: torch.device,
+    search: dict[str, Any] | None = None,
+) -> StepResult:
     """:func:`run` in this process (alone, or one of a data-parallel group)."""
     from tlops.models.numerics import fall_back
+    from tlops.training import record
     from tlops.training.loop import fit
     from tlops.training.prepare import fit_context, prepare
 
@@ -176,89 +178,22 @@ def _train(params: Params, io: StepIO, group: Group | None, device: torch.device
         fall_back(
             setup.choice, outcome.fallback, params.extract_features.cache_dir / NUMERICS_CACHE
         )
+    sys.stderr.write(objective_line(outcome) + "\n")
     stop = outcome.stop_reason(params.train)
     if stop:
         sys.stderr.write(f"train: {stop}\n")
     setup.model.cpu()
     extra = setup.strategy.extra_models(fit_context(params, setup, device))
-    summary = _summary(params, setup, outcome, group)
-    _write(params, io.outputs["model"], setup, outcome, summary, extra)
-    lifecycle.write_run_facts(io.outputs["model"], run_facts(setup, outcome))
+    summary = record.summary(params, setup, outcome, group)
+    summary["tuned"] = search  # the tune step's best params this run trained with
+    record.write_model(params, io.outputs["model"], setup, outcome, summary, extra)
+    lifecycle.write_run_facts(io.outputs["model"], record.run_facts(setup, outcome))
     # Checkpoints exist to resume an interrupted run; a finished one must not be "resumed" by
     # the next identical run, which should train (and reproduce) for real.
     shutil.rmtree(setup.checkpoints, ignore_errors=True)
     if io.run is not None:
         _log(io, setup, outcome, summary)
     return trained_result(summary, io.outputs["model"])
-
-
-def _summary(
-    params: Params, setup: Setup, outcome: TrainOutcome, group: Group | None
-) -> dict[str, Any]:
-    """``train.json``: what trained, on what, how it went and in which numerics."""
-    cfg, data = params.train, setup.data
-    selection = "target val" if data.val is not None or data.val_features else "source val"
-    return {
-        "strategy": cfg.strategy,
-        "target_labels": cfg.target_labels,
-        "labeled_images": len(data.train_labels()),
-        "target_images": len(data.train) if data.train is not None else None,
-        "unlabeled_data_version": setup.unlabeled,
-        "selection": selection,
-        "teacher": data.teacher,
-        "backbone": params.model.backbone,
-        "init": setup.model.weights,
-        "classes": setup.classes,
-        "data_version": setup.ingest["data_version"],
-        "source_data_version": setup.source_version,
-        "run_key": setup.key,
-        # what this run measured (times, speeds) is not part of the output: run_facts()
-        **{k: v for k, v in asdict(outcome).items() if k not in RUN_FACTS},
-        # epochs count from 1 in every record and view (the loop's own index starts at 0)
-        "best_epoch": outcome.best_epoch + 1,
-        "epochs_run": len(outcome.history),
-        "stop_reason": outcome.stop_reason(params.train),
-        "world_size": group.world if group is not None else 1,
-        "backend": group.backend if group is not None else None,
-        "batchnorm": setup.batchnorm,
-    }
-
-
-def _write(
-    params: Params,
-    out_dir: Path,
-    setup: Setup,
-    outcome: TrainOutcome,
-    summary: dict[str, Any],
-    extra: dict[str, TransferModel],
-) -> None:
-    """The ``model`` output, all at once: weights, history, curves, train.json, extra models."""
-    import torch
-
-    from tlops.evaluate.plots import training_curves_png
-    from tlops.training.loop import counted_from_one
-
-    pretraining = setup.strategy.pretraining_metrics()
-    with atomic_dir(out_dir) as staging:
-        torch.save(setup.model.checkpoint(), staging / MODEL_FILE)
-        history = counted_from_one(outcome.history)
-        write_json(staging / "history.json", history)
-        if pretraining:
-            write_json(staging / "pretraining.json", counted_from_one(pretraining))
-        with (staging / "history.csv").open("w", newline="", encoding="utf-8") as handle:
-            if history:
-                writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-                writer.writeheader()
-                writer.writerows(history)
-        if history:
-            training_curves_png(
-                history,
-                staging / "training_curves.png",
-                f"{params.train.strategy} · {params.model.backbone}",
-            )
-        write_json(staging / TRAIN_FILE, summary)
-        for name, model in extra.items():
-            torch.save(model.checkpoint(), staging / name)
 
 
 def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any]) -> None:
@@ -276,6 +211,7 @@ def _log(io: StepIO, setup: Setup, outcome: TrainOutcome, summary: dict[str, Any
             "target_labels": str(summary["target_labels"]),
             **({"teacher": summary["teacher"]} if summary["teacher"] else {}),
             "selection": summary["selection"],
+            **({"tuned": json.dumps(summary["tuned"]["params"])} if summary["tuned"] else {}),
             "numerics": outcome.numerics,
             "numerics.source": choice.source,
             "numerics.reason": choice.reason,
@@ -359,6 +295,13 @@ STEP = StepSpec(
             producer=("detect_change", "change"),
             optional=True,
         ),
+        Port(
+            "tuned",
+            "Artifact",
+            "Output of tune (tune.trials > 0): its best params override train's.",
+            producer=("tune", "tuned"),
+            optional=True,
+        ),
     ),
     outputs=(
         Port(
@@ -378,6 +321,8 @@ STEP = StepSpec(
         "tlops.training.prepare",
         "tlops.training.provide",
         "tlops.training.start",
+        "tlops.training.record",
+        "tlops.training.selection",
         "tlops.training.calibration",
         "tlops.training.contexts",
         "tlops.training.loop",

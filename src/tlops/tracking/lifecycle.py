@@ -31,6 +31,8 @@ RUNNER_ENV = "TLOPS_RUNNER"
 # the run a data-parallel launch continues: the train task that started torchrun (or a
 # TrainJob) opened it and recorded the inputs; rank 0 of the processes logs into it
 RUN_ID_ENV = "TLOPS_MLFLOW_RUN_ID"
+# the run a tune trial on Katib is nested under (tlops.runner.katib sets it in the trial's pod)
+PARENT_RUN_ENV = "TLOPS_PARENT_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class RunLog:
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         """Log finite metrics."""
         runs.log_metrics(self.params.tracking, self.run_id, values, step)
+
+    def log_params(self, values: Mapping[str, Any]) -> None:
+        """Log params (a child run's draw: the pipeline's run has its params already)."""
+        runs.log_params(self.params.tracking, self.run_id, values)
 
     def tags(self, values: Mapping[str, Any]) -> None:
         """Set tags."""
@@ -115,6 +121,8 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
     }
     if "data_version.target" in versions:
         tags["data_version"] = versions["data_version.target"]
+    if os.environ.get(PARENT_RUN_ENV):  # a Katib trial: nested under the pipeline's run
+        tags["mlflow.parentRunId"] = os.environ[PARENT_RUN_ENV]
     strategy, backbone = params.train.strategy, params.model.backbone
     run_id = runs.start_run(params.tracking, strategy, params.to_flat_dict(), tags)
     run = RunLog(params, run_id)
@@ -124,6 +132,12 @@ def open_run(params: Params, inputs: Mapping[str, Path]) -> RunLog:
     run.tags({RUN_NAME_TAG: name, "release": str(release).lower()})
     record_inputs(run, inputs)
     return run
+
+
+def child_run(parent: RunLog, name: str, tags: Mapping[str, str]) -> RunLog:
+    """A run nested under ``parent`` (a tune trial), in the same experiment."""
+    run_id = runs.start_child_run(parent.params.tracking, parent.run_id, name, tags)
+    return RunLog(parent.params, run_id)
 
 
 def join_run(params: Params, inputs: Mapping[str, Path]) -> RunLog | None:

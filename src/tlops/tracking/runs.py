@@ -191,6 +191,26 @@ def start_run(
     return str(run.info.run_id)
 
 
+def start_child_run(
+    cfg: TrackingConfig, parent_id: str, run_name: str, tags: Mapping[str, str]
+) -> str:
+    """Create a run nested under ``parent_id`` (the UI shows it below its parent)."""
+    mlflow_client = client(cfg)
+    experiment_id = mlflow_client.get_run(parent_id).info.experiment_id
+    nested = {"mlflow.parentRunId": parent_id, **tags}
+    run = mlflow_client.create_run(experiment_id, run_name=run_name, tags=nested)
+    return str(run.info.run_id)
+
+
+def log_params(cfg: TrackingConfig, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log params (values as strings, cut to MLflow's limit)."""
+    from mlflow.entities import Param
+
+    items = [Param(key, str(value)[:6000]) for key, value in params.items()]
+    if items:
+        client(cfg).log_batch(run_id, params=items)
+
+
 # Where MLflow shows a metric: its charts put each prefix before "/" in a section of its own,
 # so the per-epoch curves (train/, val/) are not lost among single-value bars. The UI sorts the
 # sections (and the compare page its rows) by name, so every group is named to sort after the
@@ -204,6 +224,7 @@ METRIC_GROUPS: tuple[tuple[str, str], ...] = (
     ("source_only_test_", "test_source_only/"),
     ("test_", "test/"),
     ("val_", "val/"),
+    ("select_", "val/select_"),
     ("train_", "train/"),
     ("loss_", "train/loss_"),
     ("step_seconds.", "time/step_seconds."),

@@ -255,6 +255,7 @@ class Loop:
             "epoch_seconds": epoch_seconds,
             **strategy.epoch_terms(),
             **val_metrics(logits, labels, len(model.classes)),
+            **strategy.selection(model, self.data, self.device),
         }
         if group is not None:  # rank 0's figures decide, so every process stops together
             row = group.broadcast(row)

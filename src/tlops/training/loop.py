@@ -72,6 +72,7 @@ class TrainOutcome:
     train_images_per_s: float
     numerics: str  # the spec of what trained (fp32 after a fallback)
     fallback: str | None = None  # why reduced precision was abandoned, if it was
+    metric: str = "val_accuracy"  # the row key that picked the best epoch
 
     def stop_reason(self, cfg: TrainConfig) -> str | None:
         """Why training ended before ``train.epochs`` (None: it ran them all)."""
@@ -79,7 +80,7 @@ class TrainOutcome:
             return None
         stopping, ran = cfg.early_stopping, len(self.history)
         return (
-            f"stopped early after epoch {ran} of {cfg.epochs}: {stopping.metric} did not "
+            f"stopped early after epoch {ran} of {cfg.epochs}: {self.metric} did not "
             f"improve on epoch {self.best_epoch + 1}'s {self.best_metric:.4f} for "
             f"{ran - self.best_epoch - 1} epochs (train.early_stopping.patience "
             f"{stopping.patience})"
@@ -118,16 +119,15 @@ def fit(
         device: Where to train.
         on_epoch: Called with the metrics of every ``strategy.log_every``-th epoch and the last.
         numerics: Precision, memory layout and compilation (see :mod:`tlops.models.numerics`).
-        group: The data-parallel group under torchrun (None: one process). Each process trains
-            on its shard of every global batch through DDP; rank 0 alone writes the
-            checkpoints and calls ``on_epoch`` (see :mod:`tlops.training.distributed`).
+        group: The data-parallel group under torchrun (None: one process); rank 0 alone
+            writes the checkpoints and calls ``on_epoch`` (:mod:`tlops.training.distributed`).
         batchnorm: ``batch``, ``sync`` or ``frozen``
             (:func:`tlops.training.distributed.batchnorm_mode`).
         probe: The fp32 probe's first validation row (:func:`tlops.training.calibration.
             probe_fp32`): a reduced-precision first epoch must keep up with it.
 
     Returns:
-        The history and best epoch; ``model`` holds the best epoch's weights.
+        The history and best epoch (``strategy.selection_metric()``); ``model`` has its weights.
 
     Raises:
         NonFiniteLoss: The loss is NaN or infinite in fp32.
@@ -147,7 +147,8 @@ def fit(
         model.compile()  # in place: the state dict keeps its keys
     # in this order: an epoch's report reads the early stop it decided, and is made before the
     # epoch's checkpoint is written (see tlops.training.callbacks)
-    early = EarlyStopping(cfg.early_stopping.metric, cfg.early_stopping.patience)
+    metric = strategy.selection_metric()  # or a label-free criterion (train.selection)
+    early = EarlyStopping(metric, cfg.early_stopping.patience)
     checkpoint = Checkpoint(checkpoint_dir, fingerprint)
     report = [EpochLog(on_epoch, strategy.log_every)] if on_epoch is not None else []
     guard = [AccuracyGuard(probe, cfg.early_stopping.metric)] if probe is not None else []
@@ -164,4 +165,5 @@ def fit(
         train_images_per_s=loop.trained / loop.train_seconds if loop.train_seconds else 0.0,
         numerics=loop.numerics.spec,  # fp32 after a fallback
         fallback=fallback.reason,
+        metric=metric,
     )

@@ -8,11 +8,11 @@ the same architecture).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tlops.config import Params
 from tlops.io import read_json
-from tlops.layout import CHANGE_FILE
+from tlops.layout import CHANGE_FILE, TUNED_FILE
 from tlops.plugins import Need
 from tlops.training.strategies import Strategy
 
@@ -35,6 +35,24 @@ def for_change(params: Params, change_dir: Path | None) -> Params:
     if not overrides:
         return params
     return apply_overrides(params, overrides, f"{change_dir / CHANGE_FILE} (overrides)")
+
+
+def tuned(params: Params, tuned_dir: Path | None) -> tuple[Params, dict[str, Any] | None]:
+    """The params with the ``tune`` step's best params applied, and what was applied.
+
+    No ``tune`` before the step, or a search where no trial completed: the params as they
+    are (and None).
+    """
+    if tuned_dir is None:
+        return params, None
+    from tlops.config.load import apply_overrides
+
+    study = read_json(tuned_dir / TUNED_FILE)
+    if not study.get("params"):
+        return params, None
+    applied = apply_overrides(params, study["params"], f"{tuned_dir / TUNED_FILE} (best trial)")
+    record = {k: study[k] for k in ("params", "best_trial", "best_value", "metric", "engine")}
+    return applied, record
 
 
 def warm_start(params: Params, strategy: Strategy, change_dir: Path | None) -> str | None:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from tlops import plugins
 from tlops.data.budget import UNLABELED
-from tlops.plugins import Need, NeedsFn, StrategyDecl
+from tlops.plugins import Dim, Need, NeedsFn, Space, StrategyDecl
 from tlops.training.contexts import EvalContext, EvalExtras, FitContext, TrainData, domain_distance
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ else:
     nn = lazy("torch.nn")
     tensors = lazy("tlops.data.tensors")
 
-__all__ = ["UNLABELED", "Need", "Schedule", "Strategy", "TrainData", "strategy"]
+__all__ = ["UNLABELED", "Dim", "Need", "Schedule", "Space", "Strategy", "TrainData", "strategy"]
 
 S = TypeVar("S", bound="type[Strategy]")
 
@@ -100,6 +100,9 @@ class Strategy(ABC):
     own_source_head: ClassVar[bool] = False  # the source's labels are its own classes
     # learns from target images whose label it cannot use (data.target_unlabeled's are added)
     uses_unlabeled: ClassVar[bool] = False
+    # what the tune step searches: train param (dotted below train) -> its range; a strategy
+    # declares its own params and the shared ones it cares about (none: it cannot be tuned)
+    space: ClassVar[Space] = {}
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
@@ -249,6 +252,16 @@ class Strategy(ABC):
         self, model: TransferModel, data: TrainData, device: torch.device
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Validation logits (CPU, float32) and labels, for early stopping and the best epoch."""
+
+    def selection_metric(self) -> str:
+        """The row key that picks the best epoch: ``train.early_stopping.metric`` by default."""
+        return str(self.cfg.early_stopping.metric)
+
+    def selection(
+        self, model: TransferModel, data: TrainData, device: torch.device
+    ) -> dict[str, float]:
+        """Figures of the epoch's model beside the validation's (none by default)."""
+        return {}
 
     def after_step(self, model: TransferModel, optimizer: torch.optim.Optimizer) -> None:
         """Called after every optimiser step.

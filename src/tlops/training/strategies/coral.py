@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.training.strategies.source_only import SourceOnly, adaptation, losses
+from tlops.training.strategies.source_only import Dim, SourceOnly, Space, adaptation, losses
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +24,10 @@ class Coral(SourceOnly):
     """Match the covariances of source and target features (Sun & Saenko 2016)."""
 
     uses_unlabeled: ClassVar[bool] = True
+    space: ClassVar[Space] = {
+        **SourceOnly.space,
+        "coral.weight": Dim(0.1, 100.0, log=True),
+    }
 
     def domain_term(
         self, source: torch.Tensor, target: torch.Tensor, target_logits: torch.Tensor

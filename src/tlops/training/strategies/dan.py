@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.training.strategies.source_only import SourceOnly, adaptation, losses
+from tlops.training.strategies.source_only import Dim, SourceOnly, Space, adaptation, losses
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +26,10 @@ class Dan(SourceOnly):
     """Multi-kernel MMD between the source and target features (Long et al. 2015)."""
 
     uses_unlabeled: ClassVar[bool] = True
+    space: ClassVar[Space] = {
+        **SourceOnly.space,
+        "dan.weight": Dim(0.1, 10.0, log=True),
+    }
 
     def domain_term(
         self, source: torch.Tensor, target: torch.Tensor, target_logits: torch.Tensor

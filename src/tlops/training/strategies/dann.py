@@ -14,7 +14,7 @@ from pydantic import Field
 
 from tlops.config import StrategyParams
 from tlops.training.strategies.base import TrainData
-from tlops.training.strategies.source_only import SourceOnly, adaptation, losses
+from tlops.training.strategies.source_only import Dim, SourceOnly, Space, adaptation, losses
 
 if TYPE_CHECKING:
     import torch
@@ -40,6 +40,10 @@ class Dann(SourceOnly):
     """A domain discriminator behind gradient reversal; see the module docstring."""
 
     uses_unlabeled: ClassVar[bool] = True
+    space: ClassVar[Space] = {
+        **SourceOnly.space,
+        "dann.weight": Dim(0.03, 3.0, log=True),
+    }
 
     @property
     def params(self) -> DannParams:

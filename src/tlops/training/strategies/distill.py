@@ -22,7 +22,7 @@ from pydantic import Field
 
 from tlops.config import StrategyParams
 from tlops.training.contexts import EvalContext, EvalExtras
-from tlops.training.strategies.base import Need, TrainData, strategy
+from tlops.training.strategies.base import Dim, Need, Space, TrainData, strategy
 from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
@@ -62,6 +62,11 @@ class Distill(FineTune):
     """A student trained on a teacher's soft targets and the labels; see the module docstring."""
 
     uses_unlabeled: ClassVar[bool] = True
+    space: ClassVar[Space] = {
+        **FineTune.space,
+        "distill.alpha": Dim(0.0, 1.0),
+        "distill.temperature": Dim(1.0, 8.0, log=True),
+    }
 
     @property
     def params(self) -> DistillParams:

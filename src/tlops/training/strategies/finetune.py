@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from tlops.training.strategies.base import Batch, Need, Strategy, TrainData, labeled, strategy
+from tlops.training.strategies.base import (
+    Batch,
+    Dim,
+    Need,
+    Space,
+    Strategy,
+    TrainData,
+    labeled,
+    strategy,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +40,14 @@ class FineTune(Strategy):
     ``lr x backbone_lr_mult`` (discriminative fine-tuning); per-sample random affine
     augmentation of every batch.
     """
+
+    # the optimiser's knobs: which rates, how much decay, how soft the targets
+    space: ClassVar[Space] = {
+        "lr": Dim(1e-4, 3e-2, log=True),
+        "backbone_lr_mult": Dim(0.03, 1.0, log=True),
+        "weight_decay": Dim(1e-6, 1e-2, log=True),
+        "label_smoothing": Dim(0.0, 0.2),
+    }
 
     def backbone_lr(self) -> float:
         """The backbone's learning rate."""

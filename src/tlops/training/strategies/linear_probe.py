@@ -9,7 +9,16 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.training.strategies.base import Batch, Need, Schedule, Strategy, TrainData, strategy
+from tlops.training.strategies.base import (
+    Batch,
+    Dim,
+    Need,
+    Schedule,
+    Space,
+    Strategy,
+    TrainData,
+    strategy,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +57,10 @@ class LinearProbe(Strategy):
     """
 
     log_every: ClassVar[int] = 10
+    space: ClassVar[Space] = {
+        "linear_probe.lr": Dim(1e-3, 1e-1, log=True),
+        "linear_probe.weight_decay": Dim(1e-6, 1e-2, log=True),
+    }
 
     @property
     def params(self) -> LinearProbeParams:

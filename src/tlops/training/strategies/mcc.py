@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.training.strategies.source_only import SourceOnly, adaptation, losses
+from tlops.training.strategies.source_only import Dim, SourceOnly, Space, adaptation, losses
 
 if TYPE_CHECKING:
     import torch
@@ -25,6 +25,11 @@ class Mcc(SourceOnly):
     """Minimum class confusion on the target predictions (Jin et al. 2020)."""
 
     uses_unlabeled: ClassVar[bool] = True
+    space: ClassVar[Space] = {
+        **SourceOnly.space,
+        "mcc.weight": Dim(0.1, 10.0, log=True),
+        "mcc.temperature": Dim(1.0, 5.0),
+    }
 
     def domain_term(
         self, source: torch.Tensor, target: torch.Tensor, target_logits: torch.Tensor

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from tlops.config import StrategyParams
-from tlops.training.strategies.base import Need, TrainData, labeled, strategy
+from tlops.training.strategies.base import Dim, Need, Space, TrainData, labeled, strategy
 from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class MultiTask(FineTune):
     """Target and source tasks on a shared backbone; see the module docstring."""
 
     own_source_head: ClassVar[bool] = True
+    space: ClassVar[Space] = {**FineTune.space, "multitask.source_weight": Dim(0.1, 2.0, log=True)}
 
     @property
     def params(self) -> MultiTaskParams:

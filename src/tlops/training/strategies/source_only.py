@@ -12,7 +12,9 @@ per class).
 The domain term's weight rises with Ganin et al.'s ramp over the run (``train.da.ramp_gamma``).
 Without target labels (budget 0) no target label is read before evaluation: the best epoch
 and early stopping use the **source validation split** (the "source risk" criterion of
-You et al. 2019, *Towards Accurate Model Selection in Deep Unsupervised Domain Adaptation*).
+You et al. 2019, *Towards Accurate Model Selection in Deep Unsupervised Domain Adaptation*),
+or the label-free criterion ``train.selection.criterion`` names
+(:mod:`tlops.training.selection`).
 With ``train.da.reference`` an adaptation run also trains ``source_only`` on the same data,
 budget and seed, and evaluate scores both.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -29,7 +31,15 @@ from pydantic import BaseModel, Field
 from tlops.config import StrategyParams
 from tlops.layout import REFERENCE_FILE
 from tlops.training.contexts import EvalContext, EvalExtras, FitContext
-from tlops.training.strategies.base import UNLABELED, Need, TrainData, class_weights, strategy
+from tlops.training.strategies.base import (
+    UNLABELED,
+    Dim,
+    Need,
+    Space,
+    TrainData,
+    class_weights,
+    strategy,
+)
 from tlops.training.strategies.finetune import FineTune
 
 if TYPE_CHECKING:
@@ -66,7 +76,7 @@ ADAPTATION = frozenset({Need.IMAGES, Need.SOURCE})
 SECTIONS = {"da": DomainAdaptation}
 # A step's batch: the uint8 images of source then target, and their labels (UNLABELED for a
 # target image whose label is not used); the first `n_source` rows are the source batch.
-__all__ = ["ADAPTATION", "DomainAdaptation", "SourceOnly", "adaptation", "losses"]
+__all__ = ["ADAPTATION", "Dim", "DomainAdaptation", "SourceOnly", "Space", "adaptation", "losses"]
 DaBatch = tuple["torch.Tensor", "torch.Tensor", int]
 NOT_DATA_PARALLEL = (
     "its steps pair a source batch with a target batch, and the domain losses (MMD, CORAL, "
@@ -83,6 +93,14 @@ def adaptation(name: str, params: type[StrategyParams] | None = None) -> Any:
 @adaptation("source_only")
 class SourceOnly(FineTune):
     """Fine-tune on the labeled source domain (and the target labels the budget allows)."""
+
+    # the optimiser's rates and how fast the domain term ramps in (a subclass adds its weight)
+    space: ClassVar[Space] = {
+        "lr": Dim(1e-4, 3e-2, log=True),
+        "backbone_lr_mult": Dim(0.03, 1.0, log=True),
+        "weight_decay": Dim(1e-6, 1e-2, log=True),
+        "da.ramp_gamma": Dim(1.0, 20.0, log=True),
+    }
 
     @property
     def da(self) -> DomainAdaptation:
@@ -176,6 +194,28 @@ class SourceOnly(FineTune):
             model, split, self.cfg.eval_batch_size, device, self.validation_numerics
         )
         return logits, split.labels
+
+    def label_free(self) -> bool:
+        """No target label may be read and a label-free criterion picks the best epoch."""
+        return self.cfg.target_labels == 0 and self.cfg.selection.criterion != "source"
+
+    def selection_metric(self) -> str:
+        """:data:`tlops.training.selection.SCORE` without target labels, unless ``source``."""
+        if self.label_free():
+            from tlops.training.selection import SCORE
+
+            return SCORE
+        return super().selection_metric()
+
+    def selection(
+        self, model: TransferModel, data: TrainData, device: torch.device
+    ) -> dict[str, float]:
+        """Every label-free criterion of the epoch's model (``train.selection``)."""
+        if not self.label_free():
+            return {}
+        from tlops.training.selection import epoch_criteria
+
+        return epoch_criteria(model, data, self.cfg, device, self.validation_numerics)
 
     def extra_models(self, ctx: FitContext) -> dict[str, TransferModel]:
         """With ``train.da.reference``: ``source_only`` on the same data, budget and seed.
