@@ -224,6 +224,11 @@ def test_the_experiment_manifest_is_what_katibs_api_models_accept(tmp_path: Path
     )
     parsed = V1beta1Experiment.from_dict(manifest)
     assert parsed is not None and parsed.to_dict() == manifest  # no field it does not know
+    # its trials' Job is a core kind: the Kubernetes schemas check it as the manifests are
+    import kubernetes_validate
+
+    job = dict(manifest["spec"]["trialTemplate"]["trialSpec"], metadata={"name": "trial"})
+    kubernetes_validate.validate(job, "1.33.0", strict=True)
 
 
 def test_a_failed_experiment_fails_the_task_with_katibs_reason_and_is_deleted(

@@ -214,6 +214,21 @@ def test_the_training_runtime_gives_the_trainjob_what_the_train_task_has() -> No
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
+def test_the_tune_task_may_run_its_katib_experiment_where_it_runs() -> None:
+    """What tlops.runner.katib calls: create, read and delete Experiments, list their Trials."""
+    objects = render("dev")
+    role = _find(objects, "Role", "tlops-tune")
+    pvc = _find(objects, "PersistentVolumeClaim", "tlops-checkpoints")
+    assert role["metadata"]["namespace"] == pvc["metadata"]["namespace"]
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert {"create", "get", "delete"} <= rules[("kubeflow.org", "experiments")]
+    assert "list" in rules[("kubeflow.org", "trials")]
+    binding = _find(objects, "RoleBinding", "tlops-tune")
+    assert binding["roleRef"]["name"] == "tlops-tune"
+    assert binding["subjects"][0]["name"] == "pipeline-runner"
+
+
 def test_the_mlflow_server_is_locked_down() -> None:
     for overlay in OVERLAYS:
         rendered = render(overlay)
