@@ -8,13 +8,14 @@ criterion judges every trial), and one through the compiled pipeline as a user s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, sh
-from tests.helpers import da_inputs, fast_da, run_step, tiny_project
+from tests.helpers import da_inputs, fast_da, ingest, run_step, tiny_project, validate
 from tlops.config import Params
 from tlops.io import read_json
 
@@ -105,3 +106,27 @@ def test_a_tiny_search_runs_through_the_pipeline_as_a_user_starts_it(tmp_path: P
     assert set(json.loads(version.tags["tuned"])) == {
         "train.lr", "train.backbone_lr_mult", "train.weight_decay", "train.label_smoothing"
     }  # fmt: skip
+
+
+def test_trials_that_diverge_fail_alone_and_train_keeps_its_params(
+    params: Params, make_tree: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlops import plugins
+    from tlops.plugins import Dim
+    from tlops.training.strategies.finetune import FineTune
+
+    # rates no model survives: every trial's loss turns non-finite in fp32
+    monkeypatch.setattr(FineTune, "space", {"lr": Dim(1e6, 1e8, log=True)})
+    assert plugins.declaration("finetune").cls.space == FineTune.space
+    tree = make_tree(per_class=14, size=16)
+    fast = fast_da(params, tmp_path, **{"tune.trials": 2, "train.epochs": 2})
+    ingest(fast, tree, tmp_path / "target_ingest")
+    validate(fast, tmp_path / "target_ingest", tmp_path / "target_report")
+    inputs = {"dataset": tmp_path / "target_ingest", "report": tmp_path / "target_report"}
+    result = run_step("tune", fast, inputs, {"tuned": tmp_path / "tuned"})
+    tuned = read_json(tmp_path / "tuned" / "tuned.json")
+    assert tuned["counts"] == {"complete": 0, "pruned": 0, "failed": 2}
+    assert all("loss is nan" in t["error"] or "loss is inf" in t["error"] for t in tuned["trials"])
+    assert tuned["params"] == {} and "no trial completed: train keeps its params" in result.summary
+    run_step("train", fast, {**inputs, "tuned": tmp_path / "tuned"}, {"model": tmp_path / "m"})
+    assert read_json(tmp_path / "m" / "train.json")["tuned"] is None

@@ -143,7 +143,11 @@ def _optuna(params: Params, io: StepIO, cfg: TuneParams) -> Study:
         if child is not None:
             _log_trial(child, trial, study.metric)
 
-    return run_study(params, setup, device, budget, on_trial, on_epoch)
+    try:
+        return run_study(params, setup, device, budget, on_trial, on_epoch)
+    finally:  # a trial the step's failure interrupted: its child run fails with it
+        for child in children.values():
+            child.close(ok=False)
 
 
 def _log_trial(child: Any, trial: Trial, metric: str) -> None:
