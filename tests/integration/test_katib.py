@@ -277,3 +277,12 @@ def test_the_tune_step_on_katib_writes_the_best_trial_as_trains_overrides(
     assert tuned["params"]["train.mcc.weight"] == pytest.approx(0.002)
     assert tuned["counts"] == {"complete": 2, "pruned": 1, "failed": 0}
     assert "best trial 2 (select_score 0.8100)" in result.summary
+
+
+def test_no_trials_asked_for_creates_nothing(api: type[FakeKatib], tmp_path: Path) -> None:
+    from tests.helpers import run_step
+
+    params, io = _task(tmp_path, **{"tune.trials": 0})
+    result = run_step("tune", params, io.inputs, io.outputs, **io.args)
+    assert not api.requests and read_json(tmp_path / "tuned" / "tuned.json")["params"] == {}
+    assert "no trial completed: train keeps its params" in result.summary

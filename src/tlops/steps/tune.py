@@ -79,7 +79,13 @@ def run(params: Params, io: StepIO) -> StepResult:
 
     params = for_change(params, io.inputs.get("change"))  # an adapt run: its strategy
     cfg: TuneParams = params.section("tune")
-    if cfg.engine == "katib":
+    if cfg.trials == 0:  # `tlops step tune` with no search asked for: nothing to train
+        from tlops.training.search import Study
+        from tlops.training.strategies import get_strategy
+
+        metric = get_strategy(params.train).selection_metric()
+        study = Study(metric, not metric.endswith("loss"), [], "tune.trials is 0")
+    elif cfg.engine == "katib":
         from tlops.runner import katib
 
         study = katib.run(params, io)
