@@ -52,6 +52,7 @@ def test_every_trial_is_a_child_run_and_train_takes_the_best_trials_params(
     tuned = read_json(tmp_path / "tuned" / "tuned.json")
     trials = tuned["trials"]
     assert len(trials) == 3 and tuned["metric"] == "select_score"
+    assert trials[0]["params"]["mcc.weight"] == fast.train.section("mcc").weight  # as they are
     complete = [t for t in trials if t["state"] == "complete"]
     best = max(complete, key=lambda t: t["value"])
     assert tuned["best_trial"] == best["number"] and tuned["best_value"] == best["value"]

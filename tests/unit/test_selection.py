@@ -122,3 +122,22 @@ def test_tuned_params_that_break_a_rule_are_refused_naming_the_file(
         tuned(params, tmp_path)
     write_json(tmp_path / "tuned.json", {"params": {}})  # no trial completed: nothing applied
     assert tuned(params, tmp_path) == (params, None)
+
+
+def test_the_first_trial_is_the_params_as_they_are_where_they_lie_in_the_space(
+    params: Params,
+) -> None:
+    from tlops.training.search import current_values, space_of
+
+    mcc = apply_overrides(params, {"train.strategy": "mcc"})
+    current = current_values(mcc, space_of(mcc))
+    assert current == {
+        "lr": mcc.train.lr,
+        "backbone_lr_mult": mcc.train.backbone_lr_mult,
+        "weight_decay": mcc.train.weight_decay,
+        "da.ramp_gamma": mcc.train.section("da").ramp_gamma,
+        "mcc.weight": mcc.train.section("mcc").weight,
+        "mcc.temperature": mcc.train.section("mcc").temperature,
+    }
+    outside = apply_overrides(mcc, {"train.lr": 0.5})  # beyond the range: TPE draws it
+    assert "lr" not in current_values(outside, space_of(outside))

@@ -1,16 +1,18 @@
 """A hyperparameter search over the space a strategy declares: an Optuna study, run here.
 
-Each trial trains the strategy with params drawn from its :attr:`Strategy.space` (TPE
-sampling, seeded), on the data the ``train`` step would train on, read once for every trial.
-Its figure is what picks the best epoch of a training run (the strategy's
-:meth:`~tlops.training.strategies.base.Strategy.selection_metric`: the target validation
-metric with target labels, the label-free criterion of ``train.selection`` without), so the
-search and the training share one idea of "best". A trial whose figure after an epoch is
+The first trial is the params as they are (where they lie in the space), so the search never
+ends below them by its own figure; each next one trains the strategy with params drawn from its
+:attr:`Strategy.space` (TPE sampling, seeded), on the data the ``train`` step would train on,
+read once for every trial. Its figure is what picks the best epoch of a training run (the
+strategy's :meth:`~tlops.training.strategies.base.Strategy.selection_metric`: the target
+validation metric with target labels, the label-free criterion of ``train.selection`` without),
+so the search and the training share one idea of "best". A trial whose figure after an epoch is
 worse than the median of the earlier trials at that epoch is pruned (Optuna's median pruner)
 and its remaining epochs are not trained.
 
 Trials run one after another in this process: torch already uses every core for one trial's
-batches, so side by side they would only compete for them. Optuna is imported when a study runs.
+batches, so side by side they would only compete for them. Optuna is imported when a study
+runs.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ def space_of(params: Params) -> Space:
             "`space`); set tune.trials: 0, or declare one in its file"
         )
     return space
+
+
+def current_values(params: Params, space: Space) -> dict[str, Any]:
+    """The ``train`` values the params hold for each searched key, where they lie in its range."""
+    current: dict[str, Any] = {}
+    for key, dim in space.items():
+        value: Any = params.train
+        for part in key.split("."):
+            value = getattr(value, part) if hasattr(value, part) else value.section(part)
+        inside = value in dim.choices if dim.choices else dim.low <= value <= dim.high
+        if inside:
+            current[key] = value
+    return current
 
 
 def suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
@@ -173,6 +188,9 @@ def run_study(
     study = optuna.create_study(
         direction="maximize" if higher else "minimize", sampler=sampler, pruner=pruner
     )
+    current = current_values(params, space)
+    if current:  # the params as they are: the first trial, so the search never ends below them
+        study.enqueue_trial(current)
     result = Study(metric, higher, [])
     started = time.monotonic()
     for number in range(1, budget.trials + 1):  # counted from 1, as the console counts

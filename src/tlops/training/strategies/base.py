@@ -101,7 +101,8 @@ class Strategy(ABC):
     # learns from target images whose label it cannot use (data.target_unlabeled's are added)
     uses_unlabeled: ClassVar[bool] = False
     # what the tune step searches: train param (dotted below train) -> its range; a strategy
-    # declares its own params and the shared ones it cares about (none: it cannot be tuned)
+    # declares its own params and the shared ones it cares about (none: it cannot be tuned),
+    # around their params.yaml values (the search's first trial), a few times either way
     space: ClassVar[Space] = {}
 
     def __init__(self, cfg: TrainConfig) -> None:

@@ -26,7 +26,7 @@ class Coral(SourceOnly):
     uses_unlabeled: ClassVar[bool] = True
     space: ClassVar[Space] = {
         **SourceOnly.space,
-        "coral.weight": Dim(0.1, 100.0, log=True),
+        "coral.weight": Dim(0.3, 10.0, log=True),
     }
 
     def domain_term(

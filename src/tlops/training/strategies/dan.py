@@ -28,7 +28,7 @@ class Dan(SourceOnly):
     uses_unlabeled: ClassVar[bool] = True
     space: ClassVar[Space] = {
         **SourceOnly.space,
-        "dan.weight": Dim(0.1, 10.0, log=True),
+        "dan.weight": Dim(0.3, 3.0, log=True),
     }
 
     def domain_term(

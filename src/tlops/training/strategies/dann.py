@@ -42,7 +42,7 @@ class Dann(SourceOnly):
     uses_unlabeled: ClassVar[bool] = True
     space: ClassVar[Space] = {
         **SourceOnly.space,
-        "dann.weight": Dim(0.03, 3.0, log=True),
+        "dann.weight": Dim(0.1, 3.0, log=True),
     }
 
     @property

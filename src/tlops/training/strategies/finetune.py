@@ -43,9 +43,9 @@ class FineTune(Strategy):
 
     # the optimiser's knobs: which rates, how much decay, how soft the targets
     space: ClassVar[Space] = {
-        "lr": Dim(1e-4, 3e-2, log=True),
-        "backbone_lr_mult": Dim(0.03, 1.0, log=True),
-        "weight_decay": Dim(1e-6, 1e-2, log=True),
+        "lr": Dim(3e-4, 1e-2, log=True),
+        "backbone_lr_mult": Dim(0.1, 1.0, log=True),
+        "weight_decay": Dim(1e-5, 1e-3, log=True),
         "label_smoothing": Dim(0.0, 0.2),
     }
 

@@ -58,8 +58,8 @@ class LinearProbe(Strategy):
 
     log_every: ClassVar[int] = 10
     space: ClassVar[Space] = {
-        "linear_probe.lr": Dim(1e-3, 1e-1, log=True),
-        "linear_probe.weight_decay": Dim(1e-6, 1e-2, log=True),
+        "linear_probe.lr": Dim(3e-3, 3e-2, log=True),
+        "linear_probe.weight_decay": Dim(1e-5, 1e-3, log=True),
     }
 
     @property

@@ -27,8 +27,8 @@ class Mcc(SourceOnly):
     uses_unlabeled: ClassVar[bool] = True
     space: ClassVar[Space] = {
         **SourceOnly.space,
-        "mcc.weight": Dim(0.1, 10.0, log=True),
-        "mcc.temperature": Dim(1.0, 5.0),
+        "mcc.weight": Dim(0.3, 3.0, log=True),
+        "mcc.temperature": Dim(1.5, 4.0),
     }
 
     def domain_term(

@@ -55,7 +55,7 @@ class MultiTask(FineTune):
     """Target and source tasks on a shared backbone; see the module docstring."""
 
     own_source_head: ClassVar[bool] = True
-    space: ClassVar[Space] = {**FineTune.space, "multitask.source_weight": Dim(0.1, 2.0, log=True)}
+    space: ClassVar[Space] = {**FineTune.space, "multitask.source_weight": Dim(0.2, 2.0, log=True)}
 
     @property
     def params(self) -> MultiTaskParams:

@@ -96,10 +96,10 @@ class SourceOnly(FineTune):
 
     # the optimiser's rates and how fast the domain term ramps in (a subclass adds its weight)
     space: ClassVar[Space] = {
-        "lr": Dim(1e-4, 3e-2, log=True),
-        "backbone_lr_mult": Dim(0.03, 1.0, log=True),
-        "weight_decay": Dim(1e-6, 1e-2, log=True),
-        "da.ramp_gamma": Dim(1.0, 20.0, log=True),
+        "lr": Dim(3e-4, 1e-2, log=True),
+        "backbone_lr_mult": Dim(0.1, 1.0, log=True),
+        "weight_decay": Dim(1e-5, 1e-3, log=True),
+        "da.ramp_gamma": Dim(3.0, 30.0, log=True),
     }
 
     @property
