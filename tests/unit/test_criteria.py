@@ -95,3 +95,14 @@ def test_every_criterion_is_maximised_through_score() -> None:
     assert {name for name, c in CRITERIA.items() if c.reads == "source"} == {"iwv", "dev"}
     with pytest.raises(ValueError, match="expected one of entropy, snd, iwv, dev"):
         score("oracle", 1.0)
+
+
+def test_snd_scores_collapsed_predictions_highest_which_a_search_must_know() -> None:
+    """Every image predicted alike (near-uniform) beats confident, well-separated classes."""
+    rng = np.random.default_rng(0)
+    confident = np.full((60, 3), 0.02)
+    confident[np.arange(60), np.arange(60) % 3] = 0.96
+    collapsed = np.full((60, 3), 1 / 3) + rng.normal(0, 1e-3, (60, 3))
+    collapsed /= collapsed.sum(1, keepdims=True)
+    assert soft_neighbourhood_density(collapsed) > soft_neighbourhood_density(confident)
+    assert prediction_entropy(collapsed) > prediction_entropy(confident)  # entropy is not fooled

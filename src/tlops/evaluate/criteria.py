@@ -9,7 +9,9 @@ the ones the domain adaptation literature compares (skada-bench, Saito et al. 20
   better (a model confident on the target);
 * ``snd``: soft neighbourhood density (Saito et al., ICCV 2021): how densely the target
   predictions cluster; each target's similarity to the others, as a softmax at a temperature,
-  has high entropy when its neighbours are many and close; higher is better;
+  has high entropy when its neighbours are many and close; higher is better. Predictions that
+  collapse to one vector for every image (near-uniform ones, say) are all each other's
+  neighbours and score highest: a search judged by ``snd`` can walk into them;
 * ``iwv``: importance-weighted validation (Sugiyama et al. 2007): the source validation loss,
   each example weighted by how target-like it is, ``p(target|x) / p(source|x)`` from a domain
   classifier on the features, normalised by the set sizes; lower is better;
