@@ -26,6 +26,7 @@ from tlops.io import read_json
 from tlops.runner import katib
 from tlops.runner.launch import LaunchFailed
 from tlops.runner.spec import StepIO
+from tlops.training.strategies.mcc import Mcc
 
 pytestmark = [pytest.mark.integration]
 API = "/apis/kubeflow.org/v1beta1"
@@ -184,8 +185,9 @@ def test_the_search_becomes_an_experiment_of_train_containers_and_its_best_trial
     assert spec["earlyStopping"]["algorithmName"] == "medianstop"
     assert spec["maxTrialCount"] == 3 and spec["parallelTrialCount"] == 2
     parameters = {p["name"]: p for p in spec["parameters"]}
+    weight = Mcc.space["mcc.weight"]  # the range mcc's file declares, on its log scale
     assert parameters["mcc-weight"]["feasibleSpace"] == {
-        "min": "0.1", "max": "10.0", "distribution": "logUniform"
+        "min": str(weight.low), "max": str(weight.high), "distribution": "logUniform"
     }  # fmt: skip
     assert parameters["mcc-temperature"]["feasibleSpace"]["distribution"] == "uniform"
     assert spec["metricsCollectorSpec"]["collector"] == {"kind": "StdOut"}

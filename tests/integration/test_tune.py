@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _runs(uri: str) -> list[Any]:
     import mlflow
 
-    client = mlflow.MlflowClient(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("tlops")
     return list(client.search_runs([experiment.experiment_id]))
 
@@ -103,7 +103,9 @@ def test_a_tiny_search_runs_through_the_pipeline_as_a_user_starts_it(tmp_path: P
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 2
     assert parent.data.tags["tune.metric"] == "val_accuracy"  # with target labels
-    version = mlflow.MlflowClient(uri).get_model_version("tlops-digits", "1")
+    # the registry named too: another test of this worker may have set a global one
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version("tlops-digits", "1")
     assert set(json.loads(version.tags["tuned"])) == {
         "train.lr", "train.backbone_lr_mult", "train.weight_decay", "train.label_smoothing"
     }  # fmt: skip
