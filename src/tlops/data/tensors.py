@@ -168,6 +168,15 @@ def concat(first: SplitTensors, second: SplitTensors) -> SplitTensors:
     )
 
 
+def subset(split: SplitTensors, index: NDArray[np.int64]) -> SplitTensors:
+    """The images of ``split`` at ``index``, in that order (in memory: a copy)."""
+    return SplitTensors(
+        np.ascontiguousarray(split.images[index]),
+        split.labels[index],
+        [split.paths[i] for i in index],
+    )
+
+
 def content_order(split: SplitTensors) -> tuple[SplitTensors, NDArray[np.int64]]:
     """``split`` reordered by the hash of each image's pixels, without its labels or paths.
 

@@ -93,13 +93,11 @@ def space_of(params: Params) -> Space:
 
 def current_values(params: Params, space: Space) -> dict[str, Any]:
     """The ``train`` values the params hold for each searched key, where they lie in its range."""
+    flat = params.to_flat_dict()
     current: dict[str, Any] = {}
     for key, dim in space.items():
-        value: Any = params.train
-        for part in key.split("."):
-            value = getattr(value, part) if hasattr(value, part) else value.section(part)
-        inside = value in dim.choices if dim.choices else dim.low <= value <= dim.high
-        if inside:
+        value = flat[f"train.{key}"]
+        if value in dim.choices if dim.choices else dim.low <= value <= dim.high:
             current[key] = value
     return current
 

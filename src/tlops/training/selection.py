@@ -37,16 +37,6 @@ def draw(size: int, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(size, limit, replace=False))
 
 
-def _subset(split: SplitTensors, index: np.ndarray) -> SplitTensors:
-    from tlops.data.tensors import SplitTensors
-
-    return SplitTensors(
-        np.ascontiguousarray(split.images[index]),
-        split.labels[index],
-        [split.paths[i] for i in index],
-    )
-
-
 def features_and_logits(
     model: TransferModel,
     split: SplitTensors,
@@ -92,13 +82,15 @@ def epoch_criteria(
         ValueError: No target training images, or no source validation split for a criterion
             that reads it.
     """
+    from tlops.data.tensors import subset
+
     selection = cfg.selection
     if data.train is None or len(data.train) < 2:
         raise ValueError(
             f"train.selection.criterion {selection.criterion}: needs at least 2 target "
             "training images"
         )
-    target = _subset(data.train, draw(len(data.train), selection.max_images, cfg.seed))
+    target = subset(data.train, draw(len(data.train), selection.max_images, cfg.seed))
     batch = cfg.eval_batch_size
     target_features, target_logits = features_and_logits(model, target, batch, device, numerics)
     probabilities = _softmax(target_logits)
@@ -107,7 +99,7 @@ def epoch_criteria(
         "snd": criteria.soft_neighbourhood_density(probabilities),
     }
     if data.source_val is not None and len(data.source_val):
-        source = _subset(
+        source = subset(
             data.source_val, draw(len(data.source_val), selection.max_images, cfg.seed + 1)
         )
         source_features, source_logits = features_and_logits(model, source, batch, device, numerics)

@@ -306,12 +306,7 @@ def labeled(split: SplitTensors) -> SplitTensors:
     keep = split.labels != UNLABELED
     if keep.all():
         return split
-    index = np.flatnonzero(keep)
-    return tensors.SplitTensors(
-        np.ascontiguousarray(split.images[index]),
-        split.labels[index],
-        [split.paths[i] for i in index],
-    )
+    return tensors.subset(split, np.flatnonzero(keep))
 
 
 def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
