@@ -15,7 +15,7 @@ import sys
 
 import typer
 
-from tlops.cli import compile, predict, retrain, rollback, run, schedule, submit, ui
+from tlops.cli import compile, predict, retrain, rollback, run, schedule, serve, submit, ui
 from tlops.cli.data import data_app
 from tlops.cli.labels import labels_app
 from tlops.cli.step import step_app
@@ -42,6 +42,7 @@ app.command("submit")(submit.submit)
 app.command("schedule")(schedule.schedule)
 app.command("rollback")(rollback.rollback)
 app.command("predict")(predict.predict)
+app.command("serve")(serve.serve)
 app.command("runs")(ui.runs_)
 app.command("compare")(ui.compare)
 app.command("ui")(ui.ui)

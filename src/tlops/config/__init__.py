@@ -46,6 +46,7 @@ from tlops.config.sections import (
     NumericsSetting,
     StrategyParams,
 )
+from tlops.config.serve import RecordConfig, ServeConfig
 from tlops.config.train import (
     AugmentConfig,
     DistributedConfig,
@@ -83,9 +84,11 @@ __all__ = [
     "NumericsSetting",
     "ObjectPrefix",
     "Params",
+    "RecordConfig",
     "RegisterConfig",
     "Resources",
     "RuntimeConfig",
+    "ServeConfig",
     "SplitFractions",
     "StrategyParams",
     "TargetLabels",

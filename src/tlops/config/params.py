@@ -12,6 +12,7 @@ from tlops.config.data import DataConfig, DemoConfig, ImageConfig, IngestConfig,
 from tlops.config.model import EvaluateConfig, ExtractConfig, ModelConfig
 from tlops.config.release import DetectChangeConfig, RegisterConfig
 from tlops.config.sections import Section, declared_section, suggest, validated_section
+from tlops.config.serve import ServeConfig
 from tlops.config.train import TrainConfig
 
 
@@ -38,6 +39,7 @@ class Params(Section):
     evaluate: EvaluateConfig
     detect_change: DetectChangeConfig
     register_model: RegisterConfig
+    serve: ServeConfig
     tracking: TrackingConfig
     runtime: RuntimeConfig
     kfp: KfpConfig

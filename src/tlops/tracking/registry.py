@@ -132,3 +132,25 @@ def run_artifact(cfg: TrackingConfig, run_id: str, path: str, dst: Path) -> Path
 def describe(value: Any) -> str:
     """Short string form for tags."""
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def pinned(cfg: TrackingConfig, uri: str) -> tuple[str, str | None]:
+    """``models:/<name>@<alias>`` as the version it names now: ``(models:/<name>/<v>, v)``.
+
+    A server given an alias keeps serving the version it loaded when the alias moves; its
+    URI and the version it reports should say which. Other URIs come back as they are.
+
+    Raises:
+        LookupError: The alias names no version.
+    """
+    if not uri.startswith("models:/"):
+        return uri, None
+    tail = uri.removeprefix("models:/").rstrip("/")
+    if "@" in tail:
+        name, alias = tail.split("@", 1)
+        version = alias_version(cfg, name, alias)
+        if version is None:
+            raise LookupError(f"{uri}: model {name!r} has no version with alias {alias!r}")
+        return f"models:/{name}/{version}", version
+    name, _, version = tail.partition("/")
+    return uri, version if version.isdigit() else None

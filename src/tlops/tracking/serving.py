@@ -102,14 +102,23 @@ class ImageClassifier:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, classes) of prepared images, in batches."""
+        return self.scores(pixels)[0]
+
+    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, classes) and pooled embeddings (N, D) of prepared images.
+
+        One backbone pass gives both: the predictor records the embeddings of its traffic
+        (drift monitoring) at no extra forward pass, and the pyfunc answers from the same code.
+        """
         model = self.model.eval()
-        out = []
+        probs, embeddings = [], []
         with torch.no_grad():
             for start in range(0, len(pixels), MAX_BATCH):
                 batch = torch.from_numpy(pixels[start : start + MAX_BATCH])
-                x = normalize(batch, model.mean, model.std)
-                out.append(torch.softmax(model(x), dim=1).numpy())
-        return np.concatenate(out).astype(np.float64)
+                features = model.features(normalize(batch, model.mean, model.std))
+                probs.append(torch.softmax(model.head(features), dim=1).numpy())
+                embeddings.append(features.numpy())
+        return np.concatenate(probs).astype(np.float64), np.concatenate(embeddings)
 
     def answer(self, probabilities: np.ndarray) -> Any:
         """One row per image: the class, its probability, every class's probability."""
@@ -158,7 +167,7 @@ def to_picture(value: Any, row: int, cfg: ImageConfig) -> Any:
 
     where = Path(f"row {row}")
     if isinstance(value, str):
-        value = _base64(value, row)
+        value = from_base64(value, row)
     if isinstance(value, bytes | bytearray | memoryview):
         try:
             picture, _ = decode_bytes(bytes(value), where, cfg)
@@ -193,7 +202,8 @@ def to_picture(value: Any, row: int, cfg: ImageConfig) -> Any:
     return convert_mode(picture, cfg)
 
 
-def _base64(text: str, row: int) -> bytes:
+def from_base64(text: str, row: int) -> bytes:
+    """The bytes of a base64 string (or a ``data:`` URL) of an encoded image."""
     payload = text.split(",", 1)[1] if text.startswith("data:") else text  # a data: URL
     try:
         return base64.b64decode(payload, validate=True)

@@ -1,0 +1,1 @@
+"""The predictor (a KServe model), its traffic record, and rolling a new champion out."""

@@ -1,0 +1,138 @@
+"""The recorded traffic, read back (:mod:`tlops.serving.recorder` writes it).
+
+``detect_change`` reads what was served since its last check; ``deploy`` reads what a canary
+answered since it went live. Both ask for a time window; files are found by their day folder
+and name (the unix ms they were written at), so a check reads only the days it covers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tlops.serving.recorder import IMAGES, SUFFIX
+
+
+class TrafficError(RuntimeError):
+    """The traffic record cannot be read (the store is down, a file is not a record)."""
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Every recorded image of a window, one row each (arrays of equal length)."""
+
+    time: np.ndarray
+    request_id: np.ndarray
+    version: np.ndarray
+    sha256: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    latency_ms: np.ndarray
+    status: np.ndarray
+    probabilities: np.ndarray  # (N, classes)
+    embedding: np.ndarray  # (N, D)
+    files: int  # how many files were read
+
+    def __len__(self) -> int:
+        return int(self.time.size)
+
+    def where(self, mask: np.ndarray) -> Traffic:
+        """The rows of ``mask``."""
+        fields = {name: getattr(self, name)[mask] for name in _ARRAYS}
+        return Traffic(**fields, files=self.files)
+
+    @property
+    def ok(self) -> Traffic:
+        """The answered rows."""
+        return self.where(self.status == "ok")
+
+
+_ARRAYS = (
+    "time",
+    "request_id",
+    "version",
+    "sha256",
+    "predicted",
+    "confidence",
+    "latency_ms",
+    "status",
+    "probabilities",
+    "embedding",
+)
+
+
+def _days(since: float, until: float) -> set[str]:
+    day, days = since - since % 86400, set()
+    while day <= until:
+        days.add(time.strftime("%Y-%m-%d", time.gmtime(day)))
+        day += 86400
+    return days
+
+
+def read_traffic(uri: str, since: float, until: float | None = None) -> Traffic:
+    """The records with ``since <= time < until`` under ``uri`` (a folder or a prefix).
+
+    Raises:
+        TrafficError: The store cannot be listed or a file cannot be read.
+    """
+    import fsspec
+
+    until = time.time() if until is None else until
+    try:
+        fs, root = fsspec.core.url_to_fs(uri.rstrip("/"), skip_instance_cache=True)
+        days = sorted(_days(since, until))
+        paths: list[str] = []
+        for day in days:
+            if fs.exists(f"{root}/{day}"):
+                paths += [p for p in fs.ls(f"{root}/{day}", detail=False) if p.endswith(SUFFIX)]
+        parts = [_read(fs, path) for path in sorted(paths)]
+    except TrafficError:
+        raise
+    except Exception as exc:  # endpoint down, credentials
+        raise TrafficError(f"{uri}: reading the traffic record failed: {exc}") from exc
+    rows = _concat(parts)
+    keep = (rows.time >= since) & (rows.time < until)
+    return Traffic(**{n: getattr(rows, n)[keep] for n in _ARRAYS}, files=len(parts))
+
+
+def _read(fs: object, path: str) -> dict[str, np.ndarray]:
+    import io
+
+    with fs.open(path, "rb") as handle:  # type: ignore[attr-defined]
+        data = handle.read()
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in _ARRAYS}
+    except (ValueError, KeyError, OSError) as exc:
+        raise TrafficError(f"{path}: not a traffic record file ({exc})") from exc
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> Traffic:
+    if not parts:
+        empty = {n: np.zeros(0, dtype=np.float64) for n in _ARRAYS}
+        for name in ("request_id", "version", "sha256", "predicted", "status"):
+            empty[name] = np.zeros(0, dtype=str)
+        empty["probabilities"] = np.zeros((0, 0), dtype=np.float32)
+        empty["embedding"] = np.zeros((0, 0), dtype=np.float32)
+        return Traffic(**empty, files=0)
+    out: dict[str, np.ndarray] = {}
+    for name in _ARRAYS:
+        arrays = [p[name] for p in parts]
+        if arrays[0].ndim == 2:  # files of different models may differ in width: pad
+            width = max(a.shape[1] for a in arrays)
+            arrays = [
+                np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=np.nan) for a in arrays
+            ]
+        out[name] = np.concatenate(arrays)
+    return Traffic(**out, files=len(parts))
+
+
+def kept_image(uri: str, sha256: str) -> bytes | None:
+    """A kept image's bytes (``serve.record.keep_images``), or None when it was not kept."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri.rstrip("/"), skip_instance_cache=True)
+    path = f"{root}/{IMAGES}/{sha256}"
+    return bytes(fs.cat_file(path)) if fs.exists(path) else None
