@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from components.deploy import deploy
 from components.detect_change import detect_change
 from components.evaluate import evaluate
 from components.extract_features import extract_features
@@ -32,6 +33,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "train": train,
     "evaluate": evaluate,
     "register_model": register_model,
+    "deploy": deploy,
     "select_labels": select_labels,
     "detect_change": detect_change,
 }

@@ -5,7 +5,8 @@ ingest_data target -> validate_data target -> detect_change, then by its action 
 - ``retrain``: [ingest_data and validate_data source, when the strategy uses it ->]
   [extract_features ->] train (warm-started from the champion detect_change names) ->
   evaluate (candidate and the champion on the same, updated test split) -> register_model
-  (the gate; champion moved as a compare-and-set);
+  (the gate; champion moved as a compare-and-set) -> deploy (a new champion served as a
+  canary, where a cluster is configured);
 - ``adapt`` (the new images are unlabeled): the same, with ``detect_change.adapt_strategy`` and
   no target label (register_model holds the model as a challenger: it was not scored on
   labeled images of the new data), and select_labels beside it;

@@ -2,8 +2,8 @@
 
 ingest_data -> validate_data (on the target, and beside it on the source when the strategy
 uses it) -> [extract_features, when the strategy trains on features] -> [tune, when
-tune.trials > 0] -> train -> evaluate -> register_model. The graph is built for the strategy
-in params (steps it does not need are not in it). The pipeline's ``params`` parameter
+tune.trials > 0] -> train -> evaluate -> register_model -> deploy. The graph is built for the
+strategy in params (steps it does not need are not in it). The pipeline's ``params`` parameter
 defaults to the whole resolved params.yaml (the single source of truth); cluster settings
 (GPU, node selector, toleration, /dev/shm, secrets, retries, caching) come from the step
 declarations and params.yaml's ``kfp`` section.
@@ -87,7 +87,10 @@ def ingest_and_validate(tasks: Tasks, domain: str, version: Any, after: Any = No
 def train_evaluate_register(
     tasks: Tasks, cfg: Params, checkpoint_root: Any, after: list[Any]
 ) -> None:
-    """[extract_features ->] [tune ->] train -> evaluate -> register_model, after ``after``.
+    """[extract_features ->] [tune ->] train -> evaluate -> register_model -> deploy.
+
+    All after ``after``; ``deploy`` does nothing where no cluster is configured
+    (``deploy.target: none``).
 
     Their inputs are wired from the declarations (the target's data, the source's when its
     tasks ran, detect_change's decision in the retraining pipeline).
@@ -113,6 +116,7 @@ def train_evaluate_register(
         kubernetes.mount_pvc(trained, pvc_name=cfg.kfp.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
     tasks.add("evaluate")
     tasks.add("register_model")
+    tasks.add("deploy")
 
 
 def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:

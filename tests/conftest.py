@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -173,3 +174,21 @@ def two_runs(pipeline_project: Path) -> tuple[str, str]:
             done.write_text(json.dumps([first.stdout, second.stdout]), encoding="utf-8")
     first_out, second_out = json.loads(done.read_text(encoding="utf-8"))
     return first_out, second_out
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real S3 endpoint (moto_server, as ``make prod-local`` runs it) with its buckets, and
+    the environment a task gets from the ``tlops-s3`` secret pointing at it."""
+    from infra.prod_local import Topology, _free_ports
+
+    topo = Topology(tmp_path / "topology")
+    topo.state.mkdir()
+    topo.secrets = {"s3_key": "AKIATESTS3FIXTURE", "s3_secret": "s3-fixture-secret"}
+    topo.ports = {"s3": _free_ports(1)[0]}
+    topo.start_s3()
+    for key, value in topo.s3_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries would make "down" take 30 s
+    yield topo
+    topo.stop_s3()

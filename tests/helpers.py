@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import struct
 import zlib
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -267,3 +269,27 @@ def loopback_kubeconfig(path: Path, port: int) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+class FakeApiHandler(BaseHTTPRequestHandler):
+    """A loopback stand-in for the Kubernetes API server: JSON answers and ``Status`` errors."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code: int, reason: str, message: str | None = None) -> None:
+        self._send(
+            code,
+            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+             "code": code, "message": message or reason},
+        )  # fmt: skip

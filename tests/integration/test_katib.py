@@ -13,14 +13,14 @@ import json
 import re
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from tests.helpers import loopback_kubeconfig, repo_params
+from tests.helpers import FakeApiHandler, loopback_kubeconfig, repo_params
 from tlops.config import Params, apply_overrides
 from tlops.io import read_json
 from tlops.runner import katib
@@ -33,32 +33,13 @@ API = "/apis/kubeflow.org/v1beta1"
 NOW = "2026-12-01T00:00:00Z"
 
 
-class FakeKatib(BaseHTTPRequestHandler):
+class FakeKatib(FakeApiHandler):
     """The API server's answers for Experiments and Trials; ``outcome``: succeed | fail | hang."""
 
-    protocol_version = "HTTP/1.1"
     requests: ClassVar[list[dict[str, Any]]] = []
     experiments: ClassVar[dict[str, dict[str, Any]]] = {}
     outcome: ClassVar[str] = "succeed"
     refuse: ClassVar[bool] = False
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _status(self, code: int, reason: str) -> None:
-        self._send(
-            code,
-            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
-             "code": code, "message": reason},
-        )  # fmt: skip
 
     def _handle(self, method: str) -> None:
         url = urlparse(self.path)

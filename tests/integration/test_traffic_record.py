@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
-from infra.prod_local import DVC_BUCKET, Topology, _free_ports
+from infra.prod_local import DVC_BUCKET, Topology
 
 from tests.helpers import changed, repo_params
 from tlops.serving.recorder import ObjectSink, Served, TrafficRecorder
@@ -39,20 +37,6 @@ def served(i: int, version: str = "3", status: str = "ok") -> Served:
         status=status,
         image=b"\x89PNG" + bytes([i % 256]),
     )
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Topology]:
-    topo = Topology(tmp_path / "topology")
-    topo.state.mkdir()
-    topo.secrets = {"s3_key": "AKIATESTTRAFFIC0", "s3_secret": "traffic-secret"}
-    topo.ports = {"s3": _free_ports(1)[0]}
-    topo.start_s3()
-    for key, value in topo.s3_env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's retries would make "down" take 30 s
-    yield topo
-    topo.stop_s3()
 
 
 def test_batches_go_to_the_bucket_and_read_back_equal(s3: Topology) -> None:

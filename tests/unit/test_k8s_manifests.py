@@ -25,6 +25,7 @@ K8S = REPO / "infra" / "k8s"
 OVERLAYS = ("dev", "prod")
 KUBERNETES_VERSION = "1.33.0"
 TRAINER_GROUP = "trainer.kubeflow.org"
+KSERVE_GROUP = "serving.kserve.io"
 KUSTOMIZE = Path(
     os.environ.get("TLOPS_KUSTOMIZE", REPO / ".venv/kustomize/package/kustomize-linux-x64")
 )
@@ -66,6 +67,9 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(overlay:
     for obj in [*objects, *_secret_templates()]:
         if obj["apiVersion"].startswith(TRAINER_GROUP):
             continue  # a CRD's kind: checked against Kubeflow Trainer's own API models below
+        if obj["apiVersion"].startswith(KSERVE_GROUP):
+            _validate_inference_service(obj)
+            continue
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
 
@@ -75,6 +79,50 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(overlay:
         parsed = TrainerV1alpha1ClusterTrainingRuntime.from_dict(runtime)
         assert parsed is not None and parsed.spec is not None
         assert parsed.to_dict()["spec"] == runtime["spec"]  # no field it does not know
+
+
+def _validate_inference_service(obj: dict[str, Any]) -> None:
+    """KServe's CRD: its own fields against the SDK's models, the pod's against Kubernetes'."""
+    import kubernetes_validate
+    from kserve.models import V1beta1InferenceServiceSpec, V1beta1PredictorSpec
+
+    assert set(obj["spec"]) <= set(V1beta1InferenceServiceSpec.attribute_map.values())
+    predictor = obj["spec"]["predictor"]
+    assert set(predictor) <= set(V1beta1PredictorSpec.attribute_map.values()), set(predictor)
+    pod_fields = ("containers", "securityContext", "volumes", "serviceAccountName")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": obj["metadata"]["name"]},
+        "spec": {k: v for k, v in predictor.items() if k in pod_fields},
+    }
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_inference_service_is_what_the_deploy_step_builds_for_the_defaults() -> None:
+    """infra/k8s serves the champion as the deploy step would: one object, two copies checked."""
+    from tlops.config import apply_overrides
+    from tlops.serving.deploy import inference_service, model_uri_of
+    from tlops.steps.deploy import service_spec
+
+    for overlay in OVERLAYS:
+        objects = render(overlay)
+        (isvc,) = [o for o in objects if o["kind"] == "InferenceService"]
+        args = isvc["spec"]["predictor"]["containers"][0]["args"]
+        record = args[args.index("-S") + 1].removeprefix("serve.record.uri=")
+        assert record.startswith("s3://")  # the pods' traffic goes where deploy reads it
+        params = apply_overrides(load_params(REPO / "params.yaml"), {"serve.record.uri": record})
+        namespace = isvc["metadata"]["namespace"]
+        uri = model_uri_of(isvc)
+        assert uri == f"models:/{params.register_model.model_name}@champion"
+        built = inference_service(service_spec(params, params.section("deploy"), namespace),
+                                  uri, None, None)  # fmt: skip
+        assert isvc == built
+    role = _find(objects, "Role", "tlops-deploy")
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert {"get", "create", "patch"} <= verbs
+    binding = _find(objects, "RoleBinding", "tlops-deploy")
+    assert binding["subjects"][0]["name"] == "pipeline-runner"
 
 
 def test_a_broken_manifest_is_refused_by_the_schema_check() -> None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tlops.serving.recorder import IMAGES, SUFFIX
+
+if TYPE_CHECKING:
+    from tlops.evaluate.rollout import ServedFigures
 
 
 class TrafficError(RuntimeError):
@@ -136,3 +140,18 @@ def kept_image(uri: str, sha256: str) -> bytes | None:
     fs, root = fsspec.core.url_to_fs(uri.rstrip("/"), skip_instance_cache=True)
     path = f"{root}/{IMAGES}/{sha256}"
     return bytes(fs.cat_file(path)) if fs.exists(path) else None
+
+
+def figures(traffic: Traffic, version: str) -> ServedFigures:
+    """What ``version`` answered in ``traffic``: requests, errors, p99 latency, confidence."""
+    from tlops.evaluate.rollout import ServedFigures
+
+    mine = traffic.where(traffic.version == version)
+    ok = mine.ok
+    return ServedFigures(
+        version=version,
+        requests=len(mine),
+        errors=len(mine) - len(ok),
+        p99_latency_ms=float(np.percentile(ok.latency_ms, 99)) if len(ok) else float("nan"),
+        mean_confidence=float(np.mean(ok.confidence)) if len(ok) else float("nan"),
+    )

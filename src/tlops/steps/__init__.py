@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tlops.runner.spec import StepSpec
 from tlops.steps import (
+    deploy,
     detect_change,
     evaluate,
     extract_features,
@@ -29,6 +30,7 @@ STEPS: tuple[StepSpec, ...] = (
     train.STEP,
     evaluate.STEP,
     register_model.STEP,
+    deploy.STEP,
     select_labels.STEP,
     detect_change.STEP,
 )
