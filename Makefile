@@ -34,7 +34,7 @@ export GX_ANALYTICS_ENABLED := false
 
 .DEFAULT_GOAL := help
 .PHONY: help setup browser postgres debs infra-tools label-studio run test lint compile generate repro ui lock clean \
-	retrain-demo label-demo prod-local prod-local-down
+	retrain-demo label-demo serve-demo prod-local prod-local-down
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -60,6 +60,9 @@ run: setup ## materialize the demo data (once) and run the pipeline on it
 
 retrain-demo: setup ## the retraining story on the demo data, in runs/retrain-demo (its own git, DVC, MLflow)
 	tlops retrain-demo --workdir runs/retrain-demo
+
+serve-demo: setup ## the serving story in runs/serve-demo: the champion served on loopback, drifted traffic, the check that sees it
+	tlops serve-demo --workdir runs/serve-demo
 
 label-demo: setup label-studio ## the labeling story on the demo data, in runs/label-demo (a real Label Studio on loopback)
 	tlops label-demo --workdir runs/label-demo

@@ -150,3 +150,50 @@ def test_a_label_for_an_image_known_unlabeled_is_new() -> None:
     counts = compare_manifests(before, after)
     assert counts.new_content == 1 and counts.new_unlabeled == 0
     assert compare_manifests(before, before).new_content == 0
+
+
+def _served(p: float = 0.5, confidence: float = 0.9, mix: float = 0.05, images: int = 200):  # type: ignore[no-untyped-def]
+    from tlops.evaluate.change import TrafficCheck
+
+    return TrafficCheck(images, 0.0, 1.0, _mmd(p), 0.92, confidence, mix)
+
+
+def test_traffic_that_moved_while_the_data_did_not_leads_the_reasons_and_trains_nothing() -> None:
+    decision = decide(CFG, "3", None, None, None, True, traffic=_served(p=0.001, confidence=0.6))
+    assert not decision.retrain and decision.action == SKIP and decision.triggers == 2
+    assert decision.reasons[0].startswith("served traffic drift: p-value 0.0010 (200 served")
+    assert decision.reasons[1] == (
+        "served mean confidence 0.600 vs held-out 0.920: drop +0.320 > 0.1"
+    )
+    assert decision.reasons[2].startswith("the served images moved away")
+    assert "tlops data traffic" in decision.reasons[2]
+    assert any(r.startswith(NO_NEW_DATA) for r in decision.reasons)
+
+
+def test_quiet_traffic_is_a_passed_check_and_a_class_mix_shift_a_trigger() -> None:
+    quiet = decide(CFG, "3", None, None, None, True, traffic=_served())
+    assert quiet.triggers == 0 and quiet.action == SKIP
+    assert any(r.startswith("served traffic drift: p-value 0.5000") for r in quiet.reasons)
+    assert any("served class mix shift 0.050 (total variation) <= 0.1" in r for r in quiet.reasons)
+    mixed = decide(CFG, "3", None, None, None, True, traffic=_served(mix=0.3))
+    assert mixed.triggers == 1 and mixed.reasons[0].startswith("served class mix shift 0.300")
+
+
+def test_served_triggers_join_the_data_triggers_of_a_retrain() -> None:
+    decision = decide(CFG, "3", _counts(150), _mmd(0.5), None, traffic=_served(p=0.001))  # type: ignore[arg-type]
+    assert decision.retrain and decision.triggers == 2
+    assert decision.reasons[0].startswith("served traffic drift")
+
+
+def test_too_little_or_unreadable_traffic_is_said_and_decides_nothing() -> None:
+    from tlops.evaluate.change import TrafficCheck
+
+    few = decide(CFG, "3", None, None, None, True, traffic=TrafficCheck(7, 0.0, 1.0))
+    assert few.triggers == 0
+    assert any(
+        r.startswith("served traffic: 7 images since the last check < 50") for r in few.reasons
+    )
+    down = decide(
+        CFG, "3", None, None, None, True, traffic=TrafficCheck(0, 0.0, 1.0, error="s3 down")
+    )
+    assert "served traffic not read: s3 down" in down.reasons

@@ -80,3 +80,39 @@ def data_demo(
             console.print(f"tracked by DVC: {', '.join(f'{p}.dvc' for p in tracked)}")
 
     guard(body)
+
+
+@data_app.command("traffic")
+def data_traffic(
+    out: Annotated[Path, typer.Option(help="Where the images go (a folder of target_unlabeled).")],
+    params: ParamsOpt = Path("params.yaml"),
+    since_hours: Annotated[
+        float, typer.Option(help="Served in the last this many hours.", min=0.0)
+    ] = 24.0 * 7,
+    version: Annotated[
+        str | None, typer.Option(help="Only what this model version answered (default: any).")
+    ] = None,
+) -> None:
+    """Export the images the predictor was asked about (kept with serve.record.keep_images).
+
+    Each distinct image once, named by its content hash; put them under data.target_unlabeled
+    and the next retraining check picks the ones worth labeling (select_labels).
+    """
+
+    def body() -> None:
+        import time
+
+        from tlops.serving.traffic import export_kept
+
+        resolved = read_params(params)
+        uri = resolved.serve.record.uri
+        if uri is None:
+            raise ValueError("serve.record.uri is null: the predictor recorded nothing")
+        written, missing = export_kept(uri, out, time.time() - since_hours * 3600, version)
+        console.print(
+            f"traffic: {written} images written to {out}"
+            + (f"; {missing} were not kept (serve.record.keep_images was off)" if missing else ""),
+            highlight=False,
+        )
+
+    guard(body)

@@ -153,3 +153,33 @@ def label_demo(
         wide().print(table)
 
     guard(body)
+
+
+def serve_demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the story runs (replaced): its own git, DVC, MLflow.")
+    ] = Path("runs/serve-demo"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """The serving story: the champion served, asked about drifted digits, and the check.
+
+    Drop 1 (the champion); tlops serve on loopback recording its traffic; a client sends the
+    demo's drifted digits over the Open Inference Protocol; tlops retrain with the data
+    unchanged reports the drift from the served traffic alone.
+    """
+
+    def body() -> None:
+        from pipelines.serve_demo import run_story
+
+        read_params(params)
+        story = run_story(
+            workdir, params, lambda line: console.print(line, highlight=False, soft_wrap=True)
+        )
+        console.print(
+            f"\nthe V2 request (POST /v2/models/<name>/infer), shortened:\n"
+            f"{story.request_example}\nits answer, shortened:\n{story.answer_example}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    guard(body)

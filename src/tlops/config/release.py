@@ -18,6 +18,14 @@ class GatePolicy(Section):
     max_class_regression: float = Field(ge=0.0, le=1.0)
 
 
+class TrafficPolicy(Section):
+    """``detect_change.traffic``: when the champion's served traffic calls for a change."""
+
+    check: bool  # read serve.record.uri since the last check
+    min_images: int = Field(ge=2)  # fewer answered images since the last check: not tested
+    max_confidence_drop: float = Field(ge=0.0, le=1.0)  # held-out mean minus served mean
+
+
 class DetectChangeConfig(Section):
     """When the ``detect_change`` step asks for a retrain (see :mod:`tlops.evaluate.change`)."""
 
@@ -34,6 +42,7 @@ class DetectChangeConfig(Section):
     # new content that is all unlabeled (data.target_unlabeled): adapt | ask | skip
     unlabeled: Literal["adapt", "ask", "skip"]
     adapt_strategy: str  # the label-free strategy an adapt run trains (target_labels 0)
+    traffic: TrafficPolicy  # the served traffic (drift: alpha; class mix: max_label_shift)
 
 
 class RegisterConfig(Section):

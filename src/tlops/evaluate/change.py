@@ -8,6 +8,7 @@ Both are pure functions, so the policy is unit-tested without data, models or a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,63 @@ def compare_manifests(reference: pd.DataFrame, current: pd.DataFrame) -> ChangeC
 
 
 @dataclass(frozen=True)
+class TrafficCheck:
+    """The champion's served traffic since the last check, against its held-out images."""
+
+    images: int  # answered images of the champion's version in the window
+    since: float  # unix seconds
+    until: float
+    drift: MMDResult | None = None  # None: too few images to test
+    confidence_reference: float = math.nan  # mean top-class probability on held-out images
+    confidence_served: float = math.nan
+    class_mix: float = math.nan  # total variation of the predicted classes
+    error: str | None = None  # why the traffic could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        out = asdict(self)
+        out["drift"] = self.drift.as_dict() if self.drift else None
+        return out
+
+
+def _traffic(cfg: DetectChangeConfig, check: TrafficCheck | None) -> tuple[list[str], list[str]]:
+    """The traffic's triggers and passed checks (each with its figure)."""
+    if check is None:
+        return [], []
+    if check.error:
+        return [], [f"served traffic not read: {check.error}"]
+    if check.drift is None:
+        return [], [
+            f"served traffic: {check.images} images since the last check < "
+            f"{cfg.traffic.min_images} (detect_change.traffic.min_images): not tested"
+        ]
+    triggers: list[str] = []
+    checks: list[str] = []
+    drift, n = check.drift, check.images
+    text = (
+        f"served traffic drift: p-value {drift.p_value:.4f} ({n} served vs "
+        f"{drift.n_reference} held-out images)"
+    )
+    (triggers if drift.p_value < cfg.alpha else checks).append(
+        f"{text} {'<' if drift.p_value < cfg.alpha else '>='} alpha {cfg.alpha}"
+    )
+    drop = check.confidence_reference - check.confidence_served
+    text = (
+        f"served mean confidence {check.confidence_served:.3f} vs held-out "
+        f"{check.confidence_reference:.3f}: drop {drop:+.3f}"
+    )
+    limit = cfg.traffic.max_confidence_drop
+    (triggers if drop > limit else checks).append(f"{text} {'>' if drop > limit else '<='} {limit}")
+    if not math.isnan(check.class_mix):
+        text = f"served class mix shift {check.class_mix:.3f} (total variation)"
+        shifted = check.class_mix > cfg.max_label_shift
+        (triggers if shifted else checks).append(
+            f"{text} {'>' if shifted else '<='} {cfg.max_label_shift}"
+        )
+    return triggers, checks
+
+
+@dataclass(frozen=True)
 class ChangeDecision:
     """Whether to retrain, and every check that was made (the first reasons decided it)."""
 
@@ -125,6 +183,7 @@ def decide(
     shift: LabelShift | None,
     same_version: bool = False,
     held: str | None = None,
+    traffic: TrafficCheck | None = None,
 ) -> ChangeDecision:
     """Apply the retraining policy.
 
@@ -138,6 +197,9 @@ def decide(
         same_version: The data version is the one the champion was trained on.
         held: A challenger already adapted to exactly this data and held for labels (its
             version): no second adaptation while it waits.
+        traffic: The champion's served traffic since the last check (None: not checked).
+            When it calls for a change and the data holds nothing new, nothing is trained
+            (the triggers lead the reasons): the images the model is asked about need labels.
 
     Returns:
         The decision; ``reasons`` lists the triggers first (drift before counts: it is the
@@ -150,9 +212,20 @@ def decide(
     if champion is None:
         triggers.append("no champion yet")
         return ChangeDecision(True, triggers, len(triggers))
+    served, served_checks = _traffic(cfg, traffic)  # its passed checks go last
     if same_version or (counts is not None and not counts.any):
         checks.append(f"{NO_NEW_DATA}: the data is what champion v{champion} was trained on")
+        checks += served_checks
+        if served and not triggers:  # the traffic moved, the data did not: labels are needed
+            note = (
+                "the served images moved away from what the champion was trained on, and the "
+                "data holds nothing new to retrain on: label what it is asked about (keep the "
+                "served images, serve.record.keep_images, and export them for select_labels: "
+                "tlops data traffic --out <a folder of data.target_unlabeled>)"
+            )
+            return ChangeDecision(False, [*served, note, *checks], len(served), SKIP)
         return ChangeDecision(bool(triggers), triggers + checks, len(triggers))
+    triggers = served + triggers
     if drift is not None:
         text = f"p-value {drift.p_value:.4f}"
         sizes = (
@@ -180,6 +253,7 @@ def decide(
             triggers.append(f"{text} > {cfg.max_label_shift}")
         else:
             checks.append(f"{text} <= {cfg.max_label_shift}")
+    checks += served_checks
     decision = ChangeDecision(bool(triggers), triggers + checks, len(triggers))
     return _for_labels(cfg, counts, decision, held)
 

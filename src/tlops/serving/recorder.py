@@ -90,18 +90,24 @@ class ObjectSink:
         self._seq = 0
 
     def write(self, records: Sequence[Served]) -> str:
-        """One file of ``records``; returns its path. Raises whatever the store raises."""
+        """One file of ``records``; returns its path. Raises whatever the store raises.
+
+        Kept images go first: a record file never names an image that is not there.
+        """
+        kept = [r for r in records if r.image is not None]
+        if kept:
+            self.fs.makedirs(f"{self.root}/{IMAGES}", exist_ok=True)
+        for record in kept:
+            assert record.image is not None
+            self.fs.pipe_file(f"{self.root}/{IMAGES}/{record.sha256}", record.image)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **batch_arrays(records))  # type: ignore[arg-type]
-        now = time.time()
         self._seq += 1
         day = time.strftime("%Y-%m-%d", time.gmtime(records[0].time))
-        path = f"{self.root}/{day}/{int(now * 1000):013d}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
+        stamp = int(time.time() * 1000)
+        path = f"{self.root}/{day}/{stamp:013d}-{os.getpid()}-{self._seq:06d}{SUFFIX}"
         self.fs.makedirs(f"{self.root}/{day}", exist_ok=True)
         self.fs.pipe_file(path, buffer.getvalue())
-        for record in records:
-            if record.image is not None:
-                self.fs.pipe_file(f"{self.root}/{IMAGES}/{record.sha256}", record.image)
         return str(path)
 
 

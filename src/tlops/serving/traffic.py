@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -155,3 +156,30 @@ def figures(traffic: Traffic, version: str) -> ServedFigures:
         p99_latency_ms=float(np.percentile(ok.latency_ms, 99)) if len(ok) else float("nan"),
         mean_confidence=float(np.mean(ok.confidence)) if len(ok) else float("nan"),
     )
+
+
+def export_kept(uri: str, out: Path, since: float, version: str | None = None) -> tuple[int, int]:
+    """Write each distinct kept image served since ``since`` to ``out`` as ``<sha256>.<ext>``.
+
+    Returns:
+        ``(images written, images recorded but not kept)``.
+    """
+    import io
+
+    from PIL import Image
+
+    traffic = read_traffic(uri, since).ok
+    if version is not None:
+        traffic = traffic.where(traffic.version == version)
+    written = missing = 0
+    out.mkdir(parents=True, exist_ok=True)
+    for sha in sorted(set(traffic.sha256)):
+        data = kept_image(uri, sha)
+        if data is None:
+            missing += 1
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            ext = (image.format or "img").lower().replace("jpeg", "jpg")
+        (out / f"{sha}.{ext}").write_bytes(data)
+        written += 1
+    return written, missing

@@ -27,9 +27,10 @@ from tlops.config import UNLABELED_SPLIT, Params
 from tlops.data.dataset import ingest_info, load_manifest, require_validated, unlabeled_version
 from tlops.evaluate.change import ADAPT, ASK, RETRAIN
 from tlops.evaluate.drift import LabelShift, MMDResult, label_shift, mmd_test
-from tlops.io import atomic_dir, fingerprint, write_json
+from tlops.io import atomic_dir, write_json
 from tlops.layout import CHANGE_FILE, IMAGES_DIR, MANIFEST_ARTIFACT, MANIFEST_FILE, SUMMARY_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
+from tlops.serving.monitor import UNTIL_TAG, HeldOut, check_traffic, held_out, last_check
 from tlops.steps.ingest_data import dataset_input
 from tlops.steps.validate_data import report_input
 from tlops.tracking.held import adapted_to, held_on, same_data
@@ -38,7 +39,7 @@ from tlops.tracking.registry import CHAMPION, VersionInfo, run_artifact, version
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tlops.evaluate.change import ChangeCounts, ChangeDecision
+    from tlops.evaluate.change import ChangeCounts, ChangeDecision, TrafficCheck
 
 HELD_OUT = ("val", "test")
 
@@ -55,55 +56,29 @@ def _champion_manifest(params: Params, champion: VersionInfo) -> pd.DataFrame | 
 
 def _drift(
     params: Params,
-    champion: VersionInfo,
+    held: HeldOut,
     reference: pd.DataFrame,
     current: pd.DataFrame,
     images_root: Path,
 ) -> tuple[MMDResult | None, dict[str, Any]]:
     """The MMD test of the new images against the champion's held-out ones."""
-    from tlops.models.embed import embed_images
-    from tlops.models.init import model_from_checkpoint, resolve_init
-    from tlops.models.model import TransferModel
-    from tlops.runtime import resolve_device
-
     cfg = params.detect_change
     usable = current[current["decode_status"] == "ok"]
-    known = set(reference["sha256"])
-    new_rows = usable[~usable["sha256"].isin(known)]
-    held_out = reference[reference["split"].isin(HELD_OUT) & (reference["decode_status"] == "ok")]
-    # reference images are decoded from the current snapshot (or come from the cache)
-    where = dict(zip(usable["sha256"], usable["path"], strict=True))
-    ref_pairs = [(sha, images_root / where[sha]) for sha in held_out["sha256"] if sha in where]
+    new_rows = usable[~usable["sha256"].isin(set(reference["sha256"]))]
     new_pairs = [
         (sha, images_root / path)
         for sha, path in zip(new_rows["sha256"], new_rows["path"], strict=True)
     ]
     info: dict[str, Any] = {
-        "reference_images": len(ref_pairs),
-        "reference_missing": int(len(held_out) - len(ref_pairs)),
+        "reference_images": len(held.pairs),
+        "reference_missing": held.missing,
         "new_images": len(new_pairs),
     }
-    if len(new_pairs) < cfg.min_drift_images or len(ref_pairs) < 2:
+    if len(new_pairs) < cfg.min_drift_images or len(held.pairs) < 2:
         return None, info
-    loaded: list[TransferModel] = []
-
-    def champion_model() -> TransferModel:  # loaded once, and only if an image is not cached
-        if not loaded:
-            loaded.append(model_from_checkpoint(resolve_init(champion.uri).checkpoint or {}))
-        return loaded[0]
-
-    device = resolve_device(params.runtime.device)
-    key = fingerprint(
-        champion.name, champion.version, champion.run_id, params.image.model_dump(mode="json")
-    )
-    cache_file = params.extract_features.cache_dir / "drift" / f"{key}.npz"
     started = time.perf_counter()
-    ref_features, ref_embedded = embed_images(
-        champion_model, ref_pairs, params.image, cache_file, cfg.batch_size, device
-    )
-    new_features, new_embedded = embed_images(
-        champion_model, new_pairs, params.image, cache_file, cfg.batch_size, device
-    )
+    ref_features, ref_embedded = held.embed(held.pairs)
+    new_features, new_embedded = held.embed(new_pairs)
     info.update(
         embedded=ref_embedded + new_embedded,
         embed_seconds=time.perf_counter() - started,
@@ -181,15 +156,13 @@ def _compare(
     unlabeled: str | None,
     current: pd.DataFrame,
     ingest_dir: Path,
+    reference: pd.DataFrame | None,
 ) -> _Found:
     """The data against the champion's: its version, the images per class, labels, drift."""
     from tlops.evaluate.change import compare_manifests
 
     found = _Found(same_version=same_data(champion, data_version, unlabeled))
-    if found.same_version:
-        return found
-    reference = _champion_manifest(params, champion)
-    if reference is None:
+    if found.same_version or reference is None:
         return found
     found.counts = compare_manifests(reference, current)
     new = current[
@@ -201,10 +174,25 @@ def _compare(
     classes = sorted(set(ok["label"]) | set(labeled["label"]))
     found.shift = label_shift(list(ok["label"]), list(labeled["label"]), classes)
     if found.counts.new_content:
+        held = held_out(params, champion, reference, current, ingest_dir / IMAGES_DIR)
         found.drift, found.drift_info = _drift(
-            params, champion, reference, current, ingest_dir / IMAGES_DIR
+            params, held, reference, current, ingest_dir / IMAGES_DIR
         )
     return found
+
+
+def _served(
+    params: Params,
+    champion: VersionInfo,
+    reference: pd.DataFrame | None,
+    current: pd.DataFrame,
+    images_root: Path,
+) -> TrafficCheck | None:
+    """The champion's served traffic since the last check (None: not checked)."""
+    if not params.detect_change.traffic.check or reference is None:
+        return None
+    held = held_out(params, champion, reference, current, images_root)
+    return check_traffic(params, held, last_check(params, champion))
 
 
 def _payload(
@@ -269,9 +257,11 @@ def run(params: Params, io: StepIO) -> StepResult:
     name = params.register_model.model_name
     champion = version_with_alias(params.tracking, name, CHAMPION)
     versions = (ingest["data_version"], unlabeled_version(ingest))
-    found = _Found()
+    found, traffic = _Found(), None
     if champion is not None:
-        found = _compare(params, champion, *versions, current, ingest_dir)
+        reference = _champion_manifest(params, champion)
+        found = _compare(params, champion, *versions, current, ingest_dir, reference)
+        traffic = _served(params, champion, reference, current, ingest_dir / IMAGES_DIR)
     decision = decide(
         cfg,
         champion.version if champion else None,
@@ -280,8 +270,10 @@ def run(params: Params, io: StepIO) -> StepResult:
         found.shift,
         found.same_version,
         held_on(params.tracking, name, *versions) if champion is not None else None,
+        traffic,
     )
     payload = _payload(params, ingest["data_version"], champion, found, decision)
+    payload["traffic"] = traffic.as_dict() if traffic is not None else None
     payload["warm_start"] = _warm_start(params, decision, versions[1]) if champion else None
     if payload["warm_start"]:
         payload["reasons"].append(f"the retrain {payload['warm_start']['reason']}")
@@ -320,7 +312,6 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
     if not retrain:
         what = "labels asked" if payload["action"] == ASK else "skipped"
         tags["mlflow.runName"] = f"retraining check: {what} ({payload['reasons'][0]})"[:250]
-    io.run.tags(tags)
     metrics: dict[str, float] = {"detect_change.seconds": payload["seconds"]}
     if payload["counts"]:
         counts = payload["counts"]
@@ -335,6 +326,15 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
         metrics["detect_change.mmd2"] = payload["drift"]["mmd2"]
     if payload["label_shift"]:
         metrics["detect_change.label_shift_tv"] = payload["label_shift"]["total_variation"]
+    traffic = payload.get("traffic")
+    if traffic and not traffic["error"]:
+        tags[UNTIL_TAG] = repr(traffic["until"])  # the next check reads on from here
+        metrics["detect_change.traffic_images"] = traffic["images"]
+        if traffic["drift"]:
+            metrics["detect_change.traffic_p_value"] = traffic["drift"]["p_value"]
+            metrics["detect_change.traffic_confidence"] = traffic["confidence_served"]
+            metrics["detect_change.traffic_class_mix"] = traffic["class_mix"]
+    io.run.tags(tags)
     io.run.metrics(metrics)
     io.run.artifacts(
         [io.outputs["change"] / CHANGE_FILE, io.outputs["change"] / SUMMARY_FILE], "detect_change"
@@ -353,6 +353,7 @@ STEP = StepSpec(
         "image",
         "register_model.model_name",
         "extract_features.cache_dir",
+        "serve.record.uri",
         "runtime",
         "tracking",
     ),
@@ -368,6 +369,7 @@ STEP = StepSpec(
         "tlops.evaluate.change",
         "tlops.evaluate.drift",
         "tlops.models.embed",
+        "tlops.serving.monitor",
         "tlops.tracking.registry",
     ),
     tracking=Tracking.OPENS,

@@ -95,6 +95,7 @@ class VersionInfo:
     version: str
     run_id: str
     tags: dict[str, str]
+    created_ms: int | None = None  # when it was registered (unix ms)
 
     @property
     def uri(self) -> str:
@@ -112,7 +113,13 @@ def version_with_alias(cfg: TrackingConfig, model_name: str, alias: str) -> Vers
         found = client(cfg).get_model_version_by_alias(model_name, alias)
     except mlflow.exceptions.MlflowException:
         return None
-    return VersionInfo(model_name, str(found.version), str(found.run_id), dict(found.tags or {}))
+    return VersionInfo(
+        model_name,
+        str(found.version),
+        str(found.run_id),
+        dict(found.tags or {}),
+        int(found.creation_timestamp) if found.creation_timestamp else None,
+    )
 
 
 def run_artifact(cfg: TrackingConfig, run_id: str, path: str, dst: Path) -> Path | None:
