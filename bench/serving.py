@@ -1,4 +1,6 @@
-"""Benchmark: the image-taking registered model against the raw-array model it replaced.
+"""Benchmark: serving the registered model: MLflow's scoring server and tlops' KServe predictor.
+
+Part 1, the image-taking registered model against the raw-array model it replaced:
 
 Both are served by ``mlflow models serve`` (one worker, loopback) from the same MLflow store and
 the same weights (EfficientNet-Lite0 ImageNet + a 10-class head, 64 px, as ``make run``
@@ -14,6 +16,14 @@ trains), one after the other in one process run, and driven by one client in a c
 For single images and batches of 32 (UCI digits PNGs, 8x8): requests/s, p50 and p99 latency,
 and the request size. The client's own decode/resize time is part of the raw-array latency
 (a client must do it), measured separately too.
+
+Part 2, ``tlops serve`` (the predictor of the InferenceService: KServe's model server, the Open
+Inference Protocol V2, base64 PNGs as a BYTES tensor) on the same registered version, with the
+traffic recorder off and on. The two servers run side by side and each request goes to both in
+alternating order, so the recording's cost on p50 is measured under the same machine state.
+Then a bounded load test of the recording server: ``--clients`` concurrent clients send
+``--load`` single-image requests; errors (goal 0), p50/p99 under load and the server's memory
+(resident set size) after it.
 
     .venv/bin/python bench/serving.py | tee bench/results/serving.txt
 """
@@ -70,7 +80,10 @@ class RawArrayModel(nn.Module):
 
 
 def log_models(cfg: TrackingConfig, pngs: list[bytes]) -> tuple[str, str]:
-    """Both models from the same weights: (images model URI, raw-array model URI)."""
+    """Both models from the same weights: (images model URI, raw-array model URI).
+
+    The images model is registered as ``bench-images`` version 1 (what ``tlops serve`` serves).
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -127,16 +140,21 @@ def serve(uri: str, port: int, env: dict[str, str], log: Any) -> subprocess.Pope
         stderr=log,
         start_new_session=True,
     )
-    deadline = time.time() + 180
+    return _wait_for(f"http://127.0.0.1:{port}/ping", server, log, f"mlflow models serve {uri}")
+
+
+def _wait_for(url: str, server: Any, log: Any, what: str, seconds: float = 300) -> Any:
+    """Until ``url`` answers; the server's log tail if it exits or never does."""
+    deadline = time.time() + seconds
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+            with urllib.request.urlopen(url, timeout=2):
                 return server
         except OSError:
             if server.poll() is not None or time.time() > deadline:
                 log.seek(0)
                 tail = log.read().decode(errors="replace")[-3000:]
-                raise RuntimeError(f"mlflow models serve {uri} did not start:\n{tail}") from None
+                raise RuntimeError(f"{what} did not get ready:\n{tail}") from None
             time.sleep(0.5)
 
 
@@ -155,6 +173,39 @@ def drive(port: int, make_body: Any, batches: list[list[bytes]]) -> dict[str, fl
             response.read()
         latencies.append(time.perf_counter() - started)
         sizes.append(len(body))
+    return _summary(latencies, sizes)
+
+
+def tlops_serve(port: int, env: dict[str, str], log: Any, record: Path | None) -> Any:
+    """``tlops serve models:/bench-images/1`` on ``port``; wait until the model is ready."""
+    server = subprocess.Popen(
+        [str(BIN / "tlops"), "serve", "models:/bench-images/1", "--port", str(port),
+         "-S", f"serve.record.uri={record if record else 'null'}"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    ready = f"http://127.0.0.1:{port}/v2/models/bench-images/ready"
+    return _wait_for(ready, server, log, "tlops serve")
+
+
+def v2_body(pngs: list[bytes]) -> bytes:
+    data = [base64.b64encode(png).decode() for png in pngs]
+    tensor = {"name": "image", "shape": [len(data)], "datatype": "BYTES", "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def _post_v2(port: int, body: bytes) -> float:
+    started = time.perf_counter()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/bench-images/infer",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        response.read()
+    return time.perf_counter() - started
+
+
+def _summary(latencies: list[float], sizes: list[int]) -> dict[str, float]:
     ordered = sorted(latencies)
     return {
         "requests_per_s": len(latencies) / sum(latencies),
@@ -164,10 +215,94 @@ def drive(port: int, make_body: Any, batches: list[list[bytes]]) -> dict[str, fl
     }
 
 
+def side_by_side(ports: tuple[int, int], batches: list[list[bytes]]) -> list[dict[str, float]]:
+    """Each request to both servers, in alternating order; each server's figures."""
+    latencies: list[list[float]] = [[], []]
+    sizes = []
+    for i, batch in enumerate(batches):
+        body = v2_body(batch)
+        sizes.append(len(body))
+        for which in (0, 1) if i % 2 == 0 else (1, 0):
+            latencies[which].append(_post_v2(ports[which], body))
+    return [_summary(latencies[0], sizes), _summary(latencies[1], sizes)]
+
+
+def load_test(port: int, pngs: list[bytes], clients: int, total: int) -> dict[str, float]:
+    """``clients`` threads send ``total`` single-image requests; errors and latency under load."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [v2_body([pngs[i % len(pngs)]]) for i in range(total)]
+
+    def one(body: bytes) -> float | None:
+        try:
+            return _post_v2(port, body)
+        except OSError:
+            return None
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(one, bodies))
+    wall = time.perf_counter() - started
+    ok = sorted(a for a in answers if a is not None)
+    return {
+        "errors": float(len(answers) - len(ok)),
+        "images_per_s": len(ok) / wall,
+        "p50_ms": 1000 * statistics.median(ok) if ok else float("nan"),
+        "p99_ms": 1000 * ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else float("nan"),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def predictor_part(
+    env: dict[str, str], tmp: Path, stack: contextlib.ExitStack, singles: list[list[bytes]],
+    batches: list[list[bytes]], pngs: list[bytes], clients: int, load: int,
+) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, float], float, str]:  # fmt: skip
+    """tlops serve with the recorder off and on, side by side; then the load test (on)."""
+    servers = []
+    for port, record in ((5310, None), (5311, tmp / "traffic")):
+        log = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
+        servers.append((port, tlops_serve(port, env, log, record), log))
+    try:
+        ports = (servers[0][0], servers[1][0])
+        side_by_side(ports, singles[:20])  # warm-up
+        one = side_by_side(ports, singles)
+        many = side_by_side(ports, batches)
+        loaded = load_test(ports[1], pngs, clients, load)
+        memory = rss_mb(servers[1][1].pid)
+    finally:
+        for _, server, _ in servers:
+            os.killpg(server.pid, signal.SIGINT)
+            server.wait(timeout=60)
+    log = servers[1][2]
+    log.seek(0)
+    recorded = next(
+        (
+            ln
+            for ln in log.read().decode(errors="replace").splitlines()
+            if ln.startswith("traffic:")
+        ),
+        "traffic: (no summary line)",
+    )
+    results = {}
+    for i, name in enumerate(("tlops serve, recording off", "tlops serve, recording on")):
+        results[(name, "1")] = one[i]
+        results[(name, "32")] = many[i]
+    return results, loaded, memory, recorded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--single", type=int, default=300, help="single-image requests")
     parser.add_argument("--batches", type=int, default=60, help="batch-of-32 requests")
+    parser.add_argument("--clients", type=int, default=8, help="load test: concurrent clients")
+    parser.add_argument("--load", type=int, default=400, help="load test: requests in all")
     args = parser.parse_args()
     images, _ = digits_target()
     pngs = [encode_png(image) for image in images[:512]]
@@ -199,6 +334,10 @@ def main() -> None:
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(timeout=30)
+        served, loaded, memory, recorded = predictor_part(
+            env, Path(tmp), stack, singles, batches, pngs, args.clients, args.load
+        )
+        results.update(served)
     started = time.perf_counter()
     client_pixels([pngs[0]] * 100)
     prep_ms = 10 * (time.perf_counter() - started)
@@ -213,6 +352,20 @@ def main() -> None:
             f"{r['request_kb']:.1f} |"
         )
     print(f"\nclient-side decode + resize of one image for the raw-array model: {prep_ms:.2f} ms")
+    off = results[("tlops serve, recording off", "1")]["p50_ms"]
+    on = results[("tlops serve, recording on", "1")]["p50_ms"]
+    cost = 100 * (on / off - 1)
+    print(
+        f"recording's cost on the single-image p50: {cost:+.1f} % "
+        f"(goal <= 5 %: {'met' if cost <= 5 else 'missed'}); {recorded}"
+    )
+    print(
+        f"load test (recording on): {args.clients} concurrent clients, {args.load} single-image "
+        f"requests: {loaded['errors']:.0f} errors (goal 0: "
+        f"{'met' if loaded['errors'] == 0 else 'missed'}), {loaded['images_per_s']:.0f} images/s, "
+        f"p50 {loaded['p50_ms']:.1f} ms, p99 {loaded['p99_ms']:.1f} ms"
+    )
+    print(f"memory of one replica (tlops serve, resident after the load test): {memory:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
     if features_needed:
         fields.append(("features", Dataset))
     fields += [("model", Model), ("evaluation", Artifact), ("decision", Artifact)]
+    fields.append(("deployment", Artifact))
     Outputs = NamedTuple("Outputs", fields)  # type: ignore[misc]
 
     def training(params: str, checkpoint_root: str, versions: dict[str, str]) -> Any:
@@ -166,6 +167,7 @@ def build_training_pipeline(cfg: Params, pinned_data: bool = True) -> Any:
             tasks.get("train").outputs["model"],
             tasks.get("evaluate").outputs["evaluation"],
             tasks.get("register_model").outputs["decision"],
+            tasks.get("deploy").outputs["deployment"],
         ]
         return Outputs(*outputs)
 

@@ -128,6 +128,7 @@ class Server:
 
 def _start(store: TrackingConfig, tmp: Path, uri: str, *extra: str) -> Server:
     port, traffic = free_port(), tmp / "traffic"
+    extra = tuple(a.replace("GRPC_PORT", str(free_port())) for a in extra)
     env = {**project_env(tmp), "MLFLOW_TRACKING_URI": store.tracking_uri}
     proc = subprocess.Popen(
         [
@@ -144,7 +145,10 @@ def _start(store: TrackingConfig, tmp: Path, uri: str, *extra: str) -> Server:
 
 @pytest.fixture(scope="module")
 def server(store: TrackingConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = _start(store, tmp_path_factory.mktemp("serve"), "models:/tiny@champion")
+    running = _start(
+        store, tmp_path_factory.mktemp("serve"), "models:/tiny@champion",
+        "-S", "serve.grpc_port=GRPC_PORT",
+    )  # fmt: skip
     running.wait_for("ready in")
     yield running
     running.stop()
@@ -235,3 +239,36 @@ def test_each_answered_image_is_recorded_with_its_hash_embedding_and_confidence(
     assert ok.embedding.shape == (2, 1024) and np.isfinite(ok.embedding).all()
     assert set(ok.version) == {"1"}
     assert not (running.traffic / "images").exists()  # keep_images is off
+
+
+def test_grpc_takes_the_encoded_images_as_they_are(server: Server) -> None:
+    import grpc
+    from kserve import InferResponse
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    port = int(next(a for a in server.proc.args if str(a).startswith("serve.grpc_port="))
+               .split("=")[1])  # fmt: skip
+    images = [_image(1, "PNG"), _image(2, "JPEG", (40, 20))]
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="image", datatype="BYTES", shape=[2],
+        contents=pb.InferTensorContents(bytes_contents=images),
+    )  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        reply = stub.ModelInfer(pb.ModelInferRequest(model_name="tiny", id="g", inputs=[tensor]))
+        with pytest.raises(grpc.RpcError) as refused:
+            big = pb.InferTensorContents(bytes_contents=[b"x" * 70_000])
+            stub.ModelInfer(pb.ModelInferRequest(model_name="tiny", inputs=[
+                pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1],
+                                                      contents=big)]))  # fmt: skip
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    answer = InferResponse.from_grpc(reply)
+    outputs = {o.name: o.as_numpy() for o in answer.outputs}
+    code, rest = _post(server.port, _request(images))
+    assert code == 200
+    expected = {o["name"]: o["data"] for o in rest["outputs"]}
+    assert [c.decode() if isinstance(c, bytes) else c for c in outputs["class"]] == expected[
+        "class"
+    ]
+    np.testing.assert_allclose(outputs["probability"], expected["probability"], rtol=1e-6)

@@ -144,6 +144,7 @@ def test_compiled_spec_loads_back_with_the_sdk() -> None:
         "model",
         "evaluation",
         "decision",
+        "deployment",
     }
 
 

@@ -23,6 +23,7 @@ OUTPUT_RECORDS = {
     "evaluation": "evaluation.json",
     "decision": "decision.json",
     "change": "change.json",
+    "deployment": "deploy.json",
 }
 
 Outputs = dict[str, dict[str, Any]]
@@ -90,6 +91,9 @@ def summary_lines(outputs: Outputs, params: Params) -> list[str]:
     if decision is not None:
         uri = tracking_uri(params.tracking)
         lines.extend(_decision_lines(decision, params.tracking.experiment, uri))
+        deployment = outputs.get("deployment")
+        if deployment is not None:  # the deploy step's own line (what it did, or that it did not)
+            lines.append(str(deployment["line"]).splitlines()[0])
         if _is_server(uri):  # a tracking server has its own UI; the embedded store needs one
             return lines
     lines.append("open the MLflow UI: make ui   (or: tlops ui)")

@@ -157,6 +157,17 @@ def _traffic(cfg: DetectChangeConfig, check: TrafficCheck | None) -> tuple[list[
     return triggers, checks
 
 
+def _served_only(served: list[str], checks: list[str]) -> ChangeDecision:
+    """Traffic that moved while the data did not: nothing to train on, the images need labels."""
+    note = (
+        "the served images moved away from what the champion was trained on, and the data "
+        "holds nothing new to retrain on: label what it is asked about (keep the served "
+        "images, serve.record.keep_images, and export them for select_labels: tlops data "
+        "traffic --out <a folder of data.target_unlabeled>)"
+    )
+    return ChangeDecision(False, [*served, note, *checks], len(served), SKIP)
+
+
 @dataclass(frozen=True)
 class ChangeDecision:
     """Whether to retrain, and every check that was made (the first reasons decided it)."""
@@ -217,13 +228,7 @@ def decide(
         checks.append(f"{NO_NEW_DATA}: the data is what champion v{champion} was trained on")
         checks += served_checks
         if served and not triggers:  # the traffic moved, the data did not: labels are needed
-            note = (
-                "the served images moved away from what the champion was trained on, and the "
-                "data holds nothing new to retrain on: label what it is asked about (keep the "
-                "served images, serve.record.keep_images, and export them for select_labels: "
-                "tlops data traffic --out <a folder of data.target_unlabeled>)"
-            )
-            return ChangeDecision(False, [*served, note, *checks], len(served), SKIP)
+            return _served_only(served, checks)
         return ChangeDecision(bool(triggers), triggers + checks, len(triggers))
     triggers = served + triggers
     if drift is not None:

@@ -142,26 +142,34 @@ def serve(model: Any, cfg: ServeConfig, on_stop: Callable[[], None] | None = Non
         cfg.http_port,
     )
     rest.config.host = cfg.host  # KServe binds 0.0.0.0; locally, loopback
-    server._rest_server = rest
-    server.servers.append(rest.start())
+    grpc = None
     if cfg.grpc_port is not None:
         from kserve.protocol.grpc.server import GRPCServer
 
-        server._grpc_server = GRPCServer(
-            cfg.grpc_port, server.dataplane, server.model_repository_extension, kwargs={}
+        # the request limit holds over gRPC too (a larger message: RESOURCE_EXHAUSTED)
+        limits = {
+            "grpc_max_receive_message_length": cfg.max_request_bytes,
+            "grpc_max_send_message_length": 64 * 2**20,
+        }
+        grpc = GRPCServer(
+            cfg.grpc_port, server.dataplane, server.model_repository_extension, limits, 5
         )
-        server.servers.append(server._grpc_server.start(server.max_threads))
-    log.info("tlops serve: http://%s:%d/v2/models/%s", cfg.host, cfg.http_port, model.name)
+    where = f"http://{cfg.host}:{cfg.http_port}/v2/models/{model.name}"
+    log.info("tlops serve: %s%s", where, f", gRPC :{cfg.grpc_port}" if grpc else "")
 
     async def main() -> None:
         # scoring runs in the loop's default executor (ImagePredictor.predict)
         from concurrent.futures import ThreadPoolExecutor
 
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=4))
-        await asyncio.gather(*server.servers)
+        grpc_task = asyncio.ensure_future(grpc.start(server.max_threads)) if grpc else None
+        await rest.start()  # returns when uvicorn stops (SIGINT/SIGTERM, requests in flight done)
+        if grpc is not None and grpc_task is not None:
+            await grpc.stop()  # KServe's gRPC server does not watch the signals itself
+            grpc_task.cancel()
 
     try:
-        asyncio.run(main())  # uvicorn stops on SIGINT/SIGTERM, after the requests in flight
+        asyncio.run(main())
     finally:
         if on_stop is not None:
             on_stop()

@@ -246,7 +246,8 @@ def _done(io: StepIO, params: Params, facts: dict[str, Any], line: str) -> StepR
     """Write ``deploy.json``, tag the run, and say what was done."""
     out_dir = io.outputs["deployment"]
     with atomic_dir(out_dir) as staging:
-        write_json(staging / DEPLOY_FILE, {**facts, "target": params.section("deploy").target})
+        target = params.section("deploy").target
+        write_json(staging / DEPLOY_FILE, {**facts, "target": target, "line": line})
     if io.run is not None:
         tags = {f"deploy.{k}": str(v) for k, v in facts.items() if k in ("action", "version")}
         if facts.get("reasons"):

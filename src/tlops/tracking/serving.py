@@ -107,8 +107,7 @@ class ImageClassifier:
     def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N, classes) and pooled embeddings (N, D) of prepared images.
 
-        One backbone pass gives both: the predictor records the embeddings of its traffic
-        (drift monitoring) at no extra forward pass, and the pyfunc answers from the same code.
+        One backbone pass gives both (the predictor records the embeddings of its traffic).
         """
         model = self.model.eval()
         probs, embeddings = [], []
