@@ -62,13 +62,23 @@ class FakeKServe(FakeApiHandler):
     on_canary: ClassVar[Callable[[dict[str, Any]], None] | None] = None
 
     def _stored(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A change as KServe's serverless mode reports it: a new revision, ready or not."""
         meta = obj.setdefault("metadata", {})
         meta["generation"] = int(meta.get("generation") or 0) + 1
         canary = "canaryTrafficPercent" in obj.get("spec", {}).get("predictor", {})
         ready = "False" if self.mode == "canary_never_ready" and canary else "True"
         message = "revision failed" if ready == "False" else ""
-        condition = {"type": "Ready", "status": ready, "message": message}
-        obj["status"] = {"observedGeneration": meta["generation"], "conditions": [condition]}
+        before = (obj.get("status") or {}).get("components", {}).get("predictor", {})
+        created = f"{meta['name']}-predictor-{meta['generation']:05d}"
+        served = created if ready == "True" else before.get("latestReadyRevision")
+        obj["status"] = {
+            # copied from the child service: not this object's generation (kserve#6081)
+            "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": ready, "message": message}],
+            "components": {
+                "predictor": {"latestCreatedRevision": created, "latestReadyRevision": served}
+            },
+        }
         self.services[meta["name"]] = obj
         return obj
 
@@ -148,6 +158,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
             "deploy.api_timeout_s": 1.0,
             "deploy.policy.min_requests": 20,
             "serve.record.uri": f"s3://{DVC_BUCKET}/traffic",
+            "serve.record.flush_s": 0.1,  # the step waits two flushes for the last records
         },
     )
 
@@ -156,7 +167,8 @@ def _decision(tmp_path: Path, version: str = "2", aliases: tuple[str, ...] = ("c
     folder = tmp_path / "decision"
     folder.mkdir(exist_ok=True)
     write_json(folder / DECISION_FILE, {"model_name": MODEL, "version": version,
-                                        "aliases": list(aliases), "released": True})  # fmt: skip
+                                        "aliases": list(aliases), "released": True,
+                                        "previous_champion": "1"})  # fmt: skip
     return folder
 
 
@@ -244,7 +256,7 @@ def test_a_confident_canary_is_rolled_forward(
     assert [e["value"] for e in canary["containers"][0]["env"] if e["name"] == MODEL_ENV] == [
         "models:/digits/2"
     ]
-    assert patches[-1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert patches[-1]["body"]["spec"]["predictor"]["canaryTrafficPercent"] is None
     service = api.services["tlops-predictor"]
     assert model_uri_of(service) == "models:/digits/2"
     assert "canaryTrafficPercent" not in service["spec"]["predictor"]
@@ -270,6 +282,55 @@ def test_an_unsure_canary_is_rolled_back_and_the_champion_alias_with_it(
     assert "canaryTrafficPercent" not in service["spec"]["predictor"]
     assert alias_version(registry.tracking, MODEL, CHAMPION) == "1"
     assert facts["registry"] == "champion alias v2 -> v1"
+
+
+def test_the_manifest_applied_by_hand_names_the_alias_and_the_canary_still_knows_what_it_replaces(
+    api: type[FakeKServe], registry: Params, s3: Topology, tmp_path: Path
+) -> None:
+    """infra/k8s serves models:/...@champion, unlabeled: the champion before is the stable one."""
+    from tlops.serving.deploy import inference_service
+    from tlops.steps.deploy import service_spec
+
+    spec = service_spec(registry, registry.section("deploy"), "models")
+    api.services["tlops-predictor"] = inference_service(
+        spec, f"models:/{MODEL}@champion", None, None
+    )
+    api.on_canary = _predictors(registry, canary_confidence=0.5)
+    _, facts = _deploy(registry, tmp_path)
+    assert facts["action"] == "back" and facts["previous"] == "1"
+    service = api.services["tlops-predictor"]
+    assert model_uri_of(service) == "models:/digits/1"  # pinned: not the alias the canary holds
+    assert service["metadata"]["labels"][VERSION_LABEL] == "1"
+
+
+def test_a_failure_mid_canary_gives_the_traffic_back_to_the_served_version(
+    api: type[FakeKServe], registry: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import free_port
+    from tlops.serving.traffic import TrafficError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    _serving(api, registry, "1")
+    with pytest.raises(TrafficError, match="reading the traffic record failed"):
+        _deploy(registry, tmp_path)
+    service = api.services["tlops-predictor"]
+    assert model_uri_of(service) == "models:/digits/1"
+    assert "canaryTrafficPercent" not in service["spec"]["predictor"]
+
+
+def test_without_a_canary_the_version_takes_all_traffic_and_an_old_split_is_removed(
+    api: type[FakeKServe], registry: Params, tmp_path: Path
+) -> None:
+    _serving(api, registry, "1")
+    api.services["tlops-predictor"]["spec"]["predictor"]["canaryTrafficPercent"] = 30
+    line, facts = _deploy(apply_overrides(registry, {"deploy.canary_percent": 0}), tmp_path)
+    assert facts["action"] == "replaced" and "(was v1; no canary)" in line
+    service = api.services["tlops-predictor"]
+    assert model_uri_of(service) == "models:/digits/2"
+    assert "canaryTrafficPercent" not in service["spec"]["predictor"]
 
 
 def test_too_little_traffic_follows_the_policy(

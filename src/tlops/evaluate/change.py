@@ -229,7 +229,9 @@ def decide(
         checks += served_checks
         if served and not triggers:  # the traffic moved, the data did not: labels are needed
             return _served_only(served, checks)
-        return ChangeDecision(bool(triggers), triggers + checks, len(triggers))
+        return ChangeDecision(bool(triggers), triggers + served + checks, len(triggers + served))
+    if served and not triggers and counts is not None and not counts.new_content:
+        return _served_only(served, checks + served_checks)  # only removals: nothing to learn
     triggers = served + triggers
     if drift is not None:
         text = f"p-value {drift.p_value:.4f}"

@@ -58,7 +58,7 @@ class ServedFigures:
 
 
 @dataclass(frozen=True)
-class Rollout:
+class Verdict:
     """The judge's answer and every reason behind it."""
 
     direction: str  # forward | back
@@ -72,7 +72,7 @@ class Rollout:
 
 def judge_canary(
     canary: ServedFigures, stable: ServedFigures | None, policy: CanaryPolicy
-) -> Rollout:
+) -> Verdict:
     """Roll the canary forward only when every rule holds.
 
     1. it answered at least ``min_requests`` images (else ``too_little_traffic`` decides);
@@ -90,7 +90,7 @@ def judge_canary(
         The direction, with one reason per rule checked.
     """
     if canary.requests < policy.min_requests:
-        return Rollout(
+        return Verdict(
             policy.too_little_traffic,
             (
                 f"canary v{canary.version} answered {canary.requests} images, fewer than "
@@ -121,7 +121,7 @@ def judge_canary(
     else:
         checks.append((True, "no stable traffic in the window: confidence not compared"))
     direction = FORWARD if all(ok for ok, _ in checks) else BACK
-    return Rollout(direction, tuple(reason for _, reason in checks))
+    return Verdict(direction, tuple(reason for _, reason in checks))
 
 
 def _latency(canary: ServedFigures, policy: CanaryPolicy) -> tuple[bool, str]:

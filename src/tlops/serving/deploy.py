@@ -183,23 +183,31 @@ class Cluster:
         found: dict[str, Any] | None = self._call(where, "get_namespaced_custom_object", name=name)
         return found
 
-    def create(self, body: dict[str, Any]) -> int:
-        """Create an InferenceService; returns its generation."""
+    def create(self, body: dict[str, Any]) -> Rollout:
+        """Create an InferenceService; what to wait for."""
         name = body["metadata"]["name"]
         what = f"creating InferenceService {self.namespace}/{name}"
-        return _generation(self._call(what, "create_namespaced_custom_object", body=body))
+        return Rollout(None, self._call(what, "create_namespaced_custom_object", body=body))
 
-    def patch(self, name: str, body: dict[str, Any]) -> int:
+    def patch(self, name: str, body: dict[str, Any], before: dict[str, Any] | None) -> Rollout:
         """Merge-patch the InferenceService ``name`` (``None`` values remove fields).
 
-        Returns:
-            The generation the patch made (the one to wait for).
+        Args:
+            name: The service.
+            body: The merge patch.
+            before: The service as it was (its revision is the one the patch replaces).
         """
         what = f"updating InferenceService {self.namespace}/{name}"
-        return _generation(self._call(what, "patch_namespaced_custom_object", name=name, body=body))
+        done = self._call(what, "patch_namespaced_custom_object", name=name, body=body)
+        return Rollout(before, done)
 
-    def wait_ready(self, name: str, since_generation: int, timeout_s: float, poll_s: float) -> None:
-        """Until the service reports ``Ready`` for a generation >= ``since_generation``.
+    def wait_ready(self, name: str, rollout: Rollout, timeout_s: float, poll_s: float) -> None:
+        """Until the service serves what ``rollout`` asked for, and says it is ``Ready``.
+
+        In KServe's serverless mode the predictor reports revisions: a change is served once a
+        revision other than the one before it is both the latest created and the latest ready
+        (``status.observedGeneration`` is copied from the child service, not this object's
+        generation). Without revisions (raw deployment mode) the generations are compared.
 
         Raises:
             DeployError: It did not within ``timeout_s`` (with its last condition's message).
@@ -208,12 +216,13 @@ class Cluster:
         last = "no status yet"
         while True:
             isvc = self.get(name) or {}
-            status = isvc.get("status") or {}
-            ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
-            observed = int(status.get("observedGeneration") or 0)
+            ready = [
+                c for c in (isvc.get("status") or {}).get("conditions") or []
+                if c.get("type") == "Ready"
+            ]  # fmt: skip
             if ready:
                 last = f"Ready={ready[0].get('status')}: {ready[0].get('message') or ''}".strip()
-                if ready[0].get("status") == "True" and observed >= since_generation:
+                if ready[0].get("status") == "True" and rollout.served(isvc):
                     return
             if time.monotonic() >= deadline:
                 raise DeployError(
@@ -221,6 +230,30 @@ class Cluster:
                     f"{timeout_s:g} s (last: {last})"
                 )
             time.sleep(poll_s)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A change made to a service: the object before it (None: created) and right after it."""
+
+    before: dict[str, Any] | None
+    after: dict[str, Any]
+
+    def served(self, now: dict[str, Any]) -> bool:
+        """Whether ``now`` (the service's current state) serves this change."""
+        created, ready = revisions(now)
+        if created is not None:
+            replaced = revisions(self.before)[0] if self.before else None
+            return created != replaced and ready == created
+        observed = int((now.get("status") or {}).get("observedGeneration") or 0)
+        return observed >= _generation(self.after)
+
+
+def revisions(isvc: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """The predictor's latest created and latest ready revisions (serverless mode)."""
+    predictor = (((isvc or {}).get("status") or {}).get("components") or {}).get("predictor")
+    predictor = predictor or {}
+    return predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
 
 
 def _generation(obj: Any) -> int:

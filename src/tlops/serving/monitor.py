@@ -11,6 +11,9 @@ predictors recorded (:mod:`tlops.serving.recorder`) since the last check, its ve
 * class mix: the total variation between the predicted classes of the served images and of
   the held-out ones.
 
+A check reads the record files written since the previous tested check (a window of too few
+images is not tested, and the next check reads it again with what came after).
+
 :func:`last_check` finds where the previous check stopped (a tag of its MLflow run).
 """
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 HELD_OUT = ("val", "test")
 UNTIL_TAG = "detect_change.traffic_until"  # where a check stopped reading (unix seconds)
+WRITE_MARGIN_S = 2.0
 
 
 @dataclass
@@ -131,11 +135,12 @@ def check_traffic(
     from tlops.serving.traffic import TrafficError, read_traffic
 
     cfg, uri = params.detect_change, params.serve.record.uri
-    until = time.time() if until is None else until
+    # a file whose name is a moment ago is surely listed: the next check starts from here
+    until = time.time() - WRITE_MARGIN_S if until is None else until
     if uri is None:
         return TrafficCheck(0, since, until, error="serve.record.uri is null: nothing recorded")
     try:
-        traffic = read_traffic(uri, since, until)
+        traffic = read_traffic(uri, since, until, written=True)
     except TrafficError as exc:
         return TrafficCheck(0, since, until, error=str(exc))
     served = traffic.where(traffic.version == reference.champion.version).ok

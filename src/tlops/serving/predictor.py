@@ -79,13 +79,25 @@ class ImagePredictor(Model):  # type: ignore[misc]
     def start(self) -> None:
         """KServe's start would mark the model ready: it is ready only once :meth:`load` is."""
 
+    def load_until_ready(self, first_wait_s: float = 2.0, max_wait_s: float = 60.0) -> None:
+        """Load, and after a failure try again (waits doubling up to ``max_wait_s``).
+
+        A store that is briefly down (MLflow, S3) must not leave a pod unready for good while
+        its liveness probe keeps passing; each failure logs its line.
+        """
+        wait = first_wait_s
+        while not self.load():
+            time.sleep(wait)
+            wait = min(2 * wait, max_wait_s)
+            self._attempted.clear()
+
     def load(self) -> bool:
         """Load the model once; later calls (KServe calls it per request while not ready) wait.
 
         Returns:
             Whether the model is ready.
         """
-        if self._attempted.is_set():
+        if self._attempted.is_set():  # loading (or failed): the loading thread owns retries
             return bool(self.ready)  # type: ignore[has-type]
         self._attempted.set()
         started = time.perf_counter()
@@ -136,14 +148,18 @@ class ImagePredictor(Model):  # type: ignore[misc]
             raise InvalidInput(
                 f"send the Open Inference Protocol (V2): POST /v2/models/{self.name}/infer"
             )
-        name, values = self._images(payload)
-        loop = asyncio.get_running_loop()
+        name, values = "image", list[Any]()
         try:
+            name, values = self._images(payload)
+            loop = asyncio.get_running_loop()
             probs, embeddings, encoded = await loop.run_in_executor(None, self._score, values)
         except BadImage as exc:
-            self._record_failure(payload, arrived)
+            self._record_failure(payload, arrived, len(values))
             where = f"input '{name}'" + (f", element {exc.row}" if exc.row is not None else "")
             raise InvalidInput(f"{where}: {exc.reason}") from None
+        except Exception:  # refused or failed: it counts in the error rate a canary is judged by
+            self._record_failure(payload, arrived, len(values))
+            raise
         response = self._response(payload, probs)
         self._record(payload, encoded, probs, embeddings, arrived)
         return response
@@ -234,8 +250,8 @@ class ImagePredictor(Model):  # type: ignore[misc]
             ]
         )
 
-    def _record_failure(self, payload: InferRequest, arrived: float) -> None:
-        """A refused request counts in the error rate a canary is judged by."""
+    def _record_failure(self, payload: InferRequest, arrived: float, images: int) -> None:
+        """A refused request: one error row per image it held (at least one)."""
         if self.recorder is None:
             return
         nan = np.full(0, np.nan, dtype=np.float32)
@@ -254,6 +270,7 @@ class ImagePredictor(Model):  # type: ignore[misc]
                     status="error",
                 )
             ]
+            * max(images, 1)
         )
 
 

@@ -1,16 +1,19 @@
 """Run the predictor on KServe's model server: REST (and gRPC when a port is given).
 
 KServe's ``ModelServer`` listens on every interface and refuses to start without a model that
-is ready; :func:`serve` binds ``serve.host`` (loopback by default) and starts answering at
-once, with the model loading in a thread of its own, so an orchestrator's readiness probe
-(``/v2/models/<name>/ready``) says "not yet" instead of the port being closed.
+is ready; :func:`serve` binds the REST server to ``serve.host`` (loopback by default) and starts
+answering at once, with the model loading in a thread of its own, so an orchestrator's
+readiness probe (``/v2/models/<name>/ready``) says "not yet" instead of the port being closed.
+KServe's gRPC server (``serve.grpc_port``) always listens on every interface.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -100,6 +103,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _report_grpc(task: asyncio.Future[Any]) -> None:
+    """A gRPC server that could not start (its port taken) says so; REST goes on."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("tlops serve: the gRPC server stopped: %s", task.exception())
+
+
 def import_kserve_server() -> Any:
     """``kserve.model_server``, imported without letting it parse this process's arguments.
 
@@ -134,7 +143,7 @@ def serve(model: Any, cfg: ServeConfig, on_stop: Callable[[], None] | None = Non
         enable_latency_logging=False,
     )
     server.register_model(model)  # not ready yet: KServe's start would refuse it
-    threading.Thread(target=model.load, name="tlops-load", daemon=True).start()
+    threading.Thread(target=model.load_until_ready, name="tlops-load", daemon=True).start()
     rest = RESTServer(
         model_server.FASTAPI_APP_IMPORT_STRING,
         server.dataplane,
@@ -161,9 +170,18 @@ def serve(model: Any, cfg: ServeConfig, on_stop: Callable[[], None] | None = Non
         # scoring runs in the loop's default executor (ImagePredictor.predict)
         from concurrent.futures import ThreadPoolExecutor
 
-        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=4))
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=4))
+        # uvicorn re-raises a captured SIGTERM after it stops, which would end the process
+        # before the recorder writes what it holds: the signals are handled here instead
+        uvicorn = rest._server
+        uvicorn.capture_signals = contextlib.nullcontext
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, uvicorn.handle_exit, sig, None)
         grpc_task = asyncio.ensure_future(grpc.start(server.max_threads)) if grpc else None
-        await rest.start()  # returns when uvicorn stops (SIGINT/SIGTERM, requests in flight done)
+        if grpc_task is not None:
+            grpc_task.add_done_callback(_report_grpc)
+        await rest.start()  # returns when uvicorn stops, the requests in flight answered
         if grpc is not None and grpc_task is not None:
             await grpc.stop()  # KServe's gRPC server does not watch the signals itself
             grpc_task.cancel()

@@ -7,6 +7,7 @@ and name (the unix ms they were written at), so a check reads only the days it c
 
 from __future__ import annotations
 
+import calendar
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +69,35 @@ _ARRAYS = (
 )
 
 
-def _days(since: float, until: float) -> set[str]:
-    day, days = since - since % 86400, set()
-    while day <= until:
-        days.add(time.strftime("%Y-%m-%d", time.gmtime(day)))
-        day += 86400
-    return days
+def _in_window(name: str, since: float, until: float) -> bool:
+    """Whether a day folder (``YYYY-MM-DD``) may hold records of ``[since, until)``.
+
+    A file lies in the folder of its first record's day, so the day before ``since`` counts.
+    """
+    try:
+        start = calendar.timegm(time.strptime(name, "%Y-%m-%d"))
+    except ValueError:
+        return False  # images/ and anything else
+    return since - 86400 < start + 86400 and start <= until
 
 
-def read_traffic(uri: str, since: float, until: float | None = None) -> Traffic:
-    """The records with ``since <= time < until`` under ``uri`` (a folder or a prefix).
+def _written_ms(path: str) -> int:
+    """The unix ms a record file was written at (its name's first field)."""
+    return int(path.rsplit("/", 1)[-1].split("-", 1)[0])
+
+
+def read_traffic(
+    uri: str, since: float, until: float | None = None, written: bool = False
+) -> Traffic:
+    """The records of ``[since, until)`` under ``uri`` (a folder or a prefix).
+
+    Args:
+        uri: ``serve.record.uri``.
+        since: Unix seconds.
+        until: Unix seconds (None: now).
+        written: Select by when the files were written, not by when the requests arrived:
+            checks that follow one another (``detect_change``) then miss no record that was
+            still in a predictor's buffer when the previous one read.
 
     Raises:
         TrafficError: The store cannot be listed or a file cannot be read.
@@ -87,17 +107,24 @@ def read_traffic(uri: str, since: float, until: float | None = None) -> Traffic:
     until = time.time() if until is None else until
     try:
         fs, root = fsspec.core.url_to_fs(uri.rstrip("/"), skip_instance_cache=True)
-        days = sorted(_days(since, until))
-        paths: list[str] = []
-        for day in days:
-            if fs.exists(f"{root}/{day}"):
-                paths += [p for p in fs.ls(f"{root}/{day}", detail=False) if p.endswith(SUFFIX)]
+        days = []
+        if fs.exists(root):
+            days = [
+                d
+                for d in fs.ls(root, detail=False)
+                if _in_window(d.rsplit("/", 1)[-1], since, until)
+            ]
+        paths = [p for day in sorted(days) for p in fs.ls(day, detail=False) if p.endswith(SUFFIX)]
+        if written:
+            paths = [p for p in paths if since * 1000 <= _written_ms(p) < until * 1000]
         parts = [_read(fs, path) for path in sorted(paths)]
     except TrafficError:
         raise
     except Exception as exc:  # endpoint down, credentials
         raise TrafficError(f"{uri}: reading the traffic record failed: {exc}") from exc
     rows = _concat(parts)
+    if written:
+        return rows
     keep = (rows.time >= since) & (rows.time < until)
     return Traffic(**{n: getattr(rows, n)[keep] for n in _ARRAYS}, files=len(parts))
 

@@ -31,7 +31,7 @@ from tlops.layout import DECISION_FILE
 from tlops.runner.spec import Port, StepIO, StepResult, StepSpec, Tracking
 
 if TYPE_CHECKING:
-    from tlops.evaluate.rollout import Rollout, ServedFigures
+    from tlops.evaluate.rollout import ServedFigures, Verdict
     from tlops.serving.deploy import Cluster, ServiceSpec
 
 DEPLOY_FILE = "deploy.json"
@@ -83,7 +83,7 @@ def run(params: Params, io: StepIO) -> StepResult:
             f"deploy: {name} v{version} is not the champion: the served model stays"
         ))  # fmt: skip
     _check_canary(params, cfg)
-    return _rollout(params, io, cfg, name, version)
+    return _rollout(params, io, cfg, decision)
 
 
 def _check_canary(params: Params, cfg: DeployParams) -> None:
@@ -116,15 +116,25 @@ def service_spec(params: Params, cfg: DeployParams, namespace: str) -> ServiceSp
     )
 
 
-def _rollout(params: Params, io: StepIO, cfg: DeployParams, name: str, version: str) -> StepResult:
-    from tlops.serving.deploy import (
-        VERSION_LABEL,
-        Cluster,
-        inference_service,
-        model_uri_of,
-        own_namespace,
-    )
+def _served_version(current: dict[str, Any], decision: dict[str, Any], new: str) -> str | None:
+    """The version the service serves now: its label, else the champion before this one.
 
+    A service applied from infra/k8s names ``@champion``, which already names the new version
+    (register_model moved it); a canary left half-rolled by a failed run is labeled with it.
+    """
+    from tlops.serving.deploy import VERSION_LABEL
+
+    label = (current.get("metadata", {}).get("labels") or {}).get(VERSION_LABEL)
+    if label and label != new:
+        return str(label)
+    previous = decision.get("previous_champion")
+    return str(previous) if previous and str(previous) != new else None
+
+
+def _rollout(params: Params, io: StepIO, cfg: DeployParams, decision: dict[str, Any]) -> StepResult:
+    from tlops.serving.deploy import Cluster, inference_service, model_uri_of, own_namespace
+
+    name, version = decision["model_name"], str(decision["version"])
     cluster = Cluster(cfg.namespace or own_namespace(), cfg.api_timeout_s)
     spec = service_spec(params, cfg, cluster.namespace)
     uri = f"models:/{name}/{version}"
@@ -132,25 +142,62 @@ def _rollout(params: Params, io: StepIO, cfg: DeployParams, name: str, version: 
     current = cluster.get(cfg.name)
     facts: dict[str, Any] = {"version": version, "uri": uri}
     if current is None:
-        generation = cluster.create(inference_service(spec, uri, version, None))
-        cluster.wait_ready(cfg.name, generation, cfg.ready_timeout_s, cfg.poll_s)
+        rollout = cluster.create(inference_service(spec, uri, version, None))
+        cluster.wait_ready(cfg.name, rollout, cfg.ready_timeout_s, cfg.poll_s)
         facts["action"] = "created"
         return _done(io, params, facts, f"deploy: {where} created, serving {name} v{version}")
-    served = model_uri_of(current)
-    if served == uri:
+    split = "canaryTrafficPercent" in current.get("spec", {}).get("predictor", {})
+    if model_uri_of(current) == uri and not split:
         facts["action"] = "unchanged"
         return _done(io, params, facts, f"deploy: {where} already serves {name} v{version}")
-    old_version = (current.get("metadata", {}).get("labels") or {}).get(VERSION_LABEL)
-    if cfg.canary_percent in (0, 100):
-        generation = cluster.patch(cfg.name, inference_service(spec, uri, version, None))
-        cluster.wait_ready(cfg.name, generation, cfg.ready_timeout_s, cfg.poll_s)
-        facts.update(action="replaced", previous=old_version)
+    old = _served_version(current, decision, version)
+    if cfg.canary_percent in (0, 100) or old is None:
+        _serve_only(cluster, spec, cfg, (uri, version), current)
+        facts.update(action="replaced", previous=old)
+        why = "no canary" if old else "no canary: the version served before is not known"
         return _done(io, params, facts, (
-            f"deploy: {where} now serves {name} v{version} (was v{old_version}; no canary)"
+            f"deploy: {where} now serves {name} v{version} (was v{old}; {why})"
         ))  # fmt: skip
-    new, old = (uri, version), (served, old_version)
-    rollout, figures = _canary(cluster, spec, cfg, params, new, old)
-    return _decided(io, params, cluster, spec, new, old, rollout, figures)
+    new, stable = (uri, version), (f"models:/{name}/{old}", old)
+    try:
+        judged, figures = _canary(cluster, spec, cfg, params, new, stable, current)
+    except Exception as exc:  # never leave a split behind: the served version takes it all back
+        _back_after(exc, cluster, spec, cfg, stable)
+        raise
+    return _decided(io, params, cluster, spec, new, stable, judged, figures)
+
+
+def _serve_only(
+    cluster: Cluster,
+    spec: ServiceSpec,
+    cfg: DeployParams,
+    version: tuple[str, str],
+    before: dict[str, Any] | None,
+) -> None:
+    """All traffic to ``version`` (a canary split, if any, removed); waits until served."""
+    from tlops.serving.deploy import inference_service
+
+    body = inference_service(spec, version[0], version[1], None)
+    body["spec"]["predictor"]["canaryTrafficPercent"] = None  # a merge patch keeps what it omits
+    rollout = cluster.patch(cfg.name, body, before)
+    cluster.wait_ready(cfg.name, rollout, cfg.ready_timeout_s, cfg.poll_s)
+
+
+def _back_after(
+    exc: BaseException,
+    cluster: Cluster,
+    spec: ServiceSpec,
+    cfg: DeployParams,
+    stable: tuple[str, str],
+) -> None:
+    """After a failure mid-canary: the stable version back, or a note of why it could not be."""
+    try:
+        _serve_only(cluster, spec, cfg, stable, cluster.get(cfg.name))
+    except Exception as again:
+        exc.add_note(
+            f"rolling the canary back failed too ({again}); the InferenceService may still "
+            f"split traffic: kubectl get inferenceservice -n {cluster.namespace} {cfg.name}"
+        )
 
 
 def _canary(
@@ -159,36 +206,36 @@ def _canary(
     cfg: DeployParams,
     params: Params,
     new: tuple[str, str],
-    old: tuple[str | None, str | None],
-) -> tuple[Rollout, dict[str, ServedFigures]]:
+    stable: tuple[str, str],
+    before: dict[str, Any],
+) -> tuple[Verdict, dict[str, ServedFigures]]:
     """Give the new version its share, watch the traffic, judge."""
-    from tlops.evaluate.rollout import BACK, Rollout, judge_canary
+    from tlops.evaluate.rollout import BACK, Verdict, judge_canary
     from tlops.serving.deploy import DeployError, inference_service
     from tlops.serving.traffic import figures, read_traffic
 
     started = time.time()
     body = inference_service(spec, new[0], new[1], cfg.canary_percent)
-    generation = cluster.patch(cfg.name, body)
+    rollout = cluster.patch(cfg.name, body, before)
     try:
-        cluster.wait_ready(cfg.name, generation, cfg.ready_timeout_s, cfg.poll_s)
+        cluster.wait_ready(cfg.name, rollout, cfg.ready_timeout_s, cfg.poll_s)
     except DeployError as exc:
         if "was not ready" not in str(exc):
             raise
-        return Rollout(BACK, (f"the canary was not ready: {exc}",)), {}
+        return Verdict(BACK, (f"the canary was not ready: {exc}",)), {}
     print(
         f"deploy: canary v{new[1]} takes {cfg.canary_percent}% of {cluster.namespace}/{cfg.name}"
         f"; watching its traffic for {cfg.watch_s:g} s",
         flush=True,
     )
-    deadline = time.monotonic() + cfg.watch_s
-    while time.monotonic() < deadline:
-        time.sleep(min(cfg.poll_s, max(deadline - time.monotonic(), 0.0)))
+    time.sleep(cfg.watch_s)
+    ended = time.time()
+    # the predictors write what they hold every serve.record.flush_s: wait for the window's last
+    time.sleep(2 * params.serve.record.flush_s)
     assert params.serve.record.uri is not None  # _check_canary
-    traffic = read_traffic(params.serve.record.uri, since=started)
-    canary = figures(traffic, new[1])
-    stable = figures(traffic, old[1]) if old[1] else None
-    found = {"canary": canary, **({"stable": stable} if stable is not None else {})}
-    return judge_canary(canary, stable, cfg.policy), found
+    traffic = read_traffic(params.serve.record.uri, since=started, until=ended)
+    canary, served = figures(traffic, new[1]), figures(traffic, stable[1])
+    return judge_canary(canary, served, cfg.policy), {"canary": canary, "stable": served}
 
 
 def _decided(
@@ -197,49 +244,35 @@ def _decided(
     cluster: Cluster,
     spec: ServiceSpec,
     new: tuple[str, str],
-    old: tuple[str | None, str | None],
-    rollout: Rollout,
+    stable: tuple[str, str],
+    verdict: Verdict,
     found: dict[str, ServedFigures],
 ) -> StepResult:
     """Apply the judge's direction: all traffic to the canary, or the served version back."""
-    from tlops.serving.deploy import inference_service
+    from tlops.tracking.registry import restore_champion
 
     cfg: DeployParams = params.section("deploy")
     where = f"InferenceService {cluster.namespace}/{cfg.name}"
     facts: dict[str, Any] = {
         "version": new[1],
         "uri": new[0],
-        "previous": old[1],
+        "previous": stable[1],
         "canary_percent": cfg.canary_percent,
-        "reasons": list(rollout.reasons),
+        "reasons": list(verdict.reasons),
         "figures": {k: v.as_dict() for k, v in found.items()},
     }
-    if rollout.forward:
-        whole = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
-        generation = cluster.patch(cfg.name, whole)
-        cluster.wait_ready(cfg.name, generation, cfg.ready_timeout_s, cfg.poll_s)
+    if verdict.forward:
+        _serve_only(cluster, spec, cfg, new, cluster.get(cfg.name))
         facts["action"] = "forward"
         line = f"deploy: rolled forward: {where} serves v{new[1]} to all traffic"
     else:
-        body = inference_service(spec, old[0] or "", old[1], None)
-        body["spec"]["predictor"]["canaryTrafficPercent"] = None
-        generation = cluster.patch(cfg.name, body)
-        cluster.wait_ready(cfg.name, generation, cfg.ready_timeout_s, cfg.poll_s)
+        # the registry first: a pod started from here on must not load the rejected version
+        name = params.register_model.model_name
+        facts["registry"] = restore_champion(params.tracking, name, new[1], stable[1])
+        _serve_only(cluster, spec, cfg, stable, cluster.get(cfg.name))
         facts["action"] = "back"
-        facts["registry"] = _restore_champion(params, new[1])
-        line = f"deploy: rolled back: {where} serves v{old[1]} again; {facts['registry']}"
-    return _done(io, params, facts, line + "\n" + "\n".join(f"  - {r}" for r in rollout.reasons))
-
-
-def _restore_champion(params: Params, version: str) -> str:
-    """The registry follows the service: champion back to the version served again."""
-    from tlops.tracking.registry import CHAMPION, alias_version, rollback
-
-    name = params.register_model.model_name
-    if alias_version(params.tracking, name, CHAMPION) != version:
-        return f"champion left alone (no longer v{version})"
-    demoted, restored = rollback(params.tracking, name)
-    return f"champion alias v{demoted} -> v{restored}"
+        line = f"deploy: rolled back: {where} serves v{stable[1]} again; {facts['registry']}"
+    return _done(io, params, facts, line + "\n" + "\n".join(f"  - {r}" for r in verdict.reasons))
 
 
 def _done(io: StepIO, params: Params, facts: dict[str, Any], line: str) -> StepResult:

@@ -328,9 +328,9 @@ def _log(io: StepIO, payload: dict[str, Any], retrain: bool) -> None:
         metrics["detect_change.label_shift_tv"] = payload["label_shift"]["total_variation"]
     traffic = payload.get("traffic")
     if traffic and not traffic["error"]:
-        tags[UNTIL_TAG] = repr(traffic["until"])  # the next check reads on from here
         metrics["detect_change.traffic_images"] = traffic["images"]
         if traffic["drift"]:
+            tags[UNTIL_TAG] = repr(traffic["until"])  # a tested window: the next reads on
             metrics["detect_change.traffic_p_value"] = traffic["drift"]["p_value"]
             metrics["detect_change.traffic_confidence"] = traffic["confidence_served"]
             metrics["detect_change.traffic_class_mix"] = traffic["class_mix"]

@@ -161,3 +161,23 @@ def pinned(cfg: TrackingConfig, uri: str) -> tuple[str, str | None]:
         return f"models:/{name}/{version}", version
     name, _, version = tail.partition("/")
     return uri, version if version.isdigit() else None
+
+
+def restore_champion(cfg: TrackingConfig, model_name: str, rejected: str, served: str) -> str:
+    """Give ``champion`` back to ``served`` after ``rejected`` failed its canary.
+
+    Only while ``champion`` still names ``rejected`` (another run may have moved it since).
+    ``previous`` follows as :func:`rollback` moves it when it named ``served``.
+
+    Returns:
+        What was done, for the deploy step's reasons.
+    """
+    if alias_version(cfg, model_name, CHAMPION) != rejected:
+        return f"champion alias left alone (it no longer names v{rejected})"
+    if alias_version(cfg, model_name, PREVIOUS) == served:
+        rollback(cfg, model_name)
+    else:
+        mlflow_client = client(cfg)
+        mlflow_client.set_registered_model_alias(model_name, CHAMPION, served)
+        mlflow_client.set_model_version_tag(model_name, rejected, "rolled_back", "true")
+    return f"champion alias v{rejected} -> v{served}"
