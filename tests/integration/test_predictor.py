@@ -117,10 +117,10 @@ class Server:
             assert self.proc.poll() is None and time.monotonic() < deadline, "".join(self.lines)
             time.sleep(0.2)
 
-    def stop(self) -> str:
-        """SIGINT, as Ctrl-C; its whole output."""
+    def stop(self, sig: int = signal.SIGINT) -> str:
+        """SIGINT (Ctrl-C) or SIGTERM (a pod's end); its whole output."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         self.proc.wait(timeout=120)
         self._reader.join(30)
         return "".join(self.lines)
@@ -224,7 +224,8 @@ def test_each_answered_image_is_recorded_with_its_hash_embedding_and_confidence(
     images = [_image(10, "PNG"), _image(11, "JPEG")]
     answers = [_post(running.port, _request([image], f"q{i}"))[1] for i, image in enumerate(images)]
     assert _post(running.port, _request([b"broken"], "bad"))[0] == 400
-    out = running.stop()
+    out = running.stop(signal.SIGTERM)  # as Kubernetes stops a pod: what is held is written
+    assert running.proc.returncode == 0
     assert "traffic: 3 records" in out and "0 dropped" in out
 
     traffic = read_traffic(str(running.traffic), since=0.0)
