@@ -154,8 +154,9 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
             "deploy.namespace": "models",
             "deploy.watch_s": 1.0,
             "deploy.poll_s": 0.05,
-            "deploy.ready_timeout_s": 5.0,
-            "deploy.api_timeout_s": 1.0,
+            "deploy.ready_timeout_s": 120.0,
+            # generous: the fake answers a canary's patch only after the predictors recorded
+            "deploy.api_timeout_s": 120.0,
             "deploy.policy.min_requests": 20,
             "serve.record.uri": f"s3://{DVC_BUCKET}/traffic",
             "serve.record.flush_s": 0.1,  # the step waits two flushes for the last records
@@ -369,9 +370,9 @@ def test_an_api_that_refuses_or_does_not_answer_fails_the_step_saying_so(
     api.mode = "refuse"
     with pytest.raises(DeployError, match="answered 403 Forbidden: pipeline-runner cannot patch"):
         _deploy(registry, tmp_path)
-    api.mode = "slow"
+    api.mode = "slow"  # answers after 3 s
     with pytest.raises(DeployError, match="did not answer within 1 s"):
-        _deploy(registry, tmp_path)
+        _deploy(apply_overrides(registry, {"deploy.api_timeout_s": 1.0}), tmp_path)
     assert not (tmp_path / "deployment").exists()
 
 
