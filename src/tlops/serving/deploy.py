@@ -33,6 +33,10 @@ class DeployError(RuntimeError):
     """The Kubernetes API refused, timed out, or the service did not become ready."""
 
 
+class NotReady(DeployError):
+    """The service did not serve a change within its time (the API itself answered)."""
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """Everything the InferenceService says, from params (``deploy``, ``serve``, ``kfp``)."""
@@ -210,7 +214,8 @@ class Cluster:
         generation). Without revisions (raw deployment mode) the generations are compared.
 
         Raises:
-            DeployError: It did not within ``timeout_s`` (with its last condition's message).
+            NotReady: It did not within ``timeout_s`` (with its last condition's message).
+            DeployError: The API refused or did not answer.
         """
         deadline = time.monotonic() + timeout_s
         last = "no status yet"
@@ -225,7 +230,7 @@ class Cluster:
                 if ready[0].get("status") == "True" and rollout.served(isvc):
                     return
             if time.monotonic() >= deadline:
-                raise DeployError(
+                raise NotReady(
                     f"InferenceService {self.namespace}/{name} was not ready within "
                     f"{timeout_s:g} s (last: {last})"
                 )

@@ -211,7 +211,7 @@ def _canary(
 ) -> tuple[Verdict, dict[str, ServedFigures]]:
     """Give the new version its share, watch the traffic, judge."""
     from tlops.evaluate.rollout import BACK, Verdict, judge_canary
-    from tlops.serving.deploy import DeployError, inference_service
+    from tlops.serving.deploy import NotReady, inference_service
     from tlops.serving.traffic import figures, read_traffic
 
     started = time.time()
@@ -219,9 +219,7 @@ def _canary(
     rollout = cluster.patch(cfg.name, body, before)
     try:
         cluster.wait_ready(cfg.name, rollout, cfg.ready_timeout_s, cfg.poll_s)
-    except DeployError as exc:
-        if "was not ready" not in str(exc):
-            raise
+    except NotReady as exc:
         return Verdict(BACK, (f"the canary was not ready: {exc}",)), {}
     print(
         f"deploy: canary v{new[1]} takes {cfg.canary_percent}% of {cluster.namespace}/{cfg.name}"

@@ -157,12 +157,13 @@ def _compare(
     current: pd.DataFrame,
     ingest_dir: Path,
     reference: pd.DataFrame | None,
+    held: HeldOut | None,
 ) -> _Found:
     """The data against the champion's: its version, the images per class, labels, drift."""
     from tlops.evaluate.change import compare_manifests
 
     found = _Found(same_version=same_data(champion, data_version, unlabeled))
-    if found.same_version or reference is None:
+    if found.same_version or reference is None or held is None:
         return found
     found.counts = compare_manifests(reference, current)
     new = current[
@@ -174,24 +175,16 @@ def _compare(
     classes = sorted(set(ok["label"]) | set(labeled["label"]))
     found.shift = label_shift(list(ok["label"]), list(labeled["label"]), classes)
     if found.counts.new_content:
-        held = held_out(params, champion, reference, current, ingest_dir / IMAGES_DIR)
         found.drift, found.drift_info = _drift(
             params, held, reference, current, ingest_dir / IMAGES_DIR
         )
     return found
 
 
-def _served(
-    params: Params,
-    champion: VersionInfo,
-    reference: pd.DataFrame | None,
-    current: pd.DataFrame,
-    images_root: Path,
-) -> TrafficCheck | None:
+def _served(params: Params, champion: VersionInfo, held: HeldOut | None) -> TrafficCheck | None:
     """The champion's served traffic since the last check (None: not checked)."""
-    if not params.detect_change.traffic.check or reference is None:
+    if not params.detect_change.traffic.check or held is None:
         return None
-    held = held_out(params, champion, reference, current, images_root)
     return check_traffic(params, held, last_check(params, champion))
 
 
@@ -260,8 +253,12 @@ def run(params: Params, io: StepIO) -> StepResult:
     found, traffic = _Found(), None
     if champion is not None:
         reference = _champion_manifest(params, champion)
-        found = _compare(params, champion, *versions, current, ingest_dir, reference)
-        traffic = _served(params, champion, reference, current, ingest_dir / IMAGES_DIR)
+        # one reference for the drift test and the traffic check: the champion loads once
+        held = None
+        if reference is not None:
+            held = held_out(params, champion, reference, current, ingest_dir / IMAGES_DIR)
+        found = _compare(params, champion, *versions, current, ingest_dir, reference, held)
+        traffic = _served(params, champion, held)
     decision = decide(
         cfg,
         champion.version if champion else None,
