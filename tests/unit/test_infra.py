@@ -1,4 +1,4 @@
-"""Container image definitions pass hadolint (no Docker engine here: they are linted, not built)."""
+"""Container image definitions pass hadolint (test_containers.py builds and runs the image)."""
 
 from __future__ import annotations
 
