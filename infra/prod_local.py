@@ -46,6 +46,15 @@ MLFLOW_BUCKET, DVC_BUCKET = "tlops-mlflow", "tlops-dvc"
 PIPELINE_USER = "tlops-pipeline"  # the MLflow user the pipeline logs as (not the admin)
 CREDENTIALS_FILE = "credentials.env"
 START_TIMEOUT_S = 120.0
+# tiny and fast, and the same code path as the defaults: 2 epochs at 32 px (the tests and the
+# containers benchmark run the pipeline with these; a first model above the floor is champion)
+TINY = [
+    "train.epochs=2",
+    "model.image_size=32",
+    "train.numerics=fp32",
+    "evaluate.numerics=fp32",
+    "register_model.gate.floor=0.2",
+]
 
 
 class TopologyError(RuntimeError):
@@ -457,6 +466,9 @@ class Topology:
         extra_env: dict[str, str] | None = None,
         timeout: float = 1200,
         capture: bool = True,
+        docker_host: str | None = None,
+        command: str = "run",
+        runner: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``tlops run`` in an empty working directory, as the image's non-root user.
 
@@ -464,6 +476,19 @@ class Topology:
         DVC remote and their credentials from the environment. The params file is this
         checkout's (what a user compiles the pipeline from), with ``data.target`` pointing at
         the data repository.
+
+        Args:
+            data_repo: The data repository (:meth:`push_demo_data`).
+            overrides: ``-S`` overrides of params.yaml.
+            extra_env: More environment variables for the run.
+            timeout: Seconds before the run is killed.
+            capture: Capture the run's output (False: it goes to this console).
+            docker_host: A Docker API (``infra.containers.api_service``): every task runs in
+                the component image through KFP's DockerRunner (``--runner docker``), as uid
+                10001 in the image's empty ``/work``; ``tlops`` itself runs as the submitter.
+                None: KFP's local runner, ``tlops`` and its tasks as uid 10001 here.
+            command: ``run`` (the training pipeline) or ``retrain``.
+            runner: Without ``docker_host``: ``tlops``'s ``--runner`` (None: its default).
         """
         pod = self.state / "pod"
         home = self.state / "home"
@@ -478,11 +503,12 @@ class Topology:
         _chown(params, TASK_UID)
         location = json.dumps({"repo": f"file://{data_repo}", "rev": "main", "path": "data/target"})
         argv = [
-            str(BIN / "tlops"), "run", "--params", str(params),
+            str(BIN / "tlops"), command, "--params", str(params),
             "-S", f"data.target={location}",
             "-S", f"data.source={location.replace('data/target', 'data/source')}",
             *[item for override in overrides or [] for item in ("-S", override)],
             "--out", str(pod / "run"),
+            *(["--runner", "docker"] if docker_host else ["--runner", runner] if runner else []),
         ]  # fmt: skip
         env = {
             "PATH": f"{BIN}:/usr/bin:/bin",
@@ -497,10 +523,11 @@ class Topology:
             "GX_ANALYTICS_ENABLED": "false",
             "TLOPS_DEVICE": "cpu",
             **self.task_env(),
+            **({"DOCKER_HOST": docker_host} if docker_host else {}),
             **(extra_env or {}),
         }
         return subprocess.run(
-            [*_as_user(TASK_UID), *argv],
+            [*([] if docker_host else _as_user(TASK_UID)), *argv],
             cwd=pod,
             env=env,
             text=True,
@@ -547,10 +574,21 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "run":
         topology = Topology.load(STATE)
+        docker = "--runner=docker" in argv[1:]
+        overrides = [arg for arg in argv[1:] if not arg.startswith("--runner=")]
         print("prod-local: pushing the demo data to the DVC remote s3://tlops-dvc/store")
         repo = topology.push_demo_data()
-        print("prod-local: the training pipeline, every task in an empty directory as uid 10001")
-        done = topology.run_pipeline(repo, argv[1:], capture=False)
+        if docker:
+            from infra.containers import api_service
+
+            print(f"prod-local: the training pipeline, every task in the image as uid {TASK_UID}")
+            with api_service(topology.state / "podman") as host:
+                done = topology.run_pipeline(repo, overrides, capture=False, docker_host=host)
+        else:
+            print(
+                "prod-local: the training pipeline, every task in an empty directory as uid 10001"
+            )
+            done = topology.run_pipeline(repo, overrides, capture=False)
         credentials = topology.write_credentials()
         print(f"\nMLflow UI: {topology.tracking_uri}  (user admin; credentials in {credentials})")
         print("stop everything with: make prod-local-down")

@@ -24,7 +24,7 @@ from tlops.config import Params
 from tlops.layout import PROGRESS_PREFIX, TRIAL_PREFIX
 
 TASK_LINE = "Task "
-RUNNERS = ("warm", "subprocess")
+RUNNERS = ("warm", "subprocess", "docker")
 # what the steps import (and two caches they fill), loaded into the warm runner's parent while
 # the first tasks run (tlops.runner.warm), in the order the tasks need them: the data steps'
 # first, then the tracking and model steps'
@@ -226,8 +226,9 @@ def run_local(
         echo: Receives one line per finished task.
         pipeline_name: ``training`` or ``retraining``.
         runner: ``warm`` (each task forked from this process, which imports what the steps
-            need once: :mod:`tlops.runner.warm`) or ``subprocess`` (KFP's stock runner: a
-            fresh interpreter per task).
+            need once: :mod:`tlops.runner.warm`), ``subprocess`` (KFP's stock runner: a
+            fresh interpreter per task) or ``docker`` (KFP's DockerRunner: every task in the
+            component image, :mod:`tlops.runner.containers`).
         parallel: With ``warm``: at most this many independent tasks at once (None: this
             machine's cores; the stock runner runs one at a time).
 
@@ -239,11 +240,15 @@ def run_local(
         RuntimeError: A task failed (its log is in ``<run_dir>/kfp.log``).
         tlops.tracking.runs.TrackingServerError: The MLflow server does not answer (checked
             before any task runs).
+        tlops.runner.containers.ContainerRunError: ``docker``: no Docker API, no image, or a
+            tracking store on disk (checked before any task runs).
     """
     from kfp import local
 
     from tlops.tracking.runs import check_server
 
+    if runner not in RUNNERS:
+        raise ValueError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
     check_server(params.tracking)  # a server that is down fails the run now, not in train
     try:
         # the data as it is now (edited after `dvc add` or not): ingest checks it is unchanged
@@ -252,10 +257,17 @@ def run_local(
         if any(isinstance(params.data.location(d), Path) for d in domains_used(params)):
             raise  # a local directory that is not there: say so now
         versions = {}  # an object-store prefix: its version is known once ingested
-    arguments = {
-        **versions,
-        "checkpoint_root": str((params.extract_features.cache_dir / "checkpoints").resolve()),
-    }
+    checkpoints = (params.extract_features.cache_dir / "checkpoints").resolve()
+    arguments = {**versions, "checkpoint_root": str(checkpoints)}
+    pipeline_root = (run_dir / "kfp").resolve()
+    task_runner: Any = local.SubprocessRunner(use_venv=False)
+    if runner == "docker":
+        from tlops.runner.containers import docker_runner
+        from tlops.tracking.runs import tracking_uri
+
+        task_runner, params = docker_runner(
+            params, pipeline_root, checkpoints, tracking_uri(params.tracking)
+        )
     if pipeline_name == "retraining":
         from pipelines.retraining import build_retraining_pipeline
 
@@ -266,11 +278,7 @@ def run_local(
         pipeline = build_training_pipeline(params, pinned_data=bool(versions))
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "kfp.log"
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str((run_dir / "kfp").resolve()),
-        raise_on_error=True,
-    )
+    local.init(runner=task_runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     started = time.perf_counter()
     try:
         with _quiet_kfp(log, echo), _task_runner(runner, parallel):
@@ -294,7 +302,7 @@ def _task_runner(runner: str, parallel: int | None = None) -> Iterator[None]:
     """
     if runner not in RUNNERS:
         raise ValueError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
-    if runner == "subprocess":
+    if runner != "warm":  # KFP's own runners: a process or a container per task
         yield
         return
     from tlops.runner import warm

@@ -36,6 +36,7 @@ from infra.prod_local import (
     PIPELINE_USER,
     STATE,
     TASK_UID,
+    TINY,
     Topology,
 )
 
@@ -46,17 +47,8 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="runs the tasks as another user (needs root)"),
 ]
 
-# tiny and fast, and the same code path as the defaults: 2 epochs at 32 px on drop 1 (602
-# images); a first model above the floor becomes champion
-FAST = [
-    "train.epochs=2",
-    "model.image_size=32",
-    "train.numerics=fp32",
-    "evaluate.numerics=fp32",
-    "register_model.gate.floor=0.2",
-    "kfp.train_retries=1",
-    "kfp.retry_backoff=1s",
-]
+# the tiny settings on drop 1 (602 images), and retries that end in seconds
+FAST = [*TINY, "kfp.train_retries=1", "kfp.retry_backoff=1s"]
 # what a user sets so that an MLflow outage ends a step in seconds (MLflow retries for minutes)
 FAIL_FAST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 

@@ -35,8 +35,9 @@ RunnerOpt = Annotated[
     str,
     typer.Option(
         help="How KFP's local tasks run: warm (each forked from a process that imported "
-        "kfp, torch and mlflow once) or subprocess (KFP's stock runner: a fresh interpreter "
-        "per task).",
+        "kfp, torch and mlflow once), subprocess (KFP's stock runner: a fresh interpreter "
+        "per task) or docker (KFP's DockerRunner: each task in kfp.base_image as "
+        "kfp.task_uid, through the Docker API at DOCKER_HOST; needs an MLflow server).",
     ),
 ]
 ParallelOpt = Annotated[
