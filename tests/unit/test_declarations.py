@@ -1,4 +1,4 @@
-"""One declaration per step: the CLI, the KFP components, dvc.yaml and README follow it.
+"""One declaration per step: the CLI, the KFP components, dvc.yaml and the docs follow it.
 
 :func:`drift` lists every place that disagrees with the declarations; the last tests change
 one thing alone (a declaration, a component, a CLI option, a dvc.yaml stage) and check that
@@ -164,7 +164,7 @@ def _copy(tmp_path: Path) -> Path:
     import shutil
 
     repo = tmp_path / "repo"
-    for name in ("README.md", "dvc.yaml"):
+    for name in ("docs/pipelines.md", "dvc.yaml"):
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, repo / name)
     shutil.copytree(REPO / "components", repo / "components")
@@ -190,7 +190,7 @@ def test_drift_sees_a_new_output_declared_alone(tmp_path: Path) -> None:
     found = " | ".join(drift(repo, steps))
     assert "components/evaluate.py differs" in found  # the component
     assert "tlops step evaluate: options" in found  # the CLI built from the old declaration
-    assert "README.md differs" in found  # the step table
+    assert "docs/pipelines.md differs" in found  # the step table
 
 
 def test_drift_sees_a_component_changed_alone(tmp_path: Path) -> None:

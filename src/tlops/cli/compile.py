@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -32,11 +32,12 @@ def compile_(
 
 
 def generate(
+    ctx: typer.Context,
     check: Annotated[
         bool, typer.Option("--check", help="Only report files that are out of date (exit 1).")
     ] = False,
 ) -> None:
-    """Write what is derived from the step declarations: components/, dvc.yaml, README table.
+    """Write what is derived from the declarations: components/, dvc.yaml, the docs' reference.
 
     Run from the repository root after changing a declaration (make generate).
     """
@@ -46,11 +47,14 @@ def generate(
         from tlops.steps import STEPS
 
         stale = []
-        for path, text in generated_files(Path.cwd(), STEPS).items():
+        root = ctx.find_root().command  # the CLI itself, as the user runs it
+        files = {**generated_files(Path.cwd(), STEPS), **reference_pages(Path.cwd(), root)}
+        for path, text in files.items():
             if path.is_file() and path.read_text(encoding="utf-8") == text:
                 continue
             stale.append(path)
             if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
         verb = "out of date" if check else "written"
         for path in stale:
@@ -61,3 +65,28 @@ def generate(
             console.print("every generated file is up to date")
 
     guard(body)
+
+
+def reference_pages(repo: Path, root: Any) -> dict[Path, str]:
+    """The documentation's generated pages: the parameters and the command line.
+
+    Args:
+        repo: The repository root.
+        root: The ``tlops`` command (click's root command of the running CLI).
+    """
+    import tlops.steps  # noqa: F401 - the steps register their own sections
+    from tlops import plugins
+    from tlops.cli.reference import cli_page
+    from tlops.config import Params
+    from tlops.config.reference import parameters_page
+
+    sections: dict[str, Any] = {
+        name: field.annotation for name, field in Params.model_fields.items() if name != "plugins"
+    }
+    sections.update(plugins.step_sections())
+    params = (repo / "params.yaml").read_text(encoding="utf-8")
+    reference = repo / "docs" / "reference"
+    return {
+        reference / "parameters.md": parameters_page(params, sections),
+        reference / "cli.md": cli_page(root),
+    }

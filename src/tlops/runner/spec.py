@@ -4,7 +4,7 @@ A :class:`StepSpec` says everything a runner needs to call a step without knowin
 name, the params keys it reads, its typed inputs and outputs, its scalar arguments, whether
 KFP may cache it, its resource class, its part in the MLflow run, and its ``run``. Each step
 module (``tlops.steps.<name>``) holds its own as ``STEP``. The KFP component
-signature, the ``tlops step`` command, the dvc.yaml stage and the README's step table are
+signature, the ``tlops step`` command, the dvc.yaml stage and the documentation's step table are
 derived from it (``tlops generate``; a test fails when they drift).
 """
 
@@ -102,7 +102,7 @@ class StepSpec:
     returns: str | None = None
     # a stage of dvc.yaml; False for steps of the retraining pipeline only (DVC has no dsl.If)
     dvc: bool = True
-    # where a step outside dvc.yaml runs, for README's table (None: the retraining pipeline)
+    # where a step outside dvc.yaml runs, for the docs' step table (None: the retraining pipeline)
     placement: str | None = None
     # the params model of a section only this step reads (params.yaml `<name>:`), declared here
     # rather than in tlops.config; Params validates it (see tlops.plugins)

@@ -21,7 +21,7 @@ from tlops.steps import (
     validate_data,
 )
 
-# every step, in the order dvc.yaml and the README's table list them
+# every step, in the order dvc.yaml and the docs' step table list them
 STEPS: tuple[StepSpec, ...] = (
     ingest_data.STEP,
     validate_data.STEP,
