@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +61,13 @@ def builds(tag: str) -> tuple[list[tuple[str, float]], int]:
 
 
 def cold_starts(log: Path) -> dict[str, float]:
-    """Per task: seconds from KFP's ``Executing task`` to the container's first line."""
+    """Per task: seconds from KFP's ``Executing task`` to the container's first line.
+
+    KFP logs this process's local time of day; the container logs UTC with its date (no TZ is
+    set in the image): the local times are moved to UTC, across midnight too.
+    """
     text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
     day = None
     started: dict[str, datetime] = {}
     found: dict[str, float] = {}
@@ -77,8 +82,10 @@ def cold_starts(log: Path) -> dict[str, float]:
         if first and task is not None and task not in found:
             at = datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S,%f")
             day = day or at.date()
-            begun = datetime.combine(day, started[task].time())
-            found[task] = (at - begun).total_seconds()
+            begun = datetime.combine(day, started[task].time()) - offset
+            seconds = (at - begun).total_seconds()
+            # a start just before midnight (UTC) and a first line just after, or the reverse
+            found[task] = seconds - 86400 * round(seconds / 86400)
     return found
 
 

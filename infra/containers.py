@@ -141,11 +141,15 @@ def build_base(fresh: bool = False) -> str:
 
 
 def _machine_indexes() -> tuple[str, str, list[Path]]:
-    """The extra package indexes and wheel folders pip is configured with on this machine.
+    """The local package indexes and wheel folders pip is configured with on this machine.
+
+    Only folders of this machine (``file://`` indexes, find-links paths): a remote index's URL
+    may carry credentials, and build arguments are recorded in the image's history.
 
     Returns:
-        The extra index URLs (space-separated), the find-links (comma-separated) and the local
-        folders they name, to be mounted read-only into the build at the same paths.
+        The index URLs (space-separated), the find-links (comma-separated) and the folders to
+        mount read-only into the build at the same paths: an index's parent (its pages link to
+        ``../../files``) and each wheel folder.
     """
 
     def pip_config(key: str) -> list[str]:
@@ -155,18 +159,15 @@ def _machine_indexes() -> tuple[str, str, list[Path]]:
         )  # fmt: skip
         return done.stdout.split() if done.returncode == 0 else []
 
-    indexes = pip_config("global.extra-index-url")
+    indexes = [
+        url for url in pip_config("global.extra-index-url")
+        if url.startswith("file://") and Path(url.removeprefix("file://")).is_dir()
+    ]  # fmt: skip
     links = pip_config("global.find-links") + os.environ.get("PIP_FIND_LINKS", "").split()
-    folders: list[Path] = []
-    for entry in [*indexes, *links]:
-        local = Path(entry.removeprefix("file://"))
-        if entry.startswith("file://") or local.is_absolute():
-            # an index's files may sit beside it (../../files): mount its top folder
-            top = Path(*local.parts[:3]) if len(local.parts) > 2 else local
-            if top.exists() and top not in folders:
-                folders.append(top)
-    links = [link for link in dict.fromkeys(links) if Path(link).exists() or "://" in link]
-    return " ".join(indexes), ",".join(links), folders
+    links = [link for link in dict.fromkeys(links) if Path(link).is_dir()]
+    folders = [Path(url.removeprefix("file://")).parent for url in indexes]
+    folders += [Path(link) for link in links]
+    return " ".join(indexes), ",".join(links), list(dict.fromkeys(folders))
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,10 @@ class Built:
 
 
 def git_sha() -> str:
-    """The checkout's commit (what the image records), or ``unknown`` outside git."""
-    done = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
+    """The checkout's commit, ``-dirty`` when it has changes (what the image records)."""
+    from tlops.tracking.runs import git_sha as checkout_sha
+
+    return checkout_sha(REPO)
 
 
 def build_image(

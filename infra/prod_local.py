@@ -574,11 +574,12 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "run":
         topology = Topology.load(STATE)
-        docker = "--runner=docker" in argv[1:]
+        runners = [arg.removeprefix("--runner=") for arg in argv[1:] if arg.startswith("--runner=")]
+        runner = runners[-1] if runners else None
         overrides = [arg for arg in argv[1:] if not arg.startswith("--runner=")]
         print("prod-local: pushing the demo data to the DVC remote s3://tlops-dvc/store")
         repo = topology.push_demo_data()
-        if docker:
+        if runner == "docker":
             from infra.containers import api_service
 
             print(f"prod-local: the training pipeline, every task in the image as uid {TASK_UID}")
@@ -586,9 +587,9 @@ def main(argv: list[str]) -> int:
                 done = topology.run_pipeline(repo, overrides, capture=False, docker_host=host)
         else:
             print(
-                "prod-local: the training pipeline, every task in an empty directory as uid 10001"
+                f"prod-local: the training pipeline, each task in an empty folder as uid {TASK_UID}"
             )
-            done = topology.run_pipeline(repo, overrides, capture=False)
+            done = topology.run_pipeline(repo, overrides, capture=False, runner=runner)
         credentials = topology.write_credentials()
         print(f"\nMLflow UI: {topology.tracking_uri}  (user admin; credentials in {credentials})")
         print("stop everything with: make prod-local-down")

@@ -266,7 +266,7 @@ def run_local(
         from tlops.tracking.runs import tracking_uri
 
         task_runner, params = docker_runner(
-            params, pipeline_root, checkpoints, tracking_uri(params.tracking)
+            params, pipeline_root, checkpoints, tracking_uri(params.tracking), echo
         )
     if pipeline_name == "retraining":
         from pipelines.retraining import build_retraining_pipeline

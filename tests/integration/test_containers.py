@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from infra.containers import Built, api_service, build_image, default_tag, podman_env
+from infra.containers import Built, api_service, build_image, default_tag, git_sha, podman_env
 from infra.prod_local import PIPELINE_USER, TASK_UID, TINY, Topology
 
 pytestmark = [
@@ -96,13 +96,7 @@ def test_the_image_has_what_a_task_needs_as_its_user(image: Built) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == str(TASK_UID) and lines[1] == "/work"
-    assert (
-        lines[-1]
-        == subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        or lines[-1] == "unknown"
-    )
+    assert lines[-1] == git_sha()  # the commit the image was built from, as tlops records it
     assert "/opt/venv/" in done.stdout  # tlops is installed in the venv, not run from /app/src
     inspect = _podman("image", "inspect", "--format", "{{json .Config.Entrypoint}}", image.tag)
     assert inspect.stdout.strip() in ("null", "[]"), inspect.stdout

@@ -10,6 +10,7 @@ from tests.conftest import REPO
 from tlops.config import load_params
 from tlops.runner.containers import (
     ContainerRunError,
+    check_artifacts,
     check_tracking,
     quantity_bytes,
     task_environment,
@@ -19,7 +20,15 @@ from tlops.runner.containers import (
 
 @pytest.mark.parametrize(
     ("quantity", "expected"),
-    [("8Gi", 8 * 1024**3), ("512Mi", 512 * 1024**2), ("1G", 10**9), ("100", 100)],
+    [
+        ("8Gi", 8 * 1024**3),
+        ("512Mi", 512 * 1024**2),
+        ("1G", 10**9),
+        ("100", 100),
+        ("2k", 2000),
+        ("1Ei", 1024**6),
+        ("1P", 10**15),
+    ],
 )
 def test_quantities_in_bytes(quantity: str, expected: int) -> None:
     assert quantity_bytes(quantity) == expected
@@ -31,8 +40,12 @@ def test_a_bad_quantity_is_named() -> None:
 
 
 def test_a_task_gets_the_secrets_variables_and_nothing_else_of_this_environment() -> None:
-    params = load_params(REPO / "params.yaml")
+    # a secret of the user's own, whose variable no prefix rule would forward
+    params = load_params(
+        REPO / "params.yaml", {"kfp.secrets.team-registry": {"token": "REG_TOKEN"}}
+    )
     environ = {
+        "REG_TOKEN": "s3cr3t",
         "MLFLOW_TRACKING_USERNAME": "pipeline",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
@@ -63,6 +76,7 @@ def test_local_data_is_made_absolute_and_mounted(
     assert sorted(mounts) == sorted(
         [tmp_path / "data" / "target", Path("/srv/data.git"), tmp_path / "new"]
     )
+    assert absolute.data.source.repo == "/srv/data.git"
     remote = load_params(
         REPO / "params.yaml", {"data.source": {"repo": "https://git.example/d", "path": "d"}}
     )
@@ -83,3 +97,24 @@ def test_a_missing_container_tool_says_how_to_install_it() -> None:
 
     with pytest.raises(ContainerError, match=r"no-such-engine is not installed .*make image"):
         _tool("no-such-engine")
+
+
+def test_a_relative_dvc_repository_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    params = load_params(
+        REPO / "params.yaml", {"data.target": {"repo": "../registry", "path": "data/target"}}
+    )
+    absolute, mounts = with_absolute_data(params)
+    assert absolute.data.target.repo == str(tmp_path.parent / "registry")
+    assert tmp_path.parent / "registry" in mounts
+
+
+@pytest.mark.parametrize("location", ["file:///srv/mlartifacts", "/srv/mlartifacts"])
+def test_artifacts_on_this_machines_disk_are_refused(location: str) -> None:
+    with pytest.raises(ContainerRunError, match=f"keeps its artifacts at {location}"):
+        check_artifacts(location, "tlops")
+    check_artifacts("mlflow-artifacts:/1", "tlops")  # served by the server: shared
+    check_artifacts("s3://bucket/mlflow", "tlops")
+    check_artifacts(None, "tlops")  # no experiment yet

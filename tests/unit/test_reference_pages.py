@@ -26,27 +26,39 @@ def test_the_committed_pages_are_what_generate_writes() -> None:
         assert path.read_text(encoding="utf-8") == text, f"{path}: run `make generate`"
 
 
-def _keys(model: Any, prefix: str) -> list[str]:
-    keys = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
-            keys += _keys(annotation, f"{prefix}{name}.")
-        else:
-            keys.append(f"{prefix}{name}")
-    return keys
+def _sections(page: str) -> dict[str, str]:
+    """The page's text per section heading (``## `train.da` `` -> its table)."""
+    parts = re.split(r"^## `([\w.]+)`$", page, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
-def test_every_parameter_has_a_row_with_its_default() -> None:
-    page = _pages()["parameters.md"]
+def test_every_parameter_has_a_row_in_its_own_section_with_its_default() -> None:
+    from tlops import plugins
+
+    sections = _sections(_pages()["parameters.md"])
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for key in _keys(Params, ""):
-        if key == "plugins":
+    models = {k: f.annotation for k, f in Params.model_fields.items() if k != "plugins"}
+    models.update(plugins.step_sections())  # the steps' own sections (deploy, tune, ...)
+    for name, values in raw.items():
+        if name == "plugins":
             continue
-        section, _, name = key.rpartition(".")
-        assert f"## `{section}`" in page, section
-        assert f"| `{name}` |" in page, key
-    assert f"| `lr` | `float` | `gt=0.0` | `{raw['train']['lr']}` |" in page
+        assert name in models, name
+
+        def walk(section: str, values: dict[str, Any]) -> None:
+            table = sections[section]
+            for key, value in values.items():
+                if (
+                    isinstance(value, dict)
+                    and f"## `{section}.{key}`" not in table
+                    and (f"{section}.{key}" in sections)
+                ):
+                    walk(f"{section}.{key}", value)
+                else:
+                    assert f"| `{key}` |" in table, f"{section}.{key}"
+
+        walk(name, values)
+    assert f"| `lr` | `float` | `gt=0.0` | `{raw['train']['lr']}` |" in sections["train"]
+    assert "| `batch_size` |" in sections["extract_features"]
 
 
 def test_every_command_and_option_is_on_the_cli_page() -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tlops import plugins
+
 _FIELD = re.compile(r"^    (\w+): (.+?)(?:  # (.*))?$")
 _COMMENT = re.compile(r"^    # ?(.*)$")
 _YAML_KEY = re.compile(r"^( *)([\w-]+):(.*)$")
@@ -97,6 +99,8 @@ def _section(name: str, model: type[BaseModel], values: Any, said: dict[str, str
     """
     doc = inspect.getdoc(model) or ""
     lines = [f"## `{name}`", "", doc.split("\n\n")[0].replace("\n", " "), ""]
+    if said.get(name):  # params.yaml's comment on the section itself
+        lines += [said[name], ""]
     lines += ["| key | type | rule | default | what it does |", "|---|---|---|---|---|"]
     below: list[str] = []
     described = _field_lines(model)
@@ -116,6 +120,14 @@ def _section(name: str, model: type[BaseModel], values: Any, said: dict[str, str
         lines.append(
             f"| `{key}` | `{_cell(annotation)}` | {rule_cell} | {default} | {_cell(comment)} |"
         )
+    # the sections of train that the registered strategies read (their own models)
+    for key, value in values.items():
+        if key not in model.model_fields and name == "train" and plugins.is_section(key):
+            section = plugins.section_model(key)
+            below += ["", *_section(f"{name}.{key}", section, value, said)]
+            anchor = re.sub(r"[^\w-]", "", f"{name}{key}".lower())
+            doc = f"read by the strategies that use it: {_cell(said.get(f'{name}.{key}', ''))}"
+            lines.append(f"| `{key}` | section | | see [`{name}.{key}`](#{anchor}) | {doc} |")
     return lines + below
 
 

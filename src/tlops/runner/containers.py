@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tlops.config import Params
 from tlops.config.data import DvcData
 from tlops.config.sections import DOMAINS
+from tlops.tracking.runs import GIT_SHA_ENV
 
 # what a task gets from this process's environment besides the secrets' variables
 FORWARDED_PREFIXES = ("MLFLOW_", "AWS_")
 FORWARDED_NAMES = ("TLOPS_DEVICE",)
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)([KMGTE]i?)?$")
-_FACTORS = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "E": 10**18}
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
+_POWERS = {"k": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 
 
 class ContainerRunError(RuntimeError):
@@ -51,13 +53,9 @@ def quantity_bytes(quantity: str) -> int:
     if found is None:
         raise ValueError(f"{quantity!r}: expected a Kubernetes quantity such as 8Gi or 512M")
     number, unit = float(found.group(1)), found.group(2) or ""
-    factor = (
-        1
-        if not unit
-        else 1024 ** ("KMGTE".index(unit[0]) + 1)
-        if unit.endswith("i")
-        else (_FACTORS[unit])
-    )
+    factor = 1
+    if unit:  # Ki, Mi, ... are powers of 1024; k, M, ... powers of 1000 (Kubernetes' rules)
+        factor = (1024 if unit.endswith("i") else 1000) ** _POWERS[unit[0]]
     return int(number * factor)
 
 
@@ -94,6 +92,7 @@ def with_absolute_data(params: Params) -> tuple[Params, list[Path]]:
             updates[domain] = location.resolve()
             mounts.append(updates[domain])
         elif isinstance(location, DvcData) and (repo := _local_repo(location)) is not None:
+            updates[domain] = location.model_copy(update={"repo": str(repo)})
             mounts.append(repo)
     for name in ("target_unlabeled", "target_labeled"):
         folder = getattr(params.data, name)
@@ -116,6 +115,32 @@ def check_tracking(uri: str) -> None:
             "task containers do not share; use an MLflow server (MLFLOW_TRACKING_URI or "
             "tracking.tracking_uri; `make prod-local RUNNER=docker` starts one)"
         )
+
+
+def check_artifacts(location: str | None, experiment: str) -> None:
+    """Refuse an experiment whose artifacts go to this machine's disk.
+
+    The server hands the client that path, and each task would write into its own container.
+
+    Raises:
+        ContainerRunError: ``location`` is a local path or a ``file:`` URI.
+    """
+    if location and (location.startswith("file:") or location.startswith("/")):
+        raise ContainerRunError(
+            f"--runner docker: experiment {experiment!r} keeps its artifacts at {location}, a "
+            "folder of this machine the task containers do not share; use a server that "
+            "serves artifacts (mlflow server --serve-artifacts) or an object store"
+        )
+
+
+def image_commit(client: Any, image: str) -> str | None:
+    """The commit ``image`` was built from (its ``TLOPS_GIT_SHA``), if it records one."""
+    env = client.images.get(image).attrs.get("Config", {}).get("Env") or []
+    for item in env:
+        key, _, value = item.partition("=")
+        if key == GIT_SHA_ENV:
+            return str(value)
+    return None
 
 
 def _client() -> Any:
@@ -152,16 +177,27 @@ def check_image(client: Any, image: str) -> None:
 
 
 def _writable_by(path: Path, uid: int, gid: int) -> None:
-    """Create ``path`` and let the task user write in it (its owner when we are root)."""
+    """Create ``path`` and let the task user write in it (the owner of all of it, as root).
+
+    Not as root, the engine maps the task user to a uid of its own (rootless podman: a sub-uid),
+    so the folder is opened to every user: a shared machine's users could write there too.
+    """
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        os.chown(path, uid, gid)
-    else:  # the engine maps the task user to some uid of its own: let anyone in
+        for folder, _, files in os.walk(path):  # a crashed run may have left root's files
+            os.chown(folder, uid, gid)
+            for name in files:
+                os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+    else:
         path.chmod(0o777)
 
 
 def docker_runner(
-    params: Params, pipeline_root: Path, checkpoint_root: Path, tracking_uri: str
+    params: Params,
+    pipeline_root: Path,
+    checkpoint_root: Path,
+    tracking_uri: str,
+    echo: Callable[[str], None] = print,
 ) -> tuple[Any, Params]:
     """KFP's ``DockerRunner`` for ``params``, after checking that the run can start.
 
@@ -170,23 +206,38 @@ def docker_runner(
         pipeline_root: KFP's pipeline root (created here, writable by the task user).
         checkpoint_root: The checkpoint folder the tasks get (mounted at the same path).
         tracking_uri: The tracking store the tasks will log to.
+        echo: Receives a warning line (an image built from another commit than this one).
 
     Returns:
         The runner for ``kfp.local.init``, and ``params`` with its local data folders absolute
         (the pipeline must be built from these).
 
     Raises:
-        ContainerRunError: The store is on disk, no Docker API answers, or the image is missing.
+        ContainerRunError: The store or the experiment's artifacts are on disk, no Docker API
+            answers, or the image is missing.
     """
     from docker.types import Mount
     from kfp import local
 
+    from tlops.tracking.runs import client as tracking_client
+    from tlops.tracking.runs import git_sha
+
     check_tracking(tracking_uri)
+    experiment = tracking_client(params.tracking).get_experiment_by_name(params.tracking.experiment)
+    check_artifacts(
+        experiment.artifact_location if experiment else None, params.tracking.experiment
+    )
     client = _client()
     try:
         check_image(client, params.kfp.base_image)
+        built_from, here = image_commit(client, params.kfp.base_image), git_sha()
     finally:
         client.close()
+    if built_from and here != "unknown" and built_from != here:
+        echo(
+            f"note: image {params.kfp.base_image} was built from commit {built_from}, this "
+            f"checkout is {here}: the tasks run the image's code (make image rebuilds it)"
+        )
     absolute, data = with_absolute_data(params)
     uid, gid = params.kfp.task_uid, params.kfp.task_gid
     _writable_by(pipeline_root, uid, gid)
