@@ -93,26 +93,19 @@ docs: setup docs-tools ## the documentation site on http://127.0.0.1:8000 (gener
 	tlops generate
 	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:$(DOCS_PORT)
 
-$(DOCS_STAMP): $(DOCS_LOCK)
-	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
-	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(DOCS_VENV)/bin/uv $(UV_INSTALL) --python $(DOCS_VENV)/bin/python -r $(DOCS_LOCK)
-	@rm -f $(DOCS_VENV)/.installed-*
-	@touch $@
-
-$(LS_STAMP): $(LS_LOCK)
-	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(LS_VENV)/bin/uv $(UV_INSTALL) --python $(LS_VENV)/bin/python -r $(LS_LOCK)
-	@rm -f $(LS_VENV)/.installed-*
-	@touch $@
-
-$(CHECKOV_STAMP): $(CHECKOV_LOCK)
-	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(CHECKOV_VENV)/bin/uv $(UV_INSTALL) --python $(CHECKOV_VENV)/bin/python -r $(CHECKOV_LOCK)
-	@rm -f $(CHECKOV_VENV)/.installed-*
-	@touch $@
+# A tool's venv of its own, installed from its lock by uv: $(1) the venv, $(2) the lock, $(3) the
+# stamp (named by the lock's hash, so a changed lock reinstalls)
+define LOCKED_VENV
+$(3): $(2)
+	@test -x $(1)/bin/python || $$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --disable-pip-version-check uv==$$(UV_VERSION)
+	$(1)/bin/uv $$(UV_INSTALL) --python $(1)/bin/python -r $(2)
+	@rm -f $(1)/.installed-*
+	@touch $$@
+endef
+$(eval $(call LOCKED_VENV,$(DOCS_VENV),$(DOCS_LOCK),$(DOCS_STAMP)))
+$(eval $(call LOCKED_VENV,$(LS_VENV),$(LS_LOCK),$(LS_STAMP)))
+$(eval $(call LOCKED_VENV,$(CHECKOV_VENV),$(CHECKOV_LOCK),$(CHECKOV_STAMP)))
 
 $(KUSTOMIZE): | setup
 	@mkdir -p $(VENV)/kustomize

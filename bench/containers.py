@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from machine import describe
+from pipeline_overhead import steps_of
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,7 +42,6 @@ from infra.containers import api_service, build_image, default_tag  # noqa: E402
 from infra.prod_local import PIPELINE_USER, TINY, Topology  # noqa: E402
 
 ROUNDS = 2
-FAST = TINY
 RUNNERS = ("docker", "subprocess", "warm")
 _EXECUTING = re.compile(r"^(\d\d:\d\d:\d\d\.\d+) - INFO - Executing task '([\w-]+)'")
 _FIRST = re.compile(r"\[KFP Executor (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) INFO\]")
@@ -95,9 +95,9 @@ def one_run(topo: Topology, repo: Path, runner: str, host: str) -> dict[str, Any
 
     started = time.perf_counter()
     if runner == "docker":
-        done = topo.run_pipeline(repo, FAST, docker_host=host)
+        done = topo.run_pipeline(repo, TINY, docker_host=host)
     else:
-        done = topo.run_pipeline(repo, FAST, runner=runner)
+        done = topo.run_pipeline(repo, TINY, runner=runner)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{runner} run failed:\n{done.stdout}\n{done.stderr}")
@@ -106,11 +106,7 @@ def one_run(topo: Topology, repo: Path, runner: str, host: str) -> dict[str, Any
     client = MlflowClient(tracking_uri=topo.tracking_uri)
     experiment = client.get_experiment_by_name("tlops").experiment_id
     run = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
-    steps = {
-        key.removeprefix("time/step_seconds."): value
-        for key, value in run.data.metrics.items()
-        if key.startswith("time/step_seconds.")
-    }
+    steps = steps_of(run.data.metrics)
     tasks = done.stdout.count("finished with status SUCCESS")
     log = topo.state / "pod" / "run" / "kfp.log"
     starts = cold_starts(log) if runner == "docker" else {}

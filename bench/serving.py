@@ -164,13 +164,7 @@ def drive(port: int, make_body: Any, batches: list[list[bytes]]) -> dict[str, fl
     for batch in batches:
         started = time.perf_counter()
         body = make_body(batch)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            response.read()
+        _post(f"http://127.0.0.1:{port}/invocations", body)
         latencies.append(time.perf_counter() - started)
         sizes.append(len(body))
     return _summary(latencies, sizes)
@@ -193,15 +187,16 @@ def v2_body(pngs: list[bytes]) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
-def _post_v2(port: int, body: bytes) -> float:
-    started = time.perf_counter()
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v2/models/bench-images/infer",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
+def _post(url: str, body: bytes) -> None:
+    """POST a JSON body and read the whole answer."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         response.read()
+
+
+def _post_v2(port: int, body: bytes) -> float:
+    started = time.perf_counter()
+    _post(f"http://127.0.0.1:{port}/v2/models/bench-images/infer", body)
     return time.perf_counter() - started
 
 

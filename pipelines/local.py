@@ -263,11 +263,8 @@ def run_local(
     task_runner: Any = local.SubprocessRunner(use_venv=False)
     if runner == "docker":
         from tlops.runner.containers import docker_runner
-        from tlops.tracking.runs import tracking_uri
 
-        task_runner, params = docker_runner(
-            params, pipeline_root, checkpoints, tracking_uri(params.tracking), echo
-        )
+        task_runner, params = docker_runner(params, pipeline_root, checkpoints, echo)
     if pipeline_name == "retraining":
         from pipelines.retraining import build_retraining_pipeline
 
@@ -295,13 +292,7 @@ def run_local(
 
 @contextlib.contextmanager
 def _task_runner(runner: str, parallel: int | None = None) -> Iterator[None]:
-    """Within: KFP's tasks run as ``runner`` says (see :func:`run_local`).
-
-    Raises:
-        ValueError: An unknown runner.
-    """
-    if runner not in RUNNERS:
-        raise ValueError(f"--runner {runner!r}: expected one of {', '.join(RUNNERS)}")
+    """Within: KFP's tasks run as ``runner`` says (see :func:`run_local`, which checked it)."""
     if runner != "warm":  # KFP's own runners: a process or a container per task
         yield
         return

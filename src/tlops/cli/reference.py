@@ -10,12 +10,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from tlops.config.reference import table_cell
+
 # Typer carries its own copy of click (typer._click): the commands are read by what they have,
 # not by click's classes
-
-
-def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _type_name(param: Any) -> str:
@@ -38,7 +36,8 @@ def _row(param: Any) -> str:
     if param.required:
         shown = "required"
     help_text = getattr(param, "help", None) or ""
-    return f"| {names} | {_cell(_type_name(param))} | {_cell(shown)} | {_cell(help_text)} |"
+    cells = [names, table_cell(_type_name(param)), table_cell(shown), table_cell(help_text)]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _command(path: str, command: Any, parent: Any) -> list[str]:

@@ -83,13 +83,14 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def table_cell(text: str) -> str:
+    """``text`` as one cell of a markdown table: on one line, its pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _default(value: Any) -> str:
     text = json.dumps(value, default=str)
-    return f"`{_cell(text)}`" if len(text) <= 60 else f"`{_cell(text[:57])}...`"
+    return f"`{table_cell(text)}`" if len(text) <= 60 else f"`{table_cell(text[:57])}...`"
 
 
 def _section(name: str, model: type[BaseModel], values: Any, said: dict[str, str]) -> list[str]:
@@ -110,25 +111,28 @@ def _section(name: str, model: type[BaseModel], values: Any, said: dict[str, str
         comment = said.get(f"{name}.{key}") or comment
         nested = _section_model(info.annotation)
         if nested is not None and isinstance(values.get(key), dict):
+            lines.append(_sub_section(name, key, table_cell(comment)))
             below += ["", *_section(f"{name}.{key}", nested, values[key], said)]
-            anchor = re.sub(r"[^\w-]", "", f"{name}{key}".lower())  # as the toc makes it
-            lines.append(f"| `{key}` | section | | see [`{name}.{key}`](#{anchor}) | "
-                         f"{_cell(comment)} |")  # fmt: skip
             continue
         default = _default(values[key]) if key in values else "(none)"
-        rule_cell = f"`{_cell(rule)}`" if rule else ""
+        rule_cell = f"`{table_cell(rule)}`" if rule else ""
         lines.append(
-            f"| `{key}` | `{_cell(annotation)}` | {rule_cell} | {default} | {_cell(comment)} |"
+            f"| `{key}` | `{table_cell(annotation)}` | {rule_cell} | {default} | "
+            f"{table_cell(comment)} |"
         )
     # the sections of train that the registered strategies read (their own models)
     for key, value in values.items():
         if key not in model.model_fields and name == "train" and plugins.is_section(key):
-            section = plugins.section_model(key)
-            below += ["", *_section(f"{name}.{key}", section, value, said)]
-            anchor = re.sub(r"[^\w-]", "", f"{name}{key}".lower())
-            doc = f"read by the strategies that use it: {_cell(said.get(f'{name}.{key}', ''))}"
-            lines.append(f"| `{key}` | section | | see [`{name}.{key}`](#{anchor}) | {doc} |")
+            what = table_cell(said.get(f"{name}.{key}", ""))
+            lines.append(_sub_section(name, key, f"read by the strategies that use it: {what}"))
+            below += ["", *_section(f"{name}.{key}", plugins.section_model(key), value, said)]
     return lines + below
+
+
+def _sub_section(name: str, key: str, what: str) -> str:
+    """The row of a key that is a section of its own: a link to that section's table."""
+    anchor = re.sub(r"[^\w-]", "", f"{name}{key}".lower())  # the heading's id, as the toc makes it
+    return f"| `{key}` | section | | see [`{name}.{key}`](#{anchor}) | {what} |"
 
 
 def parameters_page(text: str, sections: dict[str, type[BaseModel]]) -> str:

@@ -22,7 +22,6 @@ the run is refused before any task starts, as it is when the image or the API is
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,6 @@ from tlops.tracking.runs import GIT_SHA_ENV
 # what a task gets from this process's environment besides the secrets' variables
 FORWARDED_PREFIXES = ("MLFLOW_", "AWS_")
 FORWARDED_NAMES = ("TLOPS_DEVICE",)
-_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$")
-_POWERS = {"k": 1, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
 
 
 class ContainerRunError(RuntimeError):
@@ -49,14 +46,14 @@ def quantity_bytes(quantity: str) -> int:
     Raises:
         ValueError: Not a quantity of bytes.
     """
-    found = _QUANTITY.match(quantity.strip())
-    if found is None:
-        raise ValueError(f"{quantity!r}: expected a Kubernetes quantity such as 8Gi or 512M")
-    number, unit = float(found.group(1)), found.group(2) or ""
-    factor = 1
-    if unit:  # Ki, Mi, ... are powers of 1024; k, M, ... powers of 1000 (Kubernetes' rules)
-        factor = (1024 if unit.endswith("i") else 1000) ** _POWERS[unit[0]]
-    return int(number * factor)
+    from kubernetes.utils import parse_quantity  # the Kubernetes client's own reading
+
+    try:
+        return int(parse_quantity(quantity))
+    except ValueError as exc:
+        raise ValueError(
+            f"{quantity!r}: expected a Kubernetes quantity such as 8Gi or 512M"
+        ) from exc
 
 
 def task_environment(params: Params, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -196,7 +193,6 @@ def docker_runner(
     params: Params,
     pipeline_root: Path,
     checkpoint_root: Path,
-    tracking_uri: str,
     echo: Callable[[str], None] = print,
 ) -> tuple[Any, Params]:
     """KFP's ``DockerRunner`` for ``params``, after checking that the run can start.
@@ -205,7 +201,6 @@ def docker_runner(
         params: The resolved params (``kfp.base_image``, ``task_uid``, ``shm_size``, data).
         pipeline_root: KFP's pipeline root (created here, writable by the task user).
         checkpoint_root: The checkpoint folder the tasks get (mounted at the same path).
-        tracking_uri: The tracking store the tasks will log to.
         echo: Receives a warning line (an image built from another commit than this one).
 
     Returns:
@@ -220,9 +215,9 @@ def docker_runner(
     from kfp import local
 
     from tlops.tracking.runs import client as tracking_client
-    from tlops.tracking.runs import git_sha
+    from tlops.tracking.runs import git_sha, tracking_uri
 
-    check_tracking(tracking_uri)
+    check_tracking(tracking_uri(params.tracking))
     experiment = tracking_client(params.tracking).get_experiment_by_name(params.tracking.experiment)
     check_artifacts(
         experiment.artifact_location if experiment else None, params.tracking.experiment
